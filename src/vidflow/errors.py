@@ -1,0 +1,90 @@
+"""vidflow's exceptions, as one small tree::
+
+    VidflowError                 base of everything vidflow raises on purpose
+    ├── ConfigError              bad YAML / overrides; carries ``path`` ("stages[0].detect.conf")
+    ├── SourceError              a source failed; carries ``source_id`` and ``uri`` (password removed)
+    │   ├── DecodeError          the bitstream could not be decoded / has no frames
+    │   └── StreamUnavailable    could not open or connect (missing file, refused, timeout)
+    ├── StageError               a stage raised; carries ``stage`` (name) and ``frames``
+    └── SinkError                a sink failed to write or close
+
+Bad arguments to constructors raise plain ``ValueError`` listing what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = [
+    "VidflowError",
+    "ConfigError",
+    "SourceError",
+    "DecodeError",
+    "StreamUnavailable",
+    "StageError",
+    "SinkError",
+    "redact_uri",
+]
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+
+
+def redact_uri(uri: Any) -> str:
+    """Return ``uri`` as text with any password replaced by ``***``.
+
+    ``rtsp://admin:secret@cam/s1`` -> ``rtsp://admin:***@cam/s1``. Anything that is not a URI
+    with credentials comes back unchanged (as ``str``). Also applied to free text, so an error
+    message that embeds a URI is safe to print.
+    """
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(uri))
+
+
+class VidflowError(Exception):
+    """Base class of every error vidflow raises on purpose."""
+
+
+class ConfigError(VidflowError):
+    """A pipeline description is wrong. ``path`` names the place, e.g. ``muxer.batch_size``."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class SourceError(VidflowError):
+    """A source failed. ``source_id`` and ``uri`` (with any password removed) say which."""
+
+    def __init__(self, message: str, *, source_id: int | str | None = None, uri: Any = None) -> None:
+        self.source_id = source_id
+        self.uri = redact_uri(uri) if uri is not None else None
+        where = []
+        if source_id is not None:
+            where.append(f"source {source_id}")
+        if self.uri:
+            where.append(f"({self.uri})")
+        prefix = " ".join(where)
+        super().__init__(redact_uri(f"{prefix}: {message}" if prefix else message))
+
+
+class DecodeError(SourceError):
+    """The stream was opened but could not be decoded (corrupt, unsupported, no frames)."""
+
+
+class StreamUnavailable(SourceError):
+    """The stream could not be opened or reached (missing file, refused, timed out)."""
+
+
+class StageError(VidflowError):
+    """A stage raised. ``stage`` is its name; ``frames`` the ``FrameInfo``s of the batch."""
+
+    def __init__(self, message: str, *, stage: str, frames: tuple = ()) -> None:
+        self.stage = stage
+        self.frames = tuple(frames)
+        ids = sorted({(f.source_id, f.frame_num) for f in self.frames})[:8]
+        where = f" on frames (source, frame) {ids}" if ids else ""
+        super().__init__(f"stage {stage!r}{where}: {message}")
+
+
+class SinkError(VidflowError):
+    """A sink could not write or close."""

@@ -1,0 +1,1 @@
+"""Sources: files (NVDEC or FFmpeg), RTSP/URIs, synthetic scenes. See ``base.py`` for the contract."""

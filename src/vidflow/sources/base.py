@@ -1,0 +1,69 @@
+"""The source contract: what a decoder thread hands to the muxer.
+
+A source is any object with::
+
+    uri: str            # for messages, password already removed (errors.redact_uri)
+    live: bool          # True: when its queue is full the oldest frame is dropped (and counted);
+                        # False (files): the source thread blocks, no frame is lost
+    def frames(self, *, device: torch.device, source_id) -> Iterator[SourceFrame]: ...
+    def close(self) -> None: ...
+
+``frames`` is called once, on the source's own thread; it decodes lazily and raises
+``SourceError`` (``DecodeError`` / ``StreamUnavailable``) naming the source when it cannot go on.
+Returning ends the stream (EOS). ``close`` may be called from another thread to stop it early.
+Optional: ``state`` (a ``SourceState`` string) for live sources that reconnect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+
+from ..batch import FrameInfo
+
+__all__ = ["SourceFrame", "Source", "SourceState", "PixelFormat", "ColorMatrix"]
+
+PixelFormat = Literal["rgb", "nv12"]
+ColorMatrix = Literal["bt601", "bt709"]
+SourceState = Literal["connecting", "running", "backoff", "failed", "ended"]
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """One decoded frame, before the muxer converts and scales it.
+
+    ``data`` is either ``format="rgb"``: uint8 ``[3,H,W]`` (any strides), or ``format="nv12"``:
+    uint8 ``[H*3//2, W]`` (Y plane then interleaved UV), on CPU or CUDA. ``matrix`` and
+    ``full_range`` say how to turn YUV into RGB (from the stream's metadata; unspecified streams
+    follow FFmpeg: BT.601 below 720 lines... see ``ops.color.default_matrix``). ``info.width`` /
+    ``info.height`` are the displayed size (``data`` may be larger when the decoder pads).
+    """
+
+    info: FrameInfo
+    data: torch.Tensor
+    format: PixelFormat = "rgb"
+    matrix: ColorMatrix = "bt601"
+    full_range: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in ("rgb", "nv12"):
+            raise ValueError(f"SourceFrame.format: expected 'rgb' or 'nv12', got {self.format!r}")
+        if self.data.dtype != torch.uint8:
+            raise ValueError(f"SourceFrame.data: expected uint8, got {self.data.dtype}")
+        if self.format == "rgb" and (self.data.dim() != 3 or self.data.shape[0] != 3):
+            raise ValueError(f"SourceFrame.data (rgb): expected shape (3, H, W), got {tuple(self.data.shape)}")
+        if self.format == "nv12" and (self.data.dim() != 2 or self.data.shape[0] % 3):
+            raise ValueError(f"SourceFrame.data (nv12): expected shape (H*3//2, W), got {tuple(self.data.shape)}")
+
+
+@runtime_checkable
+class Source(Protocol):
+    uri: str
+    live: bool
+
+    def frames(self, *, device: torch.device, source_id: int | str) -> Iterator[SourceFrame]: ...
+
+    def close(self) -> None: ...
