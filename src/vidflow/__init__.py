@@ -22,7 +22,7 @@ _EXPORTS = {
     "DecodeError": "vidflow.errors", "StreamUnavailable": "vidflow.errors", "StageError": "vidflow.errors",
     "SinkError": "vidflow.errors",
     # pipeline
-    "Pipeline": "vidflow.pipeline", "Muxer": "vidflow.mux", "RunSummary": "vidflow.pipeline",
+    "Pipeline": "vidflow.pipeline", "Muxer": "vidflow.mux", "RunSummary": "vidflow.stats",
     # sources
     "SourceFrame": "vidflow.sources.base", "FileSource": "vidflow.sources.file",
     "SyntheticSource": "vidflow.sources.synthetic", "RtspSource": "vidflow.sources.rtsp",

@@ -1,0 +1,195 @@
+"""The ``vidflow`` command line: ``run``, ``demo``, ``info``, ``gallery``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+
+from .errors import ConfigError, SourceError, VidflowError, redact_uri
+
+__all__ = ["main"]
+
+
+class _Progress:
+    """Prints per-source fps to stderr: rewritten in place on a terminal, a line every few
+    seconds otherwise."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, summary) -> None:
+        now = time.monotonic()
+        if not self.tty and now - self.last < 5.0:
+            return
+        self.last = now
+        line = summary.progress_line()
+        if self.tty:
+            self.stream.write("\r\033[K" + line[:200])
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    progress = _Progress() if not args.quiet else None
+    try:
+        pipe = Pipeline.from_yaml(args.pipeline, args.set or None, progress=progress)
+    except ConfigError as e:
+        print(f"vidflow: config error: {redact_uri(e)}", file=sys.stderr)
+        return 2
+    code = 0
+    try:
+        pipe.run()
+    except KeyboardInterrupt:
+        code = 130
+    except SourceError as e:
+        print(f"vidflow: {redact_uri(e)}", file=sys.stderr)
+        code = 1
+    except VidflowError as e:
+        print(f"vidflow: error: {redact_uri(e)}", file=sys.stderr)
+        code = 1
+    finally:
+        if progress is not None:
+            progress.done()
+    print(pipe.summary.table())
+    return code
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames)
+    return 0
+
+
+def info() -> dict:
+    """Facts about this machine as vidflow sees it: device, decoders, encoders, versions."""
+    import torch
+
+    out: dict = {"vidflow": __import__("vidflow").__version__, "python": platform.python_version(),
+                 "torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        out["cuda"] = torch.version.cuda
+    try:
+        import av
+
+        out["pyav"] = av.__version__
+        out["ffmpeg"] = ".".join(map(str, av.library_versions.get("libavcodec", ())))
+        out["libx264"] = _has_encoder("libx264")
+    except ImportError:
+        out["pyav"] = None
+    try:
+        from .sources.decode import nvdec_info
+
+        out["nvdec"] = nvdec_info()
+    except ImportError as e:
+        out["nvdec"] = {"available": False, "reason": str(e)}
+    try:
+        from .sinks.video import nvenc_available
+
+        out["nvenc"] = nvenc_available()
+    except ImportError:
+        out["nvenc"] = None
+    try:
+        import torchvision
+
+        out["torchvision"] = torchvision.__version__
+    except ImportError:
+        out["torchvision"] = None
+    try:
+        import onnxruntime
+
+        out["onnxruntime"] = onnxruntime.__version__
+        out["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        out["onnxruntime"] = None
+    return out
+
+
+def _has_encoder(name: str) -> bool:
+    import av
+
+    try:
+        av.codec.Codec(name, "w")
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        return False
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    facts = info()
+    if args.json:
+        print(json.dumps(facts, indent=2, default=str))
+    else:
+        for k, v in facts.items():
+            print(f"{k:22s} {v}")
+    return 0
+
+
+def _cmd_gallery(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    from .gallery_cli import main as gallery_main
+
+    return int(gallery_main(list(rest)) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidflow", description="GPU video analytics pipelines in Python.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a pipeline described in YAML",
+                       description="Run PIPELINE.yaml to the end, printing per-source fps and a summary.")
+    r.add_argument("pipeline", help="the pipeline YAML file")
+    r.add_argument("--set", action="append", metavar="PATH=VALUE",
+                   help="override a YAML value, e.g. --set muxer.batch_size=16 --set detect.conf=0.4 (repeatable)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.set_defaults(func=_cmd_run)
+
+    d = sub.add_parser("demo", help="generate camera clips and run the demo pipeline on them",
+                       description="Make 4 generated camera clips, run detector + tracker + embedder + gallery, "
+                                   "write a tiled annotated.mp4, frames.jsonl and a summary.")
+    d.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    d.add_argument("--streams", type=int, default=4, help="number of generated cameras (default 4)")
+    d.add_argument("--frames", type=int, default=None, help="frames per clip (default: by device)")
+    d.set_defaults(func=_cmd_demo)
+
+    i = sub.add_parser("info", help="show device, NVDEC/NVENC availability and versions")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=_cmd_info)
+
+    g = sub.add_parser("gallery", help="manage a face/ReID gallery database (add | list | remove)",
+                       add_help=False)
+    g.set_defaults(func=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if argv and argv[0] == "gallery":
+        return _cmd_gallery(argparse.Namespace(), argv[1:])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose or os.environ.get("VIDFLOW_DEBUG") else logging.WARNING,
+                        format="vidflow: %(levelname)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The muxer: frames of many sources become batches on the pipeline device.
+
+Each source thread puts decoded frames into its own bounded ``SourceQueue``. ``Muxer.collect``
+takes frames round-robin (one per source per round, the starting source rotating each batch, so
+a busy source cannot starve a quiet one) and returns a batch's worth when it is full or
+``max_wait_ms`` after the arrival of its first frame; a silent source never holds the others, and
+a source whose queue is drained after its end of stream leaves. ``Muxer.assemble`` converts each
+frame to RGB and scales it into a pooled, reused ``[B,3,H,W]`` uint8 tensor on the device.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .batch import Batch
+from .sources.base import SourceFrame
+
+__all__ = ["Muxer", "SourceQueue", "Collected"]
+
+
+class SourceQueue:
+    """A bounded frame queue of one source.
+
+    File sources (``live=False``) block in :meth:`put` while the queue is full (no frame lost);
+    live sources drop the oldest queued frame instead and count it in ``dropped``.
+    All queues of a pipeline share one condition variable, so the muxer wakes on any arrival.
+    """
+
+    def __init__(self, source_id: int | str, *, maxsize: int = 8, live: bool = False,
+                 cond: threading.Condition | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        if maxsize < 1:
+            raise ValueError(f"queue maxsize must be >= 1, got {maxsize}")
+        self.source_id = source_id
+        self.maxsize = maxsize
+        self.live = live
+        self.cond = cond or threading.Condition()
+        self.clock = clock
+        self.items: deque[tuple[float, SourceFrame]] = deque()
+        self.dropped = 0
+        self.eos = False          # the producer has finished (or failed, or was removed)
+        self.closed = False       # nobody will consume: put() returns False at once
+
+    def put(self, frame: SourceFrame, timeout: float | None = None) -> bool:
+        """Queue ``frame``. Returns False when the queue was closed (stop producing)."""
+        with self.cond:
+            if not self.live:
+                end = None if timeout is None else self.clock() + timeout
+                while len(self.items) >= self.maxsize and not self.closed:
+                    left = None if end is None else end - self.clock()
+                    if left is not None and left <= 0:
+                        return not self.closed
+                    self.cond.wait(0.1 if left is None else min(left, 0.1))
+            if self.closed:
+                return False
+            if len(self.items) >= self.maxsize:
+                self.items.popleft()
+                self.dropped += 1
+            self.items.append((self.clock(), frame))
+            self.cond.notify_all()
+            return True
+
+    def finish(self) -> None:
+        """Mark the end of stream (after the last put)."""
+        with self.cond:
+            self.eos = True
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the producer and discard what is queued."""
+        with self.cond:
+            self.closed = True
+            self.eos = True
+            self.items.clear()
+            self.cond.notify_all()
+
+    @property
+    def done(self) -> bool:
+        return self.eos and not self.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class Collected:
+    """What :meth:`Muxer.collect` returns: the frames of one batch (possibly none) and the
+    sources that ended since the last call (their last frame is in this or an earlier batch)."""
+
+    frames: list[SourceFrame]
+    ended: list[int | str]
+    arrivals: list[float]
+
+
+class Muxer:
+    """Batches frames of many sources.
+
+    Args:
+        batch_size: frames per batch (a batch may be smaller at a timeout or at the end).
+        max_wait_ms: a batch goes out at most this long after its first frame arrived.
+        size: ``(width, height)`` of the batch images; ``None`` takes the first frame's size.
+        keep_aspect: scale each frame to fit, centred, padding with black (``FrameInfo.region``
+            records where it lies) instead of stretching it to ``size``.
+        pool: batch buffers kept for reuse. A buffer is reused only once no batch view of it is
+            alive, so holding batches never sees them overwritten; more are allocated if needed.
+        clock: monotonic clock in seconds (tests pass a fake one).
+    """
+
+    def __init__(self, batch_size: int = 8, max_wait_ms: float = 30.0, size: Sequence[int] | None = None, *,
+                 keep_aspect: bool = False, pool: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if float(max_wait_ms) < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        if size is not None:
+            if len(size) != 2 or int(size[0]) < 2 or int(size[1]) < 2:
+                raise ValueError(f"size must be [width, height] with both >= 2, got {list(size)}")
+            size = (int(size[0]), int(size[1]))
+        self.batch_size = int(batch_size)
+        self.max_wait = float(max_wait_ms) / 1000.0
+        self.size: tuple[int, int] | None = size
+        self.keep_aspect = bool(keep_aspect)
+        self.pool_size = max(1, int(pool))
+        self.clock = clock
+        self._rr = 0
+        self._pool: list[tuple[torch.Tensor, weakref.ref | None]] = []
+
+    def __repr__(self) -> str:
+        return (f"Muxer(batch_size={self.batch_size}, max_wait_ms={self.max_wait * 1000:g}, size={self.size}, "
+                f"keep_aspect={self.keep_aspect})")
+
+    # -- selecting frames --------------------------------------------------------------------
+    def collect(self, queues: Callable[[], Sequence[SourceQueue]], cond: threading.Condition, *,
+                stop: threading.Event | None = None,
+                wait: Callable[[threading.Condition, float], None] | None = None) -> Collected | None:
+        """Block until a batch is due; ``None`` once every source has ended and nothing is left.
+
+        ``queues`` returns the current queues (sources may be added or removed meanwhile).
+        ``wait(cond, seconds)`` waits on the held condition (tests pass one that moves a fake
+        clock); ``stop`` ends the wait early (returns what was gathered, or None).
+        """
+        wait = wait or (lambda c, t: c.wait(t))
+        frames: list[SourceFrame] = []
+        arrivals: list[float] = []
+        ended: list[int | str] = []
+        with cond:
+            while True:
+                qs = list(queues())
+                if qs:
+                    start = self._rr % len(qs)
+                    order = qs[start:] + qs[:start]
+                    took = True
+                    while took and len(frames) < self.batch_size:
+                        took = False
+                        for q in order:
+                            if q.items and len(frames) < self.batch_size:
+                                t, f = q.items.popleft()
+                                frames.append(f)
+                                arrivals.append(t)
+                                took = True
+                    cond.notify_all()          # room freed for blocked producers
+                for q in qs:
+                    if q.done and q.source_id not in ended:
+                        ended.append(q.source_id)
+                all_done = all(q.done for q in qs)
+                if len(frames) >= self.batch_size or (all_done and (frames or ended)):
+                    break
+                if all_done or (stop is not None and stop.is_set()):
+                    if frames or ended:
+                        break
+                    return None
+                now = self.clock()
+                if frames:
+                    left = arrivals[0] + self.max_wait - now
+                    if left <= 0:
+                        break
+                    wait(cond, left)
+                else:
+                    wait(cond, 0.05)
+        self._rr += 1
+        return Collected(frames, ended, arrivals)
+
+    # -- building the batch ------------------------------------------------------------------
+    def _buffer(self, n: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+        for i, (buf, ref) in enumerate(self._pool):
+            if (ref is None or ref() is None) and buf.shape[0] >= n and buf.shape[2:] == (h, w) \
+                    and buf.device == device:
+                return buf
+        buf = torch.empty((self.batch_size, 3, h, w), dtype=torch.uint8, device=device)
+        self._pool.append((buf, None))
+        # keep the pool bounded: forget free buffers beyond pool_size (they are released)
+        free = [i for i, (b, r) in enumerate(self._pool) if (r is None or r() is None) and b is not buf]
+        while len(self._pool) > self.pool_size and free:
+            self._pool.pop(free.pop())
+        return buf
+
+    def _region(self, w: int, h: int, out_w: int, out_h: int) -> tuple[int, int, int, int]:
+        if not self.keep_aspect:
+            return 0, 0, out_w, out_h
+        s = min(out_w / w, out_h / h)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        x0, y0 = (out_w - nw) // 2, (out_h - nh) // 2
+        return x0, y0, x0 + nw, y0 + nh
+
+    def assemble(self, frames: Sequence[SourceFrame], device: torch.device) -> Batch:
+        """Convert and scale ``frames`` into a pooled batch tensor on ``device``."""
+        from .ops.color import convert_into
+
+        if not frames:
+            raise ValueError("Muxer.assemble: expected at least one frame")
+        if self.size is None:
+            self.size = (frames[0].info.width, frames[0].info.height)
+        out_w, out_h = self.size
+        buf = self._buffer(len(frames), out_h, out_w, device)
+        images = buf[: len(frames)]
+        infos = []
+        for i, f in enumerate(frames):
+            x0, y0, x1, y1 = self._region(f.info.width, f.info.height, out_w, out_h)
+            if (x1 - x0, y1 - y0) != (out_w, out_h):
+                images[i].zero_()
+            data = f.data if f.data.device == device else f.data.to(device, non_blocking=True)
+            convert_into(f if data is f.data else _moved(f, data), images[i, :, y0:y1, x0:x1])
+            infos.append(f.info.replace(region=(float(x0), float(y0), float(x1), float(y1))))
+        for k, (b, _) in enumerate(self._pool):
+            if b is buf:
+                self._pool[k] = (buf, weakref.ref(images))
+        return Batch(images=images, frames=tuple(infos))
+
+
+def _moved(frame: SourceFrame, data: torch.Tensor) -> SourceFrame:
+    return SourceFrame(info=frame.info, data=data, format=frame.format, matrix=frame.matrix,
+                       full_range=frame.full_range)

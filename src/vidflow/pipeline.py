@@ -1,0 +1,299 @@
+"""``Pipeline``: sources (a thread each) -> muxer -> stages -> sinks.
+
+Run it to the end with ``run()``, or pull batches with ``for batch in pipeline``. A source that
+fails stops alone: the others run to their end; then, with ``strict=True`` (the default),
+``run()`` raises that source's ``SourceError``. An exception in a stage or sink stops everything
+at once and is raised from ``run()`` as ``StageError`` / ``SinkError`` naming it. Sinks and
+stages are closed in every case, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from .batch import Batch
+from .device import resolve_device
+from .errors import DecodeError, SinkError, SourceError, StageError, VidflowError, redact_uri
+from .mux import Muxer, SourceQueue
+from .stats import RunSummary, SourceStats
+
+__all__ = ["Pipeline", "RunSummary", "SourceStats"]
+
+log = logging.getLogger("vidflow")
+
+
+def _name(obj: Any) -> str:
+    return str(getattr(obj, "name", None) or getattr(obj, "__name__", None) or type(obj).__name__)
+
+
+class Pipeline:
+    """Sources + muxer + stages + sinks.
+
+    Args:
+        sources: objects following the Source protocol (``vidflow.sources.base``); the i-th gets
+            ``source_id`` i.
+        muxer: batching settings (default ``Muxer()``).
+        stages: callables ``Batch -> Batch`` run in order.
+        sinks: objects with ``write(batch)`` and ``close()``.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        queue_size: frames queued per source before a file source waits / a live one drops.
+        strict: raise a failed source's error from ``run()`` once the others have finished.
+        progress: called with a :class:`RunSummary` snapshot about every ``progress_every`` s.
+    """
+
+    def __init__(self, sources: Sequence[Any] = (), muxer: Muxer | None = None, stages: Sequence[Callable] = (),
+                 sinks: Sequence[Any] = (), *, device: str | torch.device = "auto", queue_size: int = 8,
+                 strict: bool = True, progress: Callable[[RunSummary], None] | None = None,
+                 progress_every: float = 1.0) -> None:
+        if int(queue_size) < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        self.device = resolve_device(device)
+        self.muxer = muxer if muxer is not None else Muxer()
+        self.stages = list(stages)
+        self.sinks = list(sinks)
+        for s in self.stages:
+            if not callable(s):
+                raise ValueError(f"stages: expected callables Batch -> Batch, got {type(s).__name__}")
+        for s in self.sinks:
+            if not callable(getattr(s, "write", None)):
+                raise ValueError(f"sinks: expected objects with write(batch), got {type(s).__name__}")
+        self.queue_size = int(queue_size)
+        self.strict = bool(strict)
+        self.progress = progress
+        self.progress_every = float(progress_every)
+        self.summary = RunSummary()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._queues: dict[int | str, SourceQueue] = {}
+        self._sources: dict[int | str, Any] = {}
+        self._threads: dict[int | str, threading.Thread] = {}
+        self._running = False
+        self._used = False
+        self._next_id = 0
+        for src in sources:
+            self.add_source(src)
+
+    @classmethod
+    def from_yaml(cls, path: str, overrides: Sequence[str] | dict | None = None, **kw: Any) -> Pipeline:
+        """Build the pipeline a YAML file describes (as ``vidflow run`` does); ``overrides`` are
+        ``"path=value"`` strings (``"muxer.batch_size=16"``) or a dict of them."""
+        from .config import build_pipeline, load_config
+
+        return build_pipeline(load_config(path, overrides), **kw)
+
+    # -- sources -----------------------------------------------------------------------------
+    def add_source(self, source: Any, source_id: int | str | None = None) -> int | str:
+        """Register a source; on a running pipeline it starts at once. Returns its id."""
+        if not callable(getattr(source, "frames", None)):
+            raise ValueError(f"add_source: expected a Source (with frames() and close()), got {type(source).__name__}")
+        with self._lock:
+            if source_id is None:
+                while self._next_id in self._sources or self._next_id in self.summary.sources:
+                    self._next_id += 1
+                source_id = self._next_id
+            if source_id in self._sources:
+                raise ValueError(f"add_source: source id {source_id!r} is already in use")
+            live = bool(getattr(source, "live", False))
+            self._sources[source_id] = source
+            self._queues[source_id] = SourceQueue(source_id, maxsize=self.queue_size, live=live, cond=self._cond)
+            self.summary.sources[source_id] = SourceStats(source_id, redact_uri(getattr(source, "uri", "")), live)
+            if self._running:
+                self._start_source(source_id)
+        return source_id
+
+    def remove_source(self, source_id: int | str) -> None:
+        """Stop a source of a running pipeline: its queued frames are discarded, its decoder
+        closed, per-source stage state reset. Raises ``KeyError`` for an unknown id."""
+        with self._lock:
+            if source_id not in self._sources:
+                raise KeyError(f"remove_source: no source with id {source_id!r}")
+            q = self._queues[source_id]
+            src = self._sources[source_id]
+            self.summary.sources[source_id].state = "removed"
+        q.close()
+        try:
+            src.close()
+        except Exception as e:  # noqa: BLE001 - closing must not break the pipeline
+            log.warning("source %s: close failed: %s", source_id, redact_uri(e))
+        if not self._running:
+            self._retire(source_id)
+
+    def _start_source(self, sid: int | str) -> None:
+        st = self.summary.sources[sid]
+        st.started = time.monotonic()
+        st.state = "connecting" if st.live else "running"
+        t = threading.Thread(target=self._produce, args=(sid,), name=f"vidflow-source-{sid}", daemon=True)
+        self._threads[sid] = t
+        t.start()
+
+    def _produce(self, sid: int | str) -> None:
+        src, q, st = self._sources[sid], self._queues[sid], self.summary.sources[sid]
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        try:
+            for frame in src.frames(device=self.device, source_id=sid):
+                st.decoded += 1
+                if st.state in ("connecting", "backoff"):
+                    st.state = "running"
+                if not q.put(frame):
+                    break
+            if st.state != "removed":
+                st.state = "ended"
+        except Exception as e:  # noqa: BLE001 - a source fails alone; reported, never swallowed
+            if q.closed:          # removed or stopped meanwhile: a close-time error is no failure
+                pass
+            else:
+                if not isinstance(e, SourceError):
+                    e = DecodeError(f"{type(e).__name__}: {e}", source_id=sid, uri=getattr(src, "uri", None))
+                st.error = e
+                st.errors += 1
+                st.state = "failed"
+                log.error("%s", e)
+        finally:
+            st.ended = time.monotonic()
+            q.finish()
+
+    def _retire(self, sid: int | str) -> None:
+        """A source has ended and all its frames went through: release it everywhere."""
+        with self._lock:
+            q = self._queues.pop(sid, None)
+            src = self._sources.pop(sid, None)
+        if q is not None and sid in self.summary.sources:
+            self.summary.sources[sid].dropped = q.dropped
+            t = self._threads.pop(sid, None)
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5.0)
+        if src is not None:
+            try:
+                src.close()
+            except Exception as e:  # noqa: BLE001
+                log.warning("source %s: close failed: %s", sid, redact_uri(e))
+        for obj in (*self.stages, *self.sinks):
+            reset = getattr(obj, "reset", None) if obj in self.stages else getattr(obj, "end_source", None)
+            if callable(reset):
+                reset(sid)
+
+    # -- running -----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Batch]:
+        return self._batches()
+
+    def run(self) -> RunSummary:
+        """Run until every source has ended; returns the summary (also ``self.summary``)."""
+        for _ in self._batches():
+            pass
+        return self.summary
+
+    def stop(self) -> None:
+        """Ask a running pipeline to finish (from another thread or a callback)."""
+        self._stop.set()
+        with self._cond:
+            for q in self._queues.values():
+                q.close()
+
+    def _batches(self) -> Iterator[Batch]:
+        if self._used:
+            raise VidflowError("a Pipeline runs once; build a new one to run again")
+        self._used = True
+        self._running = True
+        self.summary.started = time.monotonic()
+        with self._lock:
+            for sid in list(self._sources):
+                self._start_source(sid)
+        last_progress = time.monotonic()
+        ok = False
+        try:
+            while True:
+                col = self.muxer.collect(lambda: list(self._queues.values()), self._cond, stop=self._stop)
+                if col is None:
+                    break
+                if col.frames:
+                    batch = self.muxer.assemble(col.frames, self.device)
+                    batch = self._run_stages(batch)
+                    self._write(batch)
+                    yield batch
+                for sid in col.ended:
+                    self._retire(sid)
+                if self.progress is not None and time.monotonic() - last_progress >= self.progress_every:
+                    last_progress = time.monotonic()
+                    self._refresh()
+                    self.progress(self.summary)
+            ok = True
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            raise
+        finally:
+            self._shutdown(raise_errors=ok)
+
+    def _refresh(self) -> None:
+        """Copy live counters (drops, a reconnecting source's own state) into the summary."""
+        with self._lock:
+            items = [(sid, q, self._sources.get(sid)) for sid, q in self._queues.items()]
+        for sid, q, src in items:
+            st = self.summary.sources[sid]
+            st.dropped = q.dropped
+            state = getattr(src, "state", None)
+            if isinstance(state, str) and st.state not in ("removed", "failed", "ended"):
+                st.state = state
+
+    def _run_stages(self, batch: Batch) -> Batch:
+        for stage in self.stages:
+            try:
+                out = stage(batch)
+            except VidflowError:
+                raise
+            except Exception as e:
+                raise StageError(f"{type(e).__name__}: {e}", stage=_name(stage), frames=batch.frames) from e
+            if not isinstance(out, Batch):
+                raise StageError(f"returned {type(out).__name__}, expected a Batch", stage=_name(stage),
+                                 frames=batch.frames)
+            batch = out
+        return batch
+
+    def _write(self, batch: Batch) -> None:
+        for sink in self.sinks:
+            try:
+                sink.write(batch)
+            except VidflowError:
+                raise
+            except Exception as e:
+                raise SinkError(f"sink {_name(sink)!r}: {type(e).__name__}: {e}") from e
+        now = time.time_ns()
+        self.summary.batches += 1
+        for f in batch.frames:
+            st = self.summary.sources.get(f.source_id)
+            if st is not None:
+                st.frames += 1
+            if f.ntp_ns:
+                self.summary.latencies_ms.append((now - f.ntp_ns) / 1e6)
+
+    def _shutdown(self, *, raise_errors: bool) -> None:
+        self._stop.set()
+        with self._cond:
+            for q in self._queues.values():
+                q.close()
+        for sid in list(self._sources):
+            self._retire(sid)
+        errors: list[BaseException] = []
+        for obj in (*self.sinks, *self.stages):
+            close = getattr(obj, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as e:  # noqa: BLE001 - close everything, report the first
+                    errors.append(SinkError(f"closing {_name(obj)!r}: {type(e).__name__}: {e}"))
+        self.summary.wall_s = time.monotonic() - self.summary.started
+        self._running = False
+        if not raise_errors:
+            return
+        if errors:
+            raise errors[0]
+        failed = [st.error for st in self.summary.sources.values() if st.error is not None]
+        if failed and self.strict:
+            raise failed[0]

@@ -1,0 +1,109 @@
+"""``JsonlSink``: one JSON line per frame.
+
+Schema (DESIGN.md)::
+
+    {"source_id": 0, "frame_num": 12, "pts": 0.4, "width": 1920, "height": 1080,
+     "objects": [{"bbox": [x1, y1, x2, y2], "class_id": 1, "label": "disc", "confidence": 0.93,
+                  "object_id": 4, "attrs": {"color.label": "red", "embed.vector": [...]}}]}
+
+Boxes are in source pixels. The object table crosses to the host once per batch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from ..batch import TRACKER_BBOX, Batch
+from ..errors import SinkError
+
+__all__ = ["JsonlSink", "frame_records"]
+
+
+def _round(x: Any, nd: int) -> Any:
+    if isinstance(x, float):
+        return round(x, nd)
+    if isinstance(x, list):
+        return [_round(v, nd) for v in x]
+    return x
+
+
+def frame_records(batch: Batch, *, attrs: bool = True, decimals: int = 2) -> list[dict[str, Any]]:
+    """The JSON-ready records of a batch, one per frame in batch order."""
+    objs = batch.objects
+    names = batch.labels.get("objects", ())
+    cols = {"frame_idx": objs.frame_idx, "bbox": objs.bbox, "class_id": objs.class_id,
+            "confidence": objs.confidence, "object_id": objs.object_id}
+    host = {k: v.cpu().tolist() for k, v in cols.items()}   # one host transfer per column per batch
+    extra: dict[str, list] = {}
+    if attrs:
+        for key, v in objs.attrs.items():
+            if key == TRACKER_BBOX:
+                continue
+            vals = v.detach().cpu()
+            vals = vals.float() if vals.is_floating_point() else vals
+            lst = vals.tolist()
+            stage = key.rsplit(".", 1)[0]
+            if key.endswith(".label") and stage in batch.labels:
+                lab = batch.labels[stage]
+                lst = [lab[i] if isinstance(i, int) and 0 <= i < len(lab) else i for i in lst]
+            extra[key] = lst
+    per_frame: list[list[dict]] = [[] for _ in batch.frames]
+    for j, fi in enumerate(host["frame_idx"]):
+        cid = host["class_id"][j]
+        o = {"bbox": _round(host["bbox"][j], decimals), "class_id": cid,
+             "label": names[cid] if 0 <= cid < len(names) else str(cid),
+             "confidence": round(host["confidence"][j], 4), "object_id": host["object_id"][j]}
+        if extra:
+            o["attrs"] = {k: _round(v[j], 4) for k, v in extra.items()}
+        per_frame[fi].append(o)
+    return [{"source_id": f.source_id, "frame_num": f.frame_num, "pts": round(f.pts, 6), "width": f.width,
+             "height": f.height, "objects": per_frame[i]} for i, f in enumerate(batch.frames)]
+
+
+class JsonlSink:
+    """Writes one line per frame to ``path`` (parent folders created). Lines of one source come
+    in frame order; the file is flushed after every batch and closed by :meth:`close`.
+
+    Args:
+        path: output file.
+        attrs: include per-object attributes (embeddings, classifier labels...) under ``"attrs"``.
+        decimals: rounding of box coordinates.
+    """
+
+    def __init__(self, path: str | Path, *, attrs: bool = True, decimals: int = 2) -> None:
+        self.path = Path(path)
+        self.attrs = bool(attrs)
+        self.decimals = int(decimals)
+        self._f: IO[str] | None = None
+        self.lines = 0
+
+    def write(self, batch: Batch) -> None:
+        if self._f is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._f = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            except OSError as e:
+                raise SinkError(f"jsonl: cannot open {self.path}: {e}") from e
+        with torch.no_grad():
+            recs = frame_records(batch, attrs=self.attrs, decimals=self.decimals)
+        self._f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in recs))
+        self._f.flush()
+        self.lines += len(recs)
+
+    def close(self) -> None:
+        if self._f is None:        # nothing written: still leave an (empty) file behind
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
+            return
+        self._f.close()
+        self._f = None
+
+    def __enter__(self) -> JsonlSink:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,81 @@
+"""Run statistics: per-source counters and the summary printed at the end of a run."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["SourceStats", "RunSummary"]
+
+
+@dataclass
+class SourceStats:
+    """Counters of one source. ``frames``: frames delivered to the sinks; ``decoded``: frames the
+    decoder produced; ``dropped``: frames a live source dropped because its queue was full."""
+
+    source_id: int | str
+    uri: str = ""
+    live: bool = False
+    state: str = "pending"
+    frames: int = 0
+    decoded: int = 0
+    dropped: int = 0
+    errors: int = 0
+    error: BaseException | None = None
+    started: float | None = None
+    ended: float | None = None
+
+    @property
+    def fps(self) -> float:
+        if self.started is None:
+            return 0.0
+        dt = (self.ended if self.ended is not None else time.monotonic()) - self.started
+        return self.frames / dt if dt > 0 else 0.0
+
+
+@dataclass
+class RunSummary:
+    """What a run did: per-source stats, batches, wall time, latency from frame receipt to sink."""
+
+    sources: dict[int | str, SourceStats] = field(default_factory=dict)
+    batches: int = 0
+    started: float = 0.0
+    wall_s: float = 0.0
+    interrupted: bool = False
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
+
+    @property
+    def frames(self) -> int:
+        return sum(s.frames for s in self.sources.values())
+
+    @property
+    def fps(self) -> float:
+        wall = self.wall_s or (time.monotonic() - self.started if self.started else 0.0)
+        return self.frames / wall if wall > 0 else 0.0
+
+    def latency_ms(self, q: float) -> float:
+        """The ``q`` quantile (0..1) of frame latency in ms (receipt -> sinks), NaN if none."""
+        if not self.latencies_ms:
+            return float("nan")
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    def progress_line(self) -> str:
+        parts = [f"{sid}:{s.fps:.0f}fps" + (f"[{s.state}]" if s.state not in ("running",) else "")
+                 for sid, s in self.sources.items()]
+        return f"{self.frames} frames, {self.fps:.1f} fps | " + " ".join(parts)
+
+    def table(self) -> str:
+        rows = [("source", "state", "frames", "fps", "dropped", "errors", "uri / error")]
+        for sid, s in self.sources.items():
+            note = str(s.error) if s.error is not None else s.uri
+            rows.append((str(sid), s.state, str(s.frames), f"{s.fps:.1f}", str(s.dropped), str(s.errors), note))
+        widths = [max(len(r[i]) for r in rows) for i in range(6)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6] for r in rows]
+        lat = ""
+        if self.latencies_ms:
+            lat = f", latency p50 {self.latency_ms(0.5):.0f} ms p95 {self.latency_ms(0.95):.0f} ms"
+        lines.append(f"total: {self.frames} frames in {self.batches} batches, {self.wall_s:.1f} s, "
+                     f"{self.fps:.1f} fps{lat}" + (" (interrupted)" if self.interrupted else ""))
+        return "\n".join(lines)

@@ -1,0 +1,181 @@
+import threading
+import time
+
+import pytest
+import torch
+
+from vidflow import Muxer, Pipeline
+from vidflow.errors import DecodeError, SinkError, SourceError, StageError, VidflowError
+from vidflow.testing import FakeSource, MemorySink, frame_value
+
+
+def run(sources, stages=(), batch_size=4, **kw):
+    sink = MemorySink()
+    pipe = Pipeline(sources, Muxer(batch_size=batch_size, max_wait_ms=20), stages, [sink], device="cpu", **kw)
+    return pipe, sink, pipe.run
+
+
+def test_all_frames_delivered_in_order_per_source():
+    pipe, sink, go = run([FakeSource(23), FakeSource(7, width=32, height=16), FakeSource(0)])
+    summary = go()
+    for sid, n in [(0, 23), (1, 7), (2, 0)]:
+        nums = [f.frame_num for f in sink.frames_of(sid)]
+        assert nums == list(range(n))
+    assert summary.frames == 30 and summary.sources[0].state == "ended"
+    # pixels: each frame carries its own grey level through the muxer
+    for b in sink.batches:
+        for i, f in enumerate(b.frames):
+            assert int(b.images[i, 0, 0, 0]) == frame_value(f.source_id, f.frame_num)
+    assert sink.closed
+    assert "total: 30 frames" in summary.table()
+
+
+def test_failing_source_fails_alone_then_run_raises_it():
+    pipe, sink, go = run([FakeSource(40), FakeSource(100, fail_after=5, uri="rtsp://u:secret@cam/x")])
+    with pytest.raises(DecodeError) as ei:
+        go()
+    assert ei.value.source_id == 1 and "secret" not in str(ei.value)
+    assert [f.frame_num for f in sink.frames_of(0)] == list(range(40))      # the good one is complete
+    assert len(sink.frames_of(1)) == 5
+    assert pipe.summary.sources[1].state == "failed" and sink.closed
+
+
+def test_non_strict_records_error_without_raising():
+    pipe, sink, go = run([FakeSource(5), FakeSource(10, fail_after=2)], strict=False)
+    s = go()
+    assert isinstance(s.sources[1].error, SourceError) and s.sources[1].errors == 1
+    assert "fake failure" in s.table()
+
+
+def test_unexpected_source_exception_becomes_decode_error():
+    class Broken(FakeSource):
+        def frames(self, *, device, source_id):
+            yield from super().frames(device=device, source_id=source_id)
+            raise RuntimeError("boom")
+
+    _, _, go = run([Broken(3)])
+    with pytest.raises(DecodeError, match="source 0.*RuntimeError: boom"):
+        go()
+
+
+def test_stage_error_names_stage_and_stops_everything():
+    def bad(batch):
+        raise ZeroDivisionError("nope")
+
+    src = FakeSource(None)              # endless: must still be stopped
+    pipe, sink, go = run([src], stages=[bad])
+    with pytest.raises(StageError, match=r"stage 'bad' on frames .*ZeroDivisionError: nope") as ei:
+        go()
+    assert ei.value.stage == "bad" and ei.value.frames
+    assert sink.closed and src.closed_calls >= 1
+    assert all(not t.is_alive() for t in threading.enumerate() if t.name.startswith("vidflow-source"))
+
+
+def test_stage_must_return_batch():
+    _, _, go = run([FakeSource(2)], stages=[lambda b: None])
+    with pytest.raises(StageError, match="returned NoneType"):
+        go()
+
+
+def test_sink_error():
+    class BadSink(MemorySink):
+        def write(self, batch):
+            raise OSError("disk full")
+
+    pipe = Pipeline([FakeSource(3)], Muxer(batch_size=2), [], [BadSink()], device="cpu")
+    with pytest.raises(SinkError, match="disk full"):
+        pipe.run()
+
+
+def test_pull_mode_and_early_break_closes():
+    src = FakeSource(None)
+    sink = MemorySink()
+    pipe = Pipeline([src], Muxer(batch_size=2, max_wait_ms=5), [], [sink], device="cpu")
+    got = []
+    for batch in pipe:
+        got.append(batch)
+        if len(got) == 3:
+            break
+    assert len(got) == 3 and sink.closed and src.closed_calls >= 1
+    with pytest.raises(VidflowError, match="runs once"):
+        pipe.run()
+
+
+def test_stages_see_batches_and_reset_on_eos():
+    class Counting:
+        name = "count"
+
+        def __init__(self):
+            self.seen = 0
+            self.resets = []
+
+        def __call__(self, batch):
+            self.seen += len(batch)
+            return batch
+
+        def reset(self, sid):
+            self.resets.append(sid)
+
+    st = Counting()
+    _, _, go = run([FakeSource(5), FakeSource(9)], stages=[st])
+    go()
+    assert st.seen == 14 and sorted(st.resets) == [0, 1]
+
+
+def test_live_source_with_slow_sink_drops_and_counts():
+    class SlowSink(MemorySink):
+        def write(self, batch):
+            time.sleep(0.02)
+            super().write(batch)
+
+    live = FakeSource(200, live=True, delay=0.001)
+    fil = FakeSource(30)
+    sink = SlowSink(keep_images=False)
+    pipe = Pipeline([live, fil], Muxer(batch_size=1, max_wait_ms=1), [], [sink], device="cpu", queue_size=2)
+    s = pipe.run()
+    assert [f.frame_num for f in sink.frames_of(1)] == list(range(30))   # the file loses nothing
+    live_frames = len(sink.frames_of(0))
+    assert s.sources[0].dropped > 0 and live_frames + s.sources[0].dropped == 200
+    assert s.sources[1].dropped == 0
+
+
+def test_add_and_remove_source_while_running():
+    sink = MemorySink(keep_images=False)
+    first = FakeSource(None, delay=0.002)
+    pipe = Pipeline([first], Muxer(batch_size=2, max_wait_ms=5), [], [sink], device="cpu")
+    added = {}
+    for batch in pipe:
+        n = len(sink.batches)
+        if n == 5:
+            added["id"] = pipe.add_source(FakeSource(6))
+        if n == 40:
+            pipe.remove_source(0)
+    assert added["id"] == 1
+    assert [f.frame_num for f in sink.frames_of(1)] == list(range(6))
+    assert pipe.summary.sources[0].state == "removed" and first.closed_calls >= 1
+    with pytest.raises(KeyError):
+        pipe.remove_source(7)
+
+
+def test_keyboard_interrupt_closes_sinks():
+    def interrupt(batch):
+        raise KeyboardInterrupt
+
+    pipe, sink, go = run([FakeSource(None)], stages=[interrupt])
+    with pytest.raises(KeyboardInterrupt):
+        go()
+    assert sink.closed and pipe.summary.interrupted
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="queue_size"):
+        Pipeline([FakeSource(1)], queue_size=0, device="cpu")
+    with pytest.raises(ValueError, match="expected callables"):
+        Pipeline([FakeSource(1)], stages=[3], device="cpu")
+    with pytest.raises(ValueError, match="expected a Source"):
+        Pipeline([object()], device="cpu")
+    with pytest.raises(ValueError, match="device"):
+        Pipeline([FakeSource(1)], device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            Pipeline([FakeSource(1)], device="cuda")
