@@ -129,7 +129,7 @@ class Muxer:
         self.pool_size = max(1, int(pool))
         self.clock = clock
         self._rr = 0
-        self._pool: list[tuple[torch.Tensor, weakref.ref | None]] = []
+        self._pool: list[list] = []      # [buffer [batch_size,3,H,W], weakref to the batch view or None]
 
     def __repr__(self) -> str:
         return (f"Muxer(batch_size={self.batch_size}, max_wait_ms={self.max_wait * 1000:g}, size={self.size}, "
@@ -187,18 +187,18 @@ class Muxer:
         return Collected(frames, ended, arrivals)
 
     # -- building the batch ------------------------------------------------------------------
-    def _buffer(self, n: int, h: int, w: int, device: torch.device) -> torch.Tensor:
-        for i, (buf, ref) in enumerate(self._pool):
-            if (ref is None or ref() is None) and buf.shape[0] >= n and buf.shape[2:] == (h, w) \
-                    and buf.device == device:
-                return buf
-        buf = torch.empty((self.batch_size, 3, h, w), dtype=torch.uint8, device=device)
-        self._pool.append((buf, None))
-        # keep the pool bounded: forget free buffers beyond pool_size (they are released)
-        free = [i for i, (b, r) in enumerate(self._pool) if (r is None or r() is None) and b is not buf]
-        while len(self._pool) > self.pool_size and free:
-            self._pool.pop(free.pop())
-        return buf
+    def _buffer(self, h: int, w: int, device: torch.device) -> list:
+        """A free pooled entry ``[buffer, weakref-to-last-batch-view]`` of the right size."""
+        free = [e for e in self._pool if e[1] is None or e[1]() is None]
+        for e in free:
+            if e[0].shape[2:] == (h, w) and e[0].device == device:
+                return e
+        # none fits: drop free buffers beyond the pool size (their memory is released), add one
+        for e in free[: max(0, len(self._pool) + 1 - self.pool_size)]:
+            self._pool.remove(e)
+        entry = [torch.empty((self.batch_size, 3, h, w), dtype=torch.uint8, device=device), None]
+        self._pool.append(entry)
+        return entry
 
     def _region(self, w: int, h: int, out_w: int, out_h: int) -> tuple[int, int, int, int]:
         if not self.keep_aspect:
@@ -217,8 +217,8 @@ class Muxer:
         if self.size is None:
             self.size = (frames[0].info.width, frames[0].info.height)
         out_w, out_h = self.size
-        buf = self._buffer(len(frames), out_h, out_w, device)
-        images = buf[: len(frames)]
+        entry = self._buffer(out_h, out_w, device)
+        images = entry[0][: len(frames)]
         infos = []
         for i, f in enumerate(frames):
             x0, y0, x1, y1 = self._region(f.info.width, f.info.height, out_w, out_h)
@@ -227,9 +227,7 @@ class Muxer:
             data = f.data if f.data.device == device else f.data.to(device, non_blocking=True)
             convert_into(f if data is f.data else _moved(f, data), images[i, :, y0:y1, x0:x1])
             infos.append(f.info.replace(region=(float(x0), float(y0), float(x1), float(y1))))
-        for k, (b, _) in enumerate(self._pool):
-            if b is buf:
-                self._pool[k] = (buf, weakref.ref(images))
+        entry[1] = weakref.ref(images)
         return Batch(images=images, frames=tuple(infos))
 
 

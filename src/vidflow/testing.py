@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from .batch import Batch, FrameInfo
+from .engines.fake import FakeEngine
 from .errors import DecodeError
+from .scenes import Scene, load_ground_truth, make_clip
 from .sources.base import SourceFrame
 
 __all__ = ["FakeSource", "MemorySink", "FakeEngine", "Scene", "make_clip", "load_ground_truth", "frame_value"]
@@ -96,14 +98,3 @@ class MemorySink:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("Scene", "make_clip", "load_ground_truth"):
-        from . import scenes
-
-        return getattr(scenes, name)
-    if name == "FakeEngine":
-        from .engines.fake import FakeEngine
-
-        return FakeEngine
-    raise AttributeError(f"module 'vidflow.testing' has no attribute {name!r}")

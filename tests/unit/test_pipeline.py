@@ -144,7 +144,7 @@ def test_add_and_remove_source_while_running():
     first = FakeSource(None, delay=0.002)
     pipe = Pipeline([first], Muxer(batch_size=2, max_wait_ms=5), [], [sink], device="cpu")
     added = {}
-    for batch in pipe:
+    for _batch in pipe:
         n = len(sink.batches)
         if n == 5:
             added["id"] = pipe.add_source(FakeSource(6))

@@ -1,0 +1,63 @@
+"""The pipeline's device path on a GPU: NVDEC -> muxer on CUDA, and no frame crosses to the host."""
+
+import json
+import time
+
+import pytest
+import torch
+
+from vidflow import FileSource, Muxer, Pipeline
+from vidflow.scenes import make_clip
+from vidflow.testing import MemorySink
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def hd_clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hd")
+    return [make_clip(d / f"cam{i}.mp4", width=1920, height=1080, frames=90, fps=30, seed=i, bframes=True)
+            for i in range(8)]
+
+
+def test_eight_1080p_streams_through_muxer_on_cuda(hd_clips, cuda_device):
+    sink = MemorySink(keep_images=False)
+    pipe = Pipeline([FileSource(c.path) for c in hd_clips], Muxer(batch_size=8, max_wait_ms=30, size=(1920, 1080)),
+                    [], [sink], device=cuda_device)
+    t0 = time.perf_counter()
+    seen_device = set()
+    for batch in pipe:
+        seen_device.add(batch.images.device.type)
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    total = sum(c.frames for c in hd_clips)
+    print(json.dumps({"test": "8x1080p decode+mux", "frames": total, "seconds": round(dt, 3),
+                      "fps": round(total / dt, 1), "gpu": torch.cuda.get_device_name()}))
+    assert seen_device == {"cuda"}
+    for sid, c in enumerate(hd_clips):
+        assert [f.frame_num for f in sink.frames_of(sid)] == list(range(c.frames))
+
+
+def test_no_frame_crosses_to_the_host(hd_clips, cuda_device, tmp_path):
+    clips = hd_clips[:2]
+    pipe = Pipeline([FileSource(c.path) for c in clips], Muxer(batch_size=4, max_wait_ms=30, size=(1280, 720)),
+                    [], [MemorySink(keep_images=False)], device=cuda_device)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        n = sum(len(b) for b in pipe)
+        torch.cuda.synchronize()
+    assert n == sum(c.frames for c in clips)
+    trace = tmp_path / "trace.json"
+    prof.export_chrome_trace(str(trace))
+    events = json.loads(trace.read_text())["traceEvents"]
+    copies = [e for e in events if e.get("cat") == "gpu_memcpy"]
+    dtoh = [e for e in copies if "DtoH" in e.get("name", "") or "Device -> Pageable" in e.get("name", "")
+            or "Device -> Pinned" in e.get("name", "")]
+    smallest_frame = 1280 * 720   # one luma plane of the smallest image involved
+    big = [e for e in dtoh if e.get("args", {}).get("bytes", 0) >= smallest_frame]
+    print(json.dumps({"test": "host copies", "frames": n, "memcpy_events": len(copies), "dtoh": len(dtoh),
+                      "dtoh_bytes": sum(e.get("args", {}).get("bytes", 0) for e in dtoh)}))
+    kernels = [e for e in events if e.get("cat") == "kernel"]
+    assert kernels, "the profiler saw no CUDA kernel at all: the trace is not usable"
+    assert big == [], f"full-frame device-to-host copies: {big[:3]}"
