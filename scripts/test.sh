@@ -7,6 +7,7 @@ bash scripts/setup.sh || exit 1
 . .venv/bin/activate
 if [ -f scripts/install-ci-deps.sh ]; then bash scripts/install-ci-deps.sh || echo "warning: system test dependencies not installed" >&2; fi
 if [ -f scripts/fetch_test_clips.py ]; then python scripts/fetch_test_clips.py || echo "warning: real test clips not fetched" >&2; fi
+if [ "${CI:-}" = "true" ]; then export VIDFLOW_REQUIRE_GST=1 VIDFLOW_REQUIRE_REAL_CLIPS=1; fi
 python -m pytest -q -p no:cacheprovider --timeout=600 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi

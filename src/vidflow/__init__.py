@@ -25,7 +25,7 @@ _EXPORTS = {
     "Pipeline": "vidflow.pipeline", "Muxer": "vidflow.mux", "RunSummary": "vidflow.stats",
     # sources
     "SourceFrame": "vidflow.sources.base", "FileSource": "vidflow.sources.file",
-    "SyntheticSource": "vidflow.sources.synthetic", "RtspSource": "vidflow.sources.rtsp",
+    "SyntheticSource": "vidflow.sources.synthetic", "RtspSource": "vidflow.sources.rtsp", "UriSource": "vidflow.sources.rtsp",
     # stages
     "Detector": "vidflow.stages.detect", "Tracker": "vidflow.stages.track",
     "Classifier": "vidflow.stages.classify", "Embedder": "vidflow.stages.embed",

@@ -48,8 +48,8 @@ class ConfigError(VidflowError):
     """A pipeline description is wrong. ``path`` names the place, e.g. ``muxer.batch_size``."""
 
     def __init__(self, message: str, path: str = "") -> None:
-        self.path = path
-        super().__init__(f"{path}: {message}" if path else message)
+        self.path = redact_uri(path)
+        super().__init__(redact_uri(f"{path}: {message}" if path else message))
 
 
 class SourceError(VidflowError):

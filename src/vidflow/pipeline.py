@@ -32,6 +32,23 @@ def _name(obj: Any) -> str:
     return str(getattr(obj, "name", None) or getattr(obj, "__name__", None) or type(obj).__name__)
 
 
+def _copy_source_counters(src: Any, st: SourceStats) -> None:
+    """Copy a source's own counters (``stats()`` of live/reconnecting sources) into its stats."""
+    stats = getattr(src, "stats", None)
+    if not callable(stats):
+        return
+    try:
+        d = stats()
+    except Exception:  # noqa: BLE001 - counters are best effort, never a reason to fail
+        return
+    st.reconnects = int(d.get("reconnects", st.reconnects) or 0)
+    st.stalls = int(d.get("stalls", st.stalls) or 0)
+    decode_errors = int(d.get("decode_errors", 0) or 0)
+    st.errors = max(st.errors, decode_errors + (1 if st.error is not None else 0))
+    if d.get("last_error"):
+        st.last_error = redact_uri(d["last_error"])
+
+
 class Pipeline:
     """Sources + muxer + stages + sinks.
 
@@ -167,6 +184,7 @@ class Pipeline:
             src = self._sources.pop(sid, None)
         if q is not None and sid in self.summary.sources:
             self.summary.sources[sid].dropped = q.dropped
+            _copy_source_counters(src, self.summary.sources[sid])
             t = self._threads.pop(sid, None)
         if t is not None and t is not threading.current_thread():
             t.join(timeout=5.0)
@@ -241,6 +259,7 @@ class Pipeline:
             state = getattr(src, "state", None)
             if isinstance(state, str) and st.state not in ("removed", "failed", "ended"):
                 st.state = state
+            _copy_source_counters(src, st)
 
     def _run_stages(self, batch: Batch) -> Batch:
         for stage in self.stages:

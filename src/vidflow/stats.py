@@ -23,6 +23,9 @@ class SourceStats:
     dropped: int = 0
     errors: int = 0
     error: BaseException | None = None
+    reconnects: int = 0
+    stalls: int = 0
+    last_error: str = ""
     started: float | None = None
     ended: float | None = None
 
@@ -67,12 +70,13 @@ class RunSummary:
         return f"{self.frames} frames, {self.fps:.1f} fps | " + " ".join(parts)
 
     def table(self) -> str:
-        rows = [("source", "state", "frames", "fps", "dropped", "errors", "uri / error")]
+        rows = [("source", "state", "frames", "fps", "dropped", "errors", "reconnects", "uri / error")]
         for sid, s in self.sources.items():
-            note = str(s.error) if s.error is not None else s.uri
-            rows.append((str(sid), s.state, str(s.frames), f"{s.fps:.1f}", str(s.dropped), str(s.errors), note))
-        widths = [max(len(r[i]) for r in rows) for i in range(6)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6] for r in rows]
+            note = str(s.error) if s.error is not None else (f"{s.uri}  ({s.last_error})" if s.last_error else s.uri)
+            rows.append((str(sid), s.state, str(s.frames), f"{s.fps:.1f}", str(s.dropped), str(s.errors),
+                         str(s.reconnects), note))
+        widths = [max(len(r[i]) for r in rows) for i in range(7)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:7], widths)) + "  " + r[7] for r in rows]
         lat = ""
         if self.latencies_ms:
             lat = f", latency p50 {self.latency_ms(0.5):.0f} ms p95 {self.latency_ms(0.95):.0f} ms"
