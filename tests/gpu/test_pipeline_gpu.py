@@ -61,3 +61,37 @@ def test_no_frame_crosses_to_the_host(hd_clips, cuda_device, tmp_path):
     kernels = [e for e in events if e.get("cat") == "kernel"]
     assert kernels, "the profiler saw no CUDA kernel at all: the trace is not usable"
     assert big == [], f"full-frame device-to-host copies: {big[:3]}"
+
+
+def _device_used() -> int:
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
+def test_add_remove_cycles_do_not_grow_gpu_memory(hd_clips, cuda_device):
+    """100 runtime add/remove cycles of NVDEC file sources: threads and GPU memory stay flat."""
+    import threading
+
+    keeper = FileSource(hd_clips[0].path, loop=True)
+    pipe = Pipeline([keeper], Muxer(batch_size=4, max_wait_ms=10, size=(640, 360)), [],
+                    [MemorySink(keep_images=False)], device=cuda_device)
+    marks = {}
+    cycles = 0
+    current = None
+    for i, _ in enumerate(pipe):
+        if current is not None:
+            pipe.remove_source(current)
+            current = None
+            cycles += 1
+        if cycles == 10 and "start" not in marks:
+            torch.cuda.synchronize()
+            marks["start"] = (_device_used(), threading.active_count())
+        if cycles >= 100:
+            break
+        current = pipe.add_source(FileSource(hd_clips[1 + i % 7].path))
+    torch.cuda.synchronize()
+    end = (_device_used(), threading.active_count())
+    print(json.dumps({"test": "add/remove x100", "gpu_used_start": marks["start"][0], "gpu_used_end": end[0],
+                      "threads_start": marks["start"][1], "threads_end": end[1]}))
+    assert end[0] <= marks["start"][0] + 256 * 2**20     # decoder surfaces included (driver-level figure)
+    assert end[1] <= marks["start"][1] + 2

@@ -37,8 +37,8 @@ class SourceFrame:
 
     ``data`` is either ``format="rgb"``: uint8 ``[3,H,W]`` (any strides), or ``format="nv12"``:
     uint8 ``[H*3//2, W]`` (Y plane then interleaved UV), on CPU or CUDA. ``matrix`` and
-    ``full_range`` say how to turn YUV into RGB (from the stream's metadata; unspecified streams
-    follow FFmpeg: BT.601 below 720 lines... see ``ops.color.default_matrix``). ``info.width`` /
+    ``full_range`` say how to turn YUV into RGB (from the stream's metadata; a stream that names no
+    matrix is BT.601 limited range at every size, as FFmpeg treats it: ``ops.color.default_matrix``). ``info.width`` /
     ``info.height`` are the displayed size (``data`` may be larger when the decoder pads).
     """
 

@@ -1,0 +1,183 @@
+"""``FileSource``: anything FFmpeg reads (mp4, mkv, mov, ts, avi, raw .h264/.hevc ...).
+
+Demuxed with PyAV; decoded on NVDEC when the pipeline device is CUDA and NVDEC takes the
+stream (frames stay on the GPU as NV12), otherwise by FFmpeg on the CPU (RGB frames equal to
+PyAV's own conversion). With ``decoder="auto"`` a stream NVDEC cannot take (4:4:4, 10-bit, a
+codec it lacks, no PyNvVideoCodec) falls back to FFmpeg with one logged warning naming the source.
+
+>>> src = FileSource("cam1.mp4", loop=False)
+>>> for f in src.frames(device=torch.device("cuda"), source_id=0):
+...     f.info.frame_num, f.info.pts, f.format, f.data.shape   # 0, 0.0, 'nv12', (1620, 1920)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+
+from ..batch import FrameInfo
+from ..errors import DecodeError, StreamUnavailable, redact_uri
+from .base import SourceFrame
+from .decode import NvdecDecoder, ffmpeg_rgb, stream_color
+
+__all__ = ["FileSource"]
+
+log = logging.getLogger(__name__)
+_DECODERS = ("auto", "nvdec", "ffmpeg")
+
+
+class FileSource:
+    """Frames of one video file. ``loop=True`` restarts at the end (``frame_num`` keeps
+    counting, ``pts`` keeps increasing by the clip's duration). ``decoder``: ``"auto"`` (NVDEC on
+    a CUDA device when it can, else FFmpeg), ``"nvdec"`` (fail if NVDEC cannot) or
+    ``"ffmpeg"``. After ``frames()`` started, ``backend`` says which one runs."""
+
+    live = False
+
+    def __init__(self, path: str | os.PathLike, *, loop: bool = False,
+                 decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto") -> None:
+        if decoder not in _DECODERS:
+            raise ValueError(f"FileSource: decoder must be one of {_DECODERS}, got {decoder!r}")
+        self.path = os.fspath(path)
+        self.uri = redact_uri(self.path)
+        self.loop = bool(loop)
+        self.decoder = decoder
+        self.backend: str | None = None
+        self._stop = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"FileSource({self.uri!r}, loop={self.loop}, decoder={self.decoder!r})"
+
+    def close(self) -> None:
+        """Stop ``frames()`` at the next packet (safe from any thread)."""
+        self._stop.set()
+
+    # -------------------------------------------------------------------------------------
+    def _open(self, source_id: Any) -> tuple[Any, Any]:
+        import av
+        if not os.path.exists(self.path):
+            raise StreamUnavailable("file not found", source_id=source_id, uri=self.uri)
+        try:
+            container = av.open(self.path)
+        except (PermissionError, IsADirectoryError) as e:
+            raise StreamUnavailable(f"cannot open: {e}", source_id=source_id, uri=self.uri) from e
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            raise DecodeError(f"cannot read as video: {e}", source_id=source_id, uri=self.uri) from e
+        if not container.streams.video:
+            container.close()
+            raise DecodeError("no video stream", source_id=source_id, uri=self.uri)
+        stream = container.streams.video[0]
+        return container, stream
+
+    def _pick(self, device: torch.device, source_id: Any) -> str:
+        if self.decoder == "ffmpeg":
+            return "ffmpeg"
+        if device.type != "cuda":
+            if self.decoder == "nvdec":
+                raise DecodeError(f"decoder='nvdec' needs a CUDA device, got {device}",
+                                  source_id=source_id, uri=self.uri)
+            return "ffmpeg"
+        return "nvdec"
+
+    def _fallback(self, source_id: Any, reason: Any) -> str:
+        if self.decoder == "nvdec":
+            raise DecodeError(f"NVDEC cannot decode this stream: {reason}", source_id=source_id, uri=self.uri)
+        log.warning("source %s (%s): NVDEC cannot take this stream (%s); decoding with FFmpeg on the CPU",
+                    source_id, self.uri, redact_uri(reason))
+        return "ffmpeg"
+
+    def frames(self, *, device: torch.device | str = "cpu", source_id: int | str = 0) -> Iterator[SourceFrame]:
+        """Decode lazily; yields :class:`SourceFrame` (``rgb`` on the CPU from FFmpeg, ``nv12``
+        on CUDA from NVDEC). Raises ``StreamUnavailable`` / ``DecodeError`` naming the source."""
+        device = torch.device(device)
+        backend = self._pick(device, source_id)
+        num = 0                    # frame_num, across loops
+        offset = 0.0               # added to pts on each loop
+        while not self._stop.is_set():
+            container, stream = self._open(source_id)
+            first = last = None
+            produced = 0
+            try:
+                dur = 1.0 / float(stream.guessed_rate or stream.average_rate or 30)
+                matrix, full = stream_color(stream)
+                if backend == "nvdec":
+                    try:
+                        gen = self._nvdec(container, stream, device)
+                    except Exception as e:         # noqa: BLE001 - any NVDEC refusal -> fallback
+                        backend = self._fallback(source_id, e)
+                        continue
+                else:
+                    gen = self._ffmpeg(container, stream)
+                self.backend = backend
+                retry = False
+                while True:
+                    try:
+                        item = next(gen)
+                    except StopIteration:
+                        break
+                    except Exception as e:
+                        if backend == "nvdec" and produced == 0 and num == 0:
+                            backend, retry = self._fallback(source_id, e), True
+                            break
+                        raise DecodeError(f"decoding failed after {num} frames ({backend}): {e}",
+                                          source_id=source_id, uri=self.uri) from e
+                    pts, data, fmt, width, height = item
+                    if pts is None:
+                        pts = last + dur if last is not None else 0.0
+                    first = pts if first is None else first
+                    last = pts
+                    info = FrameInfo(source_id=source_id, frame_num=num, pts=pts + offset,
+                                     ntp_ns=time.time_ns(), width=width, height=height)
+                    if fmt == "rgb":
+                        frame = SourceFrame(info, data, "rgb")
+                    else:
+                        frame = SourceFrame(info, data, "nv12", matrix, full)
+                    num += 1
+                    produced += 1
+                    yield frame
+                    if self._stop.is_set():
+                        return
+            finally:
+                container.close()
+            if produced == 0:
+                if retry:
+                    continue                       # NVDEC refused at the first packets: FFmpeg now
+                if backend == "nvdec" and num == 0:
+                    backend = self._fallback(source_id, "NVDEC decoded no frames")
+                    continue
+                raise DecodeError("no frames could be decoded", source_id=source_id, uri=self.uri)
+            if not self.loop:
+                return
+            offset += last - first + dur
+
+    def _ffmpeg(self, container: Any, stream: Any) -> Iterator[tuple]:
+        stream.thread_type = "AUTO"
+        for packet in container.demux(stream):
+            if self._stop.is_set():
+                return
+            for fr in packet.decode():
+                yield (fr.time, ffmpeg_rgb(fr), "rgb", fr.width, fr.height)
+
+    def _nvdec(self, container: Any, stream: Any, device: torch.device) -> Iterator[tuple]:
+        dec = NvdecDecoder(stream, device)         # raises when NVDEC cannot take the stream
+        tb = float(stream.time_base) if stream.time_base else None
+        w, h = dec.width, dec.height
+
+        def gen() -> Iterator[tuple]:
+            try:
+                for packet in container.demux(stream):
+                    if self._stop.is_set():
+                        return
+                    for pts, nv12 in dec.decode(packet):
+                        yield (pts * tb if pts is not None and tb else None, nv12, "nv12", w, h)
+                for pts, nv12 in dec.decode(None):
+                    yield (pts * tb if pts is not None and tb else None, nv12, "nv12", w, h)
+            finally:
+                dec.close()
+        return gen()
