@@ -64,6 +64,9 @@ def test_no_frame_crosses_to_the_host(hd_clips, cuda_device, tmp_path):
 
 
 def _device_used() -> int:
+    """Device memory in use, driver-level (decoder surfaces too), after freeing torch's cache."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info()
     return total - free
 
@@ -83,15 +86,15 @@ def test_add_remove_cycles_do_not_grow_gpu_memory(hd_clips, cuda_device):
             pipe.remove_source(current)
             current = None
             cycles += 1
-        if cycles == 10 and "start" not in marks:
-            torch.cuda.synchronize()
-            marks["start"] = (_device_used(), threading.active_count())
+        if cycles in (20, 60) and cycles not in marks:
+            marks[cycles] = (_device_used(), threading.active_count())
         if cycles >= 100:
             break
         current = pipe.add_source(FileSource(hd_clips[1 + i % 7].path))
     torch.cuda.synchronize()
     end = (_device_used(), threading.active_count())
-    print(json.dumps({"test": "add/remove x100", "gpu_used_start": marks["start"][0], "gpu_used_end": end[0],
-                      "threads_start": marks["start"][1], "threads_end": end[1]}))
-    assert end[0] <= marks["start"][0] + 256 * 2**20     # decoder surfaces included (driver-level figure)
-    assert end[1] <= marks["start"][1] + 2
+    print(json.dumps({"test": "add/remove x100", "gpu_used_MiB_at_20_60_100": [marks[20][0] >> 20, marks[60][0] >> 20,
+                      end[0] >> 20], "threads_at_20_60_100": [marks[20][1], marks[60][1], end[1]]}))
+    # a leak grows with the cycles: the last 40 cycles may not add more than noise
+    assert end[0] <= marks[60][0] + 64 * 2**20
+    assert end[1] <= marks[20][1] + 1
