@@ -1,4 +1,4 @@
-"""The ``vidflow`` command line: ``run``, ``demo``, ``info``, ``gallery``."""
+"""The ``vidflow`` command line: ``run``, ``demo``, ``info``, ``bench``, ``gallery``."""
 
 from __future__ import annotations
 
@@ -142,6 +142,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    from .bench import main as bench_main
+
+    return int(bench_main(list(rest)) or 0)
+
+
 def _cmd_gallery(args: argparse.Namespace, rest: Sequence[str]) -> int:
     from .gallery_cli import main as gallery_main
 
@@ -174,6 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=_cmd_info)
 
+    sub.add_parser("bench", help="measure decode, model, end-to-end and naive-baseline throughput (JSON lines)",
+                   add_help=False)
     g = sub.add_parser("gallery", help="manage a face/ReID gallery database (add | list | remove)",
                        add_help=False)
     g.set_defaults(func=None)
@@ -185,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     if argv and argv[0] == "gallery":
         return _cmd_gallery(argparse.Namespace(), argv[1:])
+    if argv and argv[0] == "bench":
+        return _cmd_bench(argparse.Namespace(), argv[1:])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose or os.environ.get("VIDFLOW_DEBUG") else logging.WARNING,
                         format="vidflow: %(levelname)s: %(message)s")
