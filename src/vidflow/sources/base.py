@@ -24,7 +24,10 @@ import torch
 
 from ..batch import FrameInfo
 
-__all__ = ["SourceFrame", "Source", "SourceState", "PixelFormat", "ColorMatrix"]
+__all__ = ["SourceFrame", "Source", "SourceState", "PixelFormat", "ColorMatrix", "DEFAULT_MAX_PIXELS"]
+
+#: streams declaring more pixels per frame are refused before the decoder allocates (8192 x 8192)
+DEFAULT_MAX_PIXELS = 1 << 26
 
 PixelFormat = Literal["rgb", "nv12"]
 ColorMatrix = Literal["bt601", "bt709"]

@@ -23,7 +23,7 @@ import torch
 
 from ..batch import FrameInfo
 from ..errors import DecodeError, StreamUnavailable, redact_uri
-from .base import SourceFrame
+from .base import DEFAULT_MAX_PIXELS, SourceFrame
 from .decode import NvdecDecoder, ffmpeg_rgb, stream_color
 
 __all__ = ["FileSource"]
@@ -36,14 +36,22 @@ class FileSource:
     """Frames of one video file. ``loop=True`` restarts at the end (``frame_num`` keeps
     counting, ``pts`` keeps increasing by the clip's duration). ``decoder``: ``"auto"`` (NVDEC on
     a CUDA device when it can, else FFmpeg), ``"nvdec"`` (fail if NVDEC cannot) or
-    ``"ffmpeg"``. After ``frames()`` started, ``backend`` says which one runs."""
+    ``"ffmpeg"``. After ``frames()`` started, ``backend`` says which one runs. A stream declaring
+    more than ``max_pixels`` pixels per frame is refused before anything is decoded. Packets the
+    decoder rejects are skipped and counted (``decode_errors``); a file that ends short of the
+    frames its container declares is reported (``last_error``, a logged warning)."""
 
     live = False
 
     def __init__(self, path: str | os.PathLike, *, loop: bool = False,
-                 decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto") -> None:
+                 decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if decoder not in _DECODERS:
             raise ValueError(f"FileSource: decoder must be one of {_DECODERS}, got {decoder!r}")
+        if not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ValueError(f"FileSource: max_pixels must be an int >= 1, got {max_pixels!r}")
+        self.max_pixels = max_pixels
+        self.decode_errors = 0
+        self.last_error = ""
         self.path = os.fspath(path)
         self.uri = redact_uri(self.path)
         self.loop = bool(loop)
@@ -53,6 +61,10 @@ class FileSource:
 
     def __repr__(self) -> str:
         return f"FileSource({self.uri!r}, loop={self.loop}, decoder={self.decoder!r})"
+
+    def stats(self) -> dict[str, Any]:
+        """Counters the pipeline copies into its summary."""
+        return {"decode_errors": self.decode_errors, "last_error": self.last_error}
 
     def close(self) -> None:
         """Stop ``frames()`` at the next packet (safe from any thread)."""
@@ -73,6 +85,12 @@ class FileSource:
             container.close()
             raise DecodeError("no video stream", source_id=source_id, uri=self.uri)
         stream = container.streams.video[0]
+        cc = stream.codec_context
+        if (cc.width or 0) * (cc.height or 0) > self.max_pixels:
+            container.close()
+            raise DecodeError(f"the stream declares {cc.width}x{cc.height} pixels per frame, more than "
+                              f"max_pixels={self.max_pixels}; refused before decoding", source_id=source_id, uri=self.uri)
+        cc.options = {**(cc.options or {}), "max_pixels": str(self.max_pixels)}   # a later, larger SPS too
         return container, stream
 
     def _pick(self, device: torch.device, source_id: Any) -> str:
@@ -152,16 +170,32 @@ class FileSource:
                     backend = self._fallback(source_id, "NVDEC decoded no frames")
                     continue
                 raise DecodeError("no frames could be decoded", source_id=source_id, uri=self.uri)
+            declared = int(stream.frames or 0)
+            if declared and produced < declared and not self._stop.is_set():
+                self.last_error = f"incomplete: decoded {produced} of the {declared} frames the container declares"
+            if self.last_error and not self._stop.is_set():
+                log.warning("source %s (%s): %d decode errors; %s", source_id, self.uri, self.decode_errors,
+                            self.last_error)
             if not self.loop:
                 return
             offset += last - first + dur
 
     def _ffmpeg(self, container: Any, stream: Any) -> Iterator[tuple]:
+        import av
+
         stream.thread_type = "AUTO"
         for packet in container.demux(stream):
             if self._stop.is_set():
                 return
-            for fr in packet.decode():
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as e:      # corrupt data: skip the packet, count it
+                self.decode_errors += 1
+                self.last_error = f"decode error: {e}"
+                continue
+            for fr in decoded:
+                if fr.width * fr.height > self.max_pixels:
+                    raise DecodeError(f"a frame of {fr.width}x{fr.height} exceeds max_pixels={self.max_pixels}")
                 yield (fr.time, ffmpeg_rgb(fr), "rgb", fr.width, fr.height)
 
     def _nvdec(self, container: Any, stream: Any, device: torch.device) -> Iterator[tuple]:

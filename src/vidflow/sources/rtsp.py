@@ -31,7 +31,7 @@ import torch
 
 from ..batch import FrameInfo
 from ..errors import DecodeError, StreamUnavailable, redact_uri
-from .base import SourceFrame, SourceState
+from .base import DEFAULT_MAX_PIXELS, SourceFrame, SourceState
 from .decode import ffmpeg_rgb
 
 __all__ = ["UriSource", "RtspSource", "StallClock", "backoff_delay"]
@@ -40,7 +40,6 @@ log = logging.getLogger("vidflow.sources.rtsp")
 
 TRANSPORTS = ("tcp", "udp")
 _LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt", "hls", "mms")
-DEFAULT_MAX_PIXELS = 1 << 26   # 8192 x 8192: more is refused before the decoder allocates
 
 
 def backoff_delay(failures: int, initial: float, cap: float) -> float:
