@@ -119,6 +119,7 @@ class FileSource:
         offset = 0.0               # added to pts on each loop
         while not self._stop.is_set():
             container, stream = self._open(source_id)
+            declared = int(stream.frames or 0)     # read while open: PyAV 19 refuses after close()
             first = last = None
             produced = 0
             try:
@@ -170,7 +171,6 @@ class FileSource:
                     backend = self._fallback(source_id, "NVDEC decoded no frames")
                     continue
                 raise DecodeError("no frames could be decoded", source_id=source_id, uri=self.uri)
-            declared = int(stream.frames or 0)
             if declared and produced < declared and not self._stop.is_set():
                 self.last_error = f"incomplete: decoded {produced} of the {declared} frames the container declares"
             if self.last_error and not self._stop.is_set():
