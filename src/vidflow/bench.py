@@ -372,7 +372,8 @@ class _Pipe(_Work):
         self.released = [0] * n
         self.pipe = Pipeline([_Paced(s, pace, self.released, k) for k, s in enumerate(sources)] if pace else sources,
                              TimedMuxer(batch_size=batch, max_wait_ms=max_wait_ms, size=mux_size), stages,
-                             [_Timed(JsonlSink(jsonl), self, "sink")], device=dev, queue_size=queue_size)
+                             [_Timed(JsonlSink(jsonl), self, "sink")], device=dev, queue_size=queue_size,
+                             torch_threads=torch.get_num_threads() if _THREADS_GIVEN else None)
         self.lat = self.pipe.summary.latencies_ms
 
     def window(self, wall: float | None = None) -> dict[str, Any]:
@@ -479,6 +480,9 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+_THREADS_GIVEN = False     # --torch-threads given: the pipeline keeps it (else its own default)
+
+
 def _parser() -> argparse.ArgumentParser:
     default_model = ".models/yolo11n_shapes.torchscript" if os.path.exists(".models/yolo11n_shapes.torchscript") else "demo"
     p = argparse.ArgumentParser(prog="vidflow bench", description=__doc__,
@@ -503,7 +507,7 @@ def _parser() -> argparse.ArgumentParser:
       help="E variants: full (detect+track+jsonl), notrack (detect+jsonl), paced (full, each stream "
            "released at --pace fps like a camera, default 80%% of the full E's fps per stream)")
     a("--pace", type=float, default=None, help="frames/s per stream of the paced variant")
-    a("--torch-threads", type=int, default=None, help="torch.set_num_threads for the run (default: torch's)")
+    a("--torch-threads", type=int, default=None, help="torch.set_num_threads for the run (default: the pipeline's own: 1 on CUDA)")
     a("--switch-interval", type=float, default=None, help="sys.setswitchinterval (s) for the run (default: 0.005)")
     a("--max-wait-ms", type=float, default=30.0)
     a("--queue-size", type=int, default=8, help="frames queued per source in E (default: 8)")
@@ -547,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
 
     dev = resolve_device(args.device)
     knobs = torch.get_num_threads(), sys.getswitchinterval()     # restored at the end
+    global _THREADS_GIVEN
+    _THREADS_GIVEN = bool(args.torch_threads)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     if args.switch_interval:

@@ -41,6 +41,9 @@ class SourceQueue:
         self.maxsize = maxsize
         self.live = live
         self.cond = cond or threading.Condition()
+        # producers wait for room on their own condition (same lock), so taking frames from one
+        # queue wakes one producer, not all of them (64 cameras = 64 threads fighting for the GIL)
+        self.space = threading.Condition(self.cond._lock)  # noqa: SLF001 - share the lock
         self.clock = clock
         self.items: deque[tuple[float, SourceFrame]] = deque()
         self.dropped = 0
@@ -56,14 +59,17 @@ class SourceQueue:
                     left = None if end is None else end - self.clock()
                     if left is not None and left <= 0:
                         return not self.closed
-                    self.cond.wait(0.1 if left is None else min(left, 0.1))
+                    self.space.wait(0.5 if left is None else min(left, 0.5))
             if self.closed:
                 return False
             if len(self.items) >= self.maxsize:
                 self.items.popleft()
                 self.dropped += 1
             self.items.append((self.clock(), frame))
-            self.cond.notify_all()
+            if len(self.items) == 1:
+                # the muxer drains every queue it looks at, so only a queue going from empty to
+                # non-empty is news to it
+                self.cond.notify_all()
             return True
 
     def finish(self) -> None:
@@ -72,6 +78,12 @@ class SourceQueue:
             self.eos = True
             self.cond.notify_all()
 
+    def take(self) -> tuple[float, SourceFrame]:
+        """Pop the oldest frame (caller holds ``cond``) and wake this queue's producer."""
+        item = self.items.popleft()
+        self.space.notify()
+        return item
+
     def close(self) -> None:
         """Stop the producer and discard what is queued."""
         with self.cond:
@@ -79,6 +91,7 @@ class SourceQueue:
             self.eos = True
             self.items.clear()
             self.cond.notify_all()
+            self.space.notify_all()
 
     @property
     def done(self) -> bool:
@@ -160,11 +173,10 @@ class Muxer:
                         took = False
                         for q in order:
                             if q.items and len(frames) < self.batch_size:
-                                t, f = q.items.popleft()
+                                t, f = q.take()
                                 frames.append(f)
                                 arrivals.append(t)
                                 took = True
-                    cond.notify_all()          # room freed for blocked producers
                 for q in qs:
                     if q.done and q.source_id not in ended:
                         ended.append(q.source_id)

@@ -62,12 +62,16 @@ class Pipeline:
         queue_size: frames queued per source before a file source waits / a live one drops.
         strict: raise a failed source's error from ``run()`` once the others have finished.
         progress: called with a :class:`RunSummary` snapshot about every ``progress_every`` s.
+        torch_threads: torch's intra-op CPU threads while the pipeline runs (restored after).
+            ``None``: 1 on CUDA, where the CPU only runs small per-batch ops (tracking, NMS
+            bookkeeping) and more threads only spin — measured on an H100 at 64 streams: 10
+            cores -> 1.2 at the same fps; unchanged on the CPU, where the model needs them.
     """
 
     def __init__(self, sources: Sequence[Any] = (), muxer: Muxer | None = None, stages: Sequence[Callable] = (),
                  sinks: Sequence[Any] = (), *, device: str | torch.device = "auto", queue_size: int = 8,
                  strict: bool = True, progress: Callable[[RunSummary], None] | None = None,
-                 progress_every: float = 1.0) -> None:
+                 progress_every: float = 1.0, torch_threads: int | None = None) -> None:
         if int(queue_size) < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.device = resolve_device(device)
@@ -84,6 +88,10 @@ class Pipeline:
         self.strict = bool(strict)
         self.progress = progress
         self.progress_every = float(progress_every)
+        if torch_threads is not None and int(torch_threads) < 1:
+            raise ValueError(f"torch_threads must be >= 1 or None, got {torch_threads}")
+        self.torch_threads = torch_threads if torch_threads is not None else (1 if self.device.type == "cuda" else None)
+        self._saved_threads: int | None = None
         self.summary = RunSummary()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -220,6 +228,9 @@ class Pipeline:
             raise VidflowError("a Pipeline runs once; build a new one to run again")
         self._used = True
         self._running = True
+        if self.torch_threads is not None:
+            self._saved_threads = torch.get_num_threads()
+            torch.set_num_threads(int(self.torch_threads))
         self.summary.started = time.monotonic()
         with self._lock:
             for sid in list(self._sources):
@@ -309,6 +320,8 @@ class Pipeline:
                     errors.append(SinkError(f"closing {_name(obj)!r}: {type(e).__name__}: {e}"))
         self.summary.wall_s = time.monotonic() - self.summary.started
         self._running = False
+        if self._saved_threads is not None:
+            torch.set_num_threads(self._saved_threads)
         if not raise_errors:
             return
         if errors:

@@ -147,7 +147,7 @@ def test_pipeline_with_demo_detector(tmp_path):
             for j, f in enumerate(b.frames):
                 if f.source_id == sid:
                     m = (b.objects.frame_idx == j) & (b.objects.object_id >= 0)
-                    hyp[f.frame_num] = (b.objects.bbox[m].numpy(), b.objects.object_id[m].tolist())
+                    hyp[f.frame_num] = (b.objects.bbox[m].cpu().numpy(), b.objects.object_id[m].tolist())
         assert sorted(hyp) == list(range(frames))
         gt = [row["objects"] for row in load_ground_truth(clip.gt_path)]
         r = mot_metrics(gt, [hyp[i] for i in range(frames)])

@@ -108,8 +108,7 @@ def test_live_queue_drops_oldest_file_queue_blocks():
     t.start()
     assert not done.wait(0.3)          # blocked: the queue is full
     with cond:
-        filq.items.popleft()
-        cond.notify_all()
+        filq.take()
     assert done.wait(5)
     assert filq.dropped == 0 and len(filq) == 2
     filq.close()

@@ -130,17 +130,25 @@ def nvdec_unsupported(stream: Any) -> str | None:
     return None
 
 
-def _current_context() -> int:
-    """The CUDA driver context current on this thread (torch's primary context), 0 if unknown."""
+def _current_context(index: int) -> int:
+    """Make torch's CUDA context (the device's primary context) current on this thread and
+    return it. A new thread has no current context until a CUDA runtime call binds one, and
+    torch may hand out pooled streams without making any; PyNvVideoCodec then refuses a stream
+    that belongs to a context it was not given (error 801), so bind it explicitly."""
     import ctypes
     try:
         lib = ctypes.CDLL("libcuda.so.1")
-        ctx = ctypes.c_void_p()
-        if lib.cuCtxGetCurrent(ctypes.byref(ctx)) == 0 and ctx.value:
-            return int(ctx.value)
     except OSError:
-        pass
-    return 0
+        return 0
+    dev = ctypes.c_int()
+    ctx = ctypes.c_void_p()
+    if lib.cuDeviceGet(ctypes.byref(dev), int(index)) != 0:
+        return 0
+    if lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev) != 0 or not ctx.value:
+        return 0
+    lib.cuCtxSetCurrent(ctx)
+    lib.cuDevicePrimaryCtxRelease(dev)      # torch's runtime keeps its own reference
+    return int(ctx.value)
 
 
 class NvdecDecoder:
@@ -171,7 +179,7 @@ class NvdecDecoder:
         with torch.cuda.device(self.device):
             self._dec = nvc.CreateDecoder(
                 gpuid=self.device.index, codec=getattr(nvc.cudaVideoCodec, NVDEC_CODECS[cc.name]),
-                cudacontext=_current_context(), cudastream=self._stream.cuda_stream,
+                cudacontext=_current_context(self.device.index), cudastream=self._stream.cuda_stream,
                 usedevicememory=True)
 
     def decode(self, packet: Any | None) -> list[tuple[int | None, torch.Tensor]]:
