@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU machine's full check, in one run (see docs/STATUS.md). Expects, carried from here:
+#   .whl/site312.tar.xz   (../shared/tools/device-wheels.sh) and .whl/extra/*.whl (motmetrics,
+#                          xmltodict: pip download --no-deps --python-version 3.12 -d .whl/extra ...)
+#   .models/              (copies of ../shared/models/*)       tests/data/ (scripts/fetch_test_clips.py)
+# Usage there: bash scripts/gpu-check.sh [tests|demo|bench]...   (default: all three)
+# Writes logs to $OUT (or ./out/gpu-check) and prints the figures.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-out/gpu-check}
+mkdir -p "$out" /tmp/site
+if [ -f .whl/site312.tar.xz ] && [ ! -d /tmp/site/av ]; then tar -xJf .whl/site312.tar.xz -C /tmp/site; fi
+if ls .whl/extra/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/extra/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(tests demo bench)
+rc=0
+for step in "${steps[@]}"; do
+  case "$step" in
+    tests)
+      VIDFLOW_REQUIRE_CUDA=1 VIDFLOW_MOT_FRAMES=${VIDFLOW_MOT_FRAMES:-300} timeout 420 python3 -m pytest -q -s \
+        -p no:cacheprovider tests/gpu tests/unit/test_color.py tests/unit/test_real_clips.py tests/e2e/test_mot.py \
+        > "$out/gpu_tests.log" 2>&1 || rc=1
+      grep -E '^(FIGURE )?\{|MOTA|passed|failed|^FAILED|^ERROR' "$out/gpu_tests.log" | cut -c1-400 ;;
+    demo)
+      ( time timeout 300 python3 -m vidflow.cli demo --device cuda --out /tmp/vidflow-demo ) > "$out/demo.log" 2>&1 || rc=1
+      tail -n 15 "$out/demo.log" ;;
+    bench)
+      timeout 420 python3 -m vidflow.cli bench --streams ${BENCH_STREAMS:-8 64} --seconds ${BENCH_SECONDS:-8} \
+        --model .models/yolo11n_shapes.torchscript --variants full notrack --out "$out/bench.jsonl" \
+        > "$out/bench.log" 2>&1 || rc=1
+      cut -c1-600 "$out/bench.jsonl" 2>/dev/null; tail -n 5 "$out/bench.log" ;;
+    *) echo "unknown step $step (tests | demo | bench)"; rc=2 ;;
+  esac
+done
+exit $rc
