@@ -37,19 +37,30 @@ _ENCODERS = ("auto", "nvenc", "pyav")
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def nvenc_available() -> bool:
     """Whether PyNvVideoCodec is importable and can open an NVENC session on this GPU (the H100
-    and A100 have no NVENC: False there)."""
+    and H200 have no NVENC: False there). Probed once, on a throwaway thread: PyNvVideoCodec may
+    make a CUDA context of its own current on the calling thread, and torch work on that thread
+    would then run in the wrong context ("invalid resource handle")."""
     if not torch.cuda.is_available():
         return False
-    try:
-        import PyNvVideoCodec as nvc  # noqa: N813
+    result: list[bool] = []
 
-        enc = nvc.CreateEncoder(256, 256, "NV12", True, codec="h264")
-        del enc
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "no usable NVENC"
-        return False
+    def probe() -> None:
+        try:
+            import PyNvVideoCodec as nvc  # noqa: N813
+
+            enc = nvc.CreateEncoder(256, 256, "NV12", True, codec="h264")
+            del enc
+            result.append(True)
+        except Exception:  # noqa: BLE001 - any failure means "no usable NVENC"
+            result.append(False)
+
+    t = threading.Thread(target=probe, name="vidflow-nvenc-probe", daemon=True)
+    t.start()
+    t.join(timeout=30)
+    return bool(result and result[0])
 
 
 class _PyAvWriter:

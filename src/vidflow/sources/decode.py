@@ -130,25 +130,26 @@ def nvdec_unsupported(stream: Any) -> str | None:
     return None
 
 
-def _current_context(index: int) -> int:
-    """Make torch's CUDA context (the device's primary context) current on this thread and
-    return it. A new thread has no current context until a CUDA runtime call binds one, and
-    torch may hand out pooled streams without making any; PyNvVideoCodec then refuses a stream
-    that belongs to a context it was not given (error 801), so bind it explicitly."""
+def _stream_context(stream: torch.cuda.Stream) -> int:
+    """The CUDA driver context that owns torch's ``stream`` (0 if unknown).
+
+    PyNvVideoCodec refuses a stream that does not belong to the context it is given (error
+    801). A new thread has no current context until a CUDA runtime call binds torch's, and torch
+    may hand out pooled streams without making one, so: bind it with a cheap runtime call on the
+    stream, then ask the driver which context owns the stream."""
     import ctypes
+    stream.query()                                    # a runtime call: binds torch's context here
     try:
         lib = ctypes.CDLL("libcuda.so.1")
     except OSError:
         return 0
-    dev = ctypes.c_int()
     ctx = ctypes.c_void_p()
-    if lib.cuDeviceGet(ctypes.byref(dev), int(index)) != 0:
-        return 0
-    if lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev) != 0 or not ctx.value:
-        return 0
-    lib.cuCtxSetCurrent(ctx)
-    lib.cuDevicePrimaryCtxRelease(dev)      # torch's runtime keeps its own reference
-    return int(ctx.value)
+    get = getattr(lib, "cuStreamGetCtx", None)
+    if get is not None and get(ctypes.c_void_p(stream.cuda_stream), ctypes.byref(ctx)) == 0 and ctx.value:
+        return int(ctx.value)
+    if lib.cuCtxGetCurrent(ctypes.byref(ctx)) == 0 and ctx.value:
+        return int(ctx.value)
+    return 0
 
 
 class NvdecDecoder:
@@ -179,7 +180,7 @@ class NvdecDecoder:
         with torch.cuda.device(self.device):
             self._dec = nvc.CreateDecoder(
                 gpuid=self.device.index, codec=getattr(nvc.cudaVideoCodec, NVDEC_CODECS[cc.name]),
-                cudacontext=_current_context(self.device.index), cudastream=self._stream.cuda_stream,
+                cudacontext=_stream_context(self._stream), cudastream=self._stream.cuda_stream,
                 usedevicememory=True)
 
     def decode(self, packet: Any | None) -> list[tuple[int | None, torch.Tensor]]:
