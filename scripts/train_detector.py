@@ -34,12 +34,13 @@ SIZE = 320
 ASPECTS = ((4, 3), (16, 9), (1, 1), (3, 4), (21, 9))
 
 
-def _specs(n_scenes: int, frames_per_scene: int, seed: int) -> list[tuple[int, int, int, list[int]]]:
+def _specs(n_scenes: int, frames_per_scene: int, seed: int,
+           max_width: int = 1920) -> list[tuple[int, int, int, list[int]]]:
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n_scenes):
         aw, ah = ASPECTS[rng.integers(len(ASPECTS))]
-        w = int(rng.integers(320, 1281)) // 2 * 2
+        w = int(rng.integers(320, max_width + 1)) // 2 * 2
         h = max(64, int(round(w * ah / aw)) // 2 * 2)
         frames = sorted(rng.choice(300, size=frames_per_scene, replace=False).tolist())
         out.append((seed * 100_003 + k, w, h, frames))
@@ -205,6 +206,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--max-width", type=int, default=1920,
+                    help="widest training frame (frames of 320..max-width px; 1080p needs 1920)")
     ap.add_argument("--time-limit", type=float, default=0, help="stop early after this many seconds")
     args = ap.parse_args()
     if args.threads:
@@ -212,8 +215,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
     t0 = time.time()
-    images, gt, valid = build(_specs(args.scenes, args.frames_per_scene, args.seed), args.workers)
-    v_images, v_gt, v_valid = build(_specs(max(args.scenes // 20, 8), 3, args.seed + 777), args.workers)
+    images, gt, valid = build(_specs(args.scenes, args.frames_per_scene, args.seed, args.max_width), args.workers)
+    v_images, v_gt, v_valid = build(_specs(max(args.scenes // 20, 8), 3, args.seed + 777, args.max_width), args.workers)
     print(json.dumps({"event": "data", "train": len(images), "val": len(v_images), "s": round(time.time() - t0, 1)}),
           flush=True)
     images, gt, valid = images.to(dev), gt.to(dev), valid.to(dev)
