@@ -170,7 +170,7 @@ class Pipeline:
                 if not q.put(frame):
                     break
             if st.state != "removed":
-                st.state = "ended"
+                st.state = "stopped" if q.closed else "ended"
         except Exception as e:  # noqa: BLE001 - a source fails alone; reported, never swallowed
             if q.closed:          # removed or stopped meanwhile: a close-time error is no failure
                 pass
@@ -268,7 +268,7 @@ class Pipeline:
             st = self.summary.sources[sid]
             st.dropped = q.dropped
             state = getattr(src, "state", None)
-            if isinstance(state, str) and st.state not in ("removed", "failed", "ended"):
+            if isinstance(state, str) and st.state not in ("removed", "failed", "ended", "stopped"):
                 st.state = state
             _copy_source_counters(src, st)
 

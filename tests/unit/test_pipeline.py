@@ -97,6 +97,7 @@ def test_pull_mode_and_early_break_closes():
         if len(got) == 3:
             break
     assert len(got) == 3 and sink.closed and src.closed_calls >= 1
+    assert pipe.summary.sources[0].state == "stopped"
     with pytest.raises(VidflowError, match="runs once"):
         pipe.run()
 
