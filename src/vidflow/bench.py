@@ -31,20 +31,18 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
-from collections import deque
 from typing import Any
 
 import torch
+
+from ._bench_work import _copies, _Decode, _Model, _Naive, _Pipe, _Window, _Work
 
 __all__ = ["main", "make_bench_clip", "FIELDS"]
 
 FIELDS = ("bench", "streams", "batch_size", "device", "model", "frames", "wall_s", "fps", "fps_per_stream",
           "cpu_cores", "gpu_alloc_peak_mb", "gpu_used_peak_mb", "rss_peak_mb", "latency_p50_ms", "latency_p95_ms",
           "h2d_per_frame", "d2h_per_frame", "h2d_bytes_per_frame", "d2h_bytes_per_frame", "image_copies_per_frame")
-IMAGE_BYTES = 100_000
-_MB = 1 << 20
 
 
 def make_bench_clip(path: str | None = None, *, width: int = 1920, height: int = 1080, frames: int = 300,
@@ -62,363 +60,6 @@ def make_bench_clip(path: str | None = None, *, width: int = 1920, height: int =
 
 
 # ------------------------------------------------------------------------------------ meters
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / _MB
-    except (OSError, ValueError, IndexError):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class _Window:
-    """Wall, CPU time, peak memory (GPU allocator, whole device, RSS) over a timed window."""
-
-    def __init__(self, dev: torch.device) -> None:
-        self.dev, self.used, self.rss = dev, 0.0, 0.0
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        while True:
-            self.rss = max(self.rss, _rss_mb())
-            if self.dev.type == "cuda":
-                free, total = torch.cuda.mem_get_info(self.dev)
-                self.used = max(self.used, (total - free) / _MB)
-            if self._stop.wait(0.1):
-                return
-
-    def start(self) -> _Window:
-        if self.dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.dev)
-        self._t = threading.Thread(target=self._sample, daemon=True)
-        self._t.start()
-        self.c0, self.t0 = time.process_time(), time.perf_counter()
-        return self
-
-    def stop(self, frames: int) -> dict[str, Any]:
-        wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
-        self._stop.set()
-        self._t.join()
-        alloc = torch.cuda.max_memory_allocated(self.dev) / _MB if self.dev.type == "cuda" else 0.0
-        return {"frames": frames, "wall_s": round(wall, 3), "fps": round(frames / wall, 1),
-                "cpu_cores": round(cpu / wall, 2), "gpu_alloc_peak_mb": round(alloc, 1),
-                "gpu_used_peak_mb": round(self.used, 1), "rss_peak_mb": round(self.rss, 1)}
-
-
-def _copies(work: _Work, dev: torch.device, seconds: float, tables: bool) -> tuple[dict[str, Any], str]:
-    """Count host<->device copies per frame in a window under torch.profiler (CUPTI records the
-    memcpys of every thread). Returns the fields and, with ``tables``, the top-op tables."""
-    from torch.profiler import ProfilerActivity, profile
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    f0 = work.count()
-    with profile(activities=acts) as prof:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds or work.count() == f0:
-            work.pump()
-            if time.perf_counter() - t0 > max(60.0, 10 * seconds):
-                break
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-    n = max(work.count() - f0, 1)
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            events = json.load(f).get("traceEvents", [])
-    c = {"h2d": 0, "d2h": 0, "h2d_b": 0, "d2h_b": 0, "img": 0}
-    for e in events:
-        if e.get("cat") != "gpu_memcpy":
-            continue
-        kind = "h2d" if "HtoD" in e.get("name", "") else "d2h" if "DtoH" in e.get("name", "") else None
-        if kind is None:
-            continue
-        b = int((e.get("args") or {}).get("bytes", 0) or 0)
-        c[kind] += 1
-        c[kind + "_b"] += b
-        c["img"] += b >= IMAGE_BYTES
-    out = {"h2d_per_frame": round(c["h2d"] / n, 3), "d2h_per_frame": round(c["d2h"] / n, 3),
-           "h2d_bytes_per_frame": round(c["h2d_b"] / n), "d2h_bytes_per_frame": round(c["d2h_b"] / n),
-           "image_copies_per_frame": round(c["img"] / n, 3)}
-    text = ""
-    if tables:
-        ka = prof.key_averages()
-        head = f"-- top ops by %s, main thread + all CUDA work, {n} frames in the window --\n"
-        for key in ("self_device_time_total", "self_cuda_time_total") if dev.type == "cuda" else ():
-            try:
-                text += head % key + ka.table(sort_by=key, row_limit=15) + "\n"
-                break
-            except (KeyError, AttributeError, ValueError):
-                continue
-        text += head % "self_cpu_time_total" + ka.table(sort_by="self_cpu_time_total", row_limit=15) + "\n"
-    return out, text
-
-
-# ------------------------------------------------------------------------------------ workloads
-class _Work:
-    """A running workload: ``count()`` frames done so far, ``pump()`` drives it (or waits),
-    ``lat`` latencies in ms, ``errors`` from worker threads."""
-
-    def __init__(self) -> None:
-        self.lat: deque = deque(maxlen=500_000)
-        self.errors: list[BaseException] = []
-        self.stop_event = threading.Event()
-        self.counts: list[int] = [0]
-        self.extra: dict[str, Any] = {}
-
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def window(self, wall: float | None = None) -> dict[str, Any]:
-        """Called at the start (``wall=None``) and end of the timed window; extra fields."""
-        return {}
-
-    def start(self) -> None:
-        pass
-
-    def pump(self) -> None:
-        if self.errors:
-            import traceback
-            where = traceback.extract_tb(self.errors[0].__traceback__)[-3:]
-            at = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in reversed(where))
-            raise RuntimeError(f"{type(self).__name__}: a worker failed: {self.errors[0]!r} at {at}") from self.errors[0]
-        time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-
-class _Threads(_Work):
-    """One worker thread per stream running ``self.worker(k)``."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n, self.counts = n, [0] * n
-
-    def start(self) -> None:
-        def run(k: int) -> None:
-            try:
-                self.worker(k)
-            except BaseException as e:  # noqa: BLE001 - surfaced by pump()
-                if not self.stop_event.is_set():
-                    self.errors.append(e)
-        self.threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(self.n)]
-        for t in self.threads:
-            t.start()
-
-    def stop(self) -> None:
-        super().stop()
-        for t in self.threads:
-            t.join(timeout=10)
-
-    def worker(self, k: int) -> None:
-        raise NotImplementedError
-
-
-class _Decode(_Threads):
-    def __init__(self, clip: str, n: int, dev: torch.device) -> None:
-        super().__init__(n)
-        self.clip, self.dev = clip, dev
-
-    def worker(self, k: int) -> None:
-        from .sources.file import FileSource
-
-        if self.dev.type == "cuda":
-            torch.cuda.set_device(self.dev)
-        src = FileSource(self.clip, loop=True)
-        it = src.frames(device=self.dev, source_id=k)
-        try:
-            for f in it:
-                self.counts[k] += 1
-                self.lat.append((time.time_ns() - f.info.ntp_ns) / 1e6)
-                self.extra["decoder"] = src.backend
-                if self.stop_event.is_set():
-                    break
-        finally:
-            it.close()
-            src.close()
-
-
-class _Model(_Work):
-    def __init__(self, engine: Any, size: tuple[int, int], batch: int, dev: torch.device) -> None:
-        super().__init__()
-        self.engine, self.batch, self.dev = engine, batch, dev
-        self.x = torch.rand(batch, 3, size[1], size[0], device=dev).to(getattr(engine, "input_dtype", torch.float32))
-
-    def pump(self) -> None:
-        t = time.perf_counter()
-        with torch.inference_mode():
-            self.engine(self.x)
-        if self.dev.type == "cuda":
-            torch.cuda.synchronize(self.dev)
-        self.lat.append((time.perf_counter() - t) * 1e3)
-        self.counts[0] += self.batch
-
-
-class _Naive(_Threads):
-    def __init__(self, clip: str, n: int, dev: torch.device, engine: Any, size: tuple[int, int], fmt: str) -> None:
-        super().__init__(n)
-        self.clip, self.dev, self.engine, self.size, self.fmt = clip, dev, engine, size, fmt
-
-    def worker(self, k: int) -> None:
-        import av
-
-        from .heads.yolo import decode
-        from .ops.geometry import input_to_image, preprocess
-
-        dtype = getattr(self.engine, "input_dtype", torch.float32)
-        while not self.stop_event.is_set():
-            with av.open(self.clip) as c:
-                s = c.streams.video[0]
-                s.thread_type = "AUTO"
-                for fr in c.decode(s):
-                    if self.stop_event.is_set():
-                        return
-                    t = time.time_ns()
-                    rgb = fr.to_ndarray(format="rgb24")                             # [H,W,3] on the host
-                    x = torch.from_numpy(rgb).to(self.dev).permute(2, 0, 1)[None]   # the full frame -> device
-                    with torch.inference_mode():
-                        inp, place = preprocess(x, self.size, dtype=dtype)
-                        out = self.engine(inp)
-                        det = decode(next(iter(out.values())), format=self.fmt, conf=0.25, iou=0.7)
-                        input_to_image(det.bbox, place).cpu()
-                    self.counts[k] += 1
-                    self.lat.append((time.time_ns() - t) / 1e6)
-
-
-class _Paced:
-    """A file source released at ``fps`` like a live camera: each frame is decoded, held until its
-    due time and stamped (``ntp_ns``) when released, so latency counts from that moment; ``live``,
-    so a pipeline that falls behind drops the oldest queued frames instead of building a backlog.
-    ``released[k]`` counts the frames released."""
-
-    live = True
-
-    def __init__(self, src: Any, fps: float, released: list[int], k: int) -> None:
-        self.src, self.fps, self.uri, self.released, self.k = src, float(fps), src.uri, released, k
-
-    def frames(self, *, device: torch.device, source_id: int | str) -> Any:
-        from .sources.base import SourceFrame
-
-        t0 = time.monotonic()
-        for i, f in enumerate(self.src.frames(device=device, source_id=source_id)):
-            wait = t0 + i / self.fps - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            self.released[self.k] += 1
-            yield SourceFrame(f.info.replace(ntp_ns=time.time_ns()), f.data, f.format, f.matrix, f.full_range)
-
-    def close(self) -> None:
-        self.src.close()
-
-
-class _Timed:
-    """Wraps a stage (``__call__``) or sink (``write``): times it into ``work.parts[name]`` while
-    ``work.timing`` is set, synchronising the device around it."""
-
-    def __init__(self, inner: Any, work: _Pipe, name: str) -> None:
-        self.inner, self.work, self._part = inner, work, name
-
-    def __getattr__(self, k: str) -> Any:     # name, reset, close, end_source ... of the inner
-        return getattr(self.inner, k)
-
-    def _timed(self, fn: Any, batch: Any) -> Any:
-        if not self.work.timing:
-            return fn(batch)
-        self.work.sync()
-        t = time.perf_counter()
-        out = fn(batch)
-        self.work.sync()
-        self.work.parts[self._part] = self.work.parts.get(self._part, 0.0) + time.perf_counter() - t
-        return out
-
-    def __call__(self, batch: Any) -> Any:
-        return self._timed(self.inner, batch)
-
-    def write(self, batch: Any) -> None:
-        self.work.objects += len(batch.objects)
-        self._timed(self.inner.write, batch)
-
-
-class _Pipe(_Work):
-    def __init__(self, clip: str, n: int, dev: torch.device, *, model: str, batch: int, mux_size: tuple[int, int],
-                 track: bool, max_wait_ms: float, queue_size: int, jsonl: str, pace: float | None = None) -> None:
-        from .mux import Muxer
-        from .pipeline import Pipeline
-        from .sinks.jsonl import JsonlSink
-        from .sources.file import FileSource
-        from .stages.detect import Detector
-        from .stages.track import Tracker
-
-        super().__init__()
-        self.dev, self.timing, self.parts, self.objects, self.pace = dev, False, {}, 0, pace
-        work = self
-
-        class TimedMuxer(Muxer):
-            def collect(self, *a: Any, **kw: Any) -> Any:
-                t = time.perf_counter()
-                out = super().collect(*a, **kw)
-                if work.timing:
-                    work.parts["collect"] = work.parts.get("collect", 0.0) + time.perf_counter() - t
-                return out
-
-            def assemble(self, frames: Any, device: torch.device) -> Any:
-                return _Timed(lambda fr: Muxer.assemble(self, fr, device), work, "assemble")(frames)
-
-        stages = [_Timed(Detector(model, half=dev.type == "cuda"), self, "detect")]
-        if track:
-            stages.append(_Timed(Tracker(), self, "track"))
-        sources = [FileSource(clip, loop=True) for _ in range(n)]
-        self.released = [0] * n
-        self.pipe = Pipeline([_Paced(s, pace, self.released, k) for k, s in enumerate(sources)] if pace else sources,
-                             TimedMuxer(batch_size=batch, max_wait_ms=max_wait_ms, size=mux_size), stages,
-                             [_Timed(JsonlSink(jsonl), self, "sink")], device=dev, queue_size=queue_size,
-                             torch_threads=torch.get_num_threads() if _THREADS_GIVEN else None)
-        self.lat = self.pipe.summary.latencies_ms
-
-    def window(self, wall: float | None = None) -> dict[str, Any]:
-        if wall is None:
-            self._r0 = sum(self.released)
-            return {}
-        if not self.pace:
-            return {}
-        offered = (sum(self.released) - self._r0) / wall
-        return {"offered_fps": round(offered, 1), "pace_fps_per_stream": round(self.pace, 2)}
-
-    def sync(self) -> None:
-        if self.dev.type == "cuda":
-            torch.cuda.synchronize(self.dev)
-
-    def start(self) -> None:
-        self.it = iter(self.pipe)
-
-    def pump(self) -> None:
-        try:
-            b = next(self.it)
-        except StopIteration:
-            raise RuntimeError("the pipeline ended early (looping sources should not end)") from None
-        self.counts[0] += len(b.frames)
-
-    def stop(self) -> None:
-        self.it.close()
-
-    def breakdown(self, seconds: float) -> dict[str, Any]:
-        """Time per batch in each part of the main loop, device synced at their boundaries."""
-        self.parts, b0, f0, o0 = {}, self.pipe.summary.batches, self.count(), self.objects
-        self.sync()
-        self.timing, t0 = True, time.perf_counter()
-        while time.perf_counter() - t0 < seconds or self.pipe.summary.batches == b0:
-            self.pump()
-        wall, self.timing = time.perf_counter() - t0, False
-        nb = max(self.pipe.summary.batches - b0, 1)
-        parts = {k: round(v * 1e3 / nb, 2) for k, v in self.parts.items()}
-        parts["other"] = round(wall * 1e3 / nb - sum(parts.values()), 2)
-        return {"breakdown_ms_per_batch": parts, "breakdown_fps": round((self.count() - f0) / wall, 1),
-                "frames_per_batch": round((self.count() - f0) / nb, 2),
-                "objects_per_frame": round((self.objects - o0) / max(self.count() - f0, 1), 2)}
-
-
-# ------------------------------------------------------------------------------------ driver
 def _measure(work: _Work, dev: torch.device, args: argparse.Namespace, per_frame_units: int,
              tables: bool = False) -> tuple[dict[str, Any], str]:
     work.start()
@@ -480,9 +121,6 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-_THREADS_GIVEN = False     # --torch-threads given: the pipeline keeps it (else its own default)
-
-
 def _parser() -> argparse.ArgumentParser:
     default_model = ".models/yolo11n_shapes.torchscript" if os.path.exists(".models/yolo11n_shapes.torchscript") else "demo"
     p = argparse.ArgumentParser(prog="vidflow bench", description=__doc__,
@@ -530,7 +168,8 @@ def _plan(n: int, args: argparse.Namespace, ctx: dict[str, Any], got: dict[str, 
             pace = args.pace or 0.8 * got["E"] / n
         return _Pipe(clip, n, dev, model=args.model, batch=bs, mux_size=ctx["mux_size"], track=v != "notrack",
                      max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-                     jsonl=os.path.join(ctx["tmp"], f"e{n}.jsonl"), pace=pace)
+                     jsonl=os.path.join(ctx["tmp"], f"e{n}.jsonl"), pace=pace,
+                     torch_threads=args.torch_threads or None)
 
     plan: list[tuple[str, Any]] = []
     if "D" not in args.skip:
@@ -551,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
 
     dev = resolve_device(args.device)
     knobs = torch.get_num_threads(), sys.getswitchinterval()     # restored at the end
-    global _THREADS_GIVEN
-    _THREADS_GIVEN = bool(args.torch_threads)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     if args.switch_interval:
