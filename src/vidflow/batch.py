@@ -8,6 +8,7 @@ new object. Every tensor a user sees is a ``torch.Tensor``, so ``torch.from_dlpa
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -245,34 +246,46 @@ class Batch:
         return int(self.images.shape[3]), int(self.images.shape[2])
 
     def replace(self, **kw: Any) -> Batch:
-        return dataclasses.replace(self, **kw)
+        out = dataclasses.replace(self, **kw)
+        geo = self.__dict__.get("_geometry")
+        if geo is not None and "frames" not in kw and "images" not in kw:
+            out.__dict__["_geometry"] = geo      # same frames, same images: same mapping
+        return out
 
     def with_tensors(self, **tensors: torch.Tensor) -> Batch:
         return self.replace(tensors={**self.tensors, **tensors})
 
+    @functools.cached_property
+    def _geometry(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(regions [B,4], source sizes [B,2]) on the device: built once per batch (one small
+        host-to-device copy), carried over by :meth:`replace`."""
+        w, h = self.size
+        rows = [(*(f.region if f.region is not None else (0.0, 0.0, float(w), float(h))),
+                 float(f.width or w), float(f.height or h)) for f in self.frames]
+        t = torch.tensor(rows, dtype=torch.float32).reshape(-1, 6).to(self.device, non_blocking=True)
+        return t[:, :4], t[:, 4:]
+
     def regions(self) -> torch.Tensor:
         """``[B,4]`` float32 on the batch device: each frame's region (x0,y0,x1,y1) in the image."""
-        w, h = self.size
-        r = [f.region if f.region is not None else (0.0, 0.0, float(w), float(h)) for f in self.frames]
-        return torch.tensor(r, dtype=torch.float32).reshape(-1, 4).to(self.device, non_blocking=True)
+        return self._geometry[0]
 
     def source_sizes(self) -> torch.Tensor:
         """``[B,2]`` float32 (width, height) of each frame's source (the image size when unknown)."""
-        w, h = self.size
-        s = [(f.width or w, f.height or h) for f in self.frames]
-        return torch.tensor(s, dtype=torch.float32).reshape(-1, 2).to(self.device, non_blocking=True)
+        return self._geometry[1]
 
     def image_to_source(self, bbox: torch.Tensor, frame_idx: torch.Tensor) -> torch.Tensor:
         """Map xyxy boxes ``[N,4]`` from batch-image pixels of frame ``frame_idx[N]`` to source
         pixels (not clipped)."""
-        reg = self.regions()[frame_idx]
-        scale = self.source_sizes()[frame_idx] / (reg[:, 2:] - reg[:, :2]).clamp(min=1e-6)
+        regions, sizes = self._geometry
+        reg = regions[frame_idx]
+        scale = sizes[frame_idx] / (reg[:, 2:] - reg[:, :2]).clamp(min=1e-6)
         return (bbox.view(-1, 2, 2) - reg[:, None, :2]).mul(scale[:, None]).view(-1, 4)
 
     def source_to_image(self, bbox: torch.Tensor, frame_idx: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`image_to_source`."""
-        reg = self.regions()[frame_idx]
-        scale = (reg[:, 2:] - reg[:, :2]) / self.source_sizes()[frame_idx]
+        regions, sizes = self._geometry
+        reg = regions[frame_idx]
+        scale = (reg[:, 2:] - reg[:, :2]) / sizes[frame_idx]
         return (bbox.view(-1, 2, 2) * scale[:, None] + reg[:, None, :2]).view(-1, 4)
 
     def __repr__(self) -> str:

@@ -172,9 +172,7 @@ class Pipeline:
             if st.state != "removed":
                 st.state = "stopped" if q.closed else "ended"
         except Exception as e:  # noqa: BLE001 - a source fails alone; reported, never swallowed
-            if q.closed:          # removed or stopped meanwhile: a close-time error is no failure
-                pass
-            else:
+            if not q.closed:      # (removed or stopped meanwhile: a close-time error is no failure)
                 if not isinstance(e, SourceError):
                     e = DecodeError(f"{type(e).__name__}: {e}", source_id=sid, uri=getattr(src, "uri", None))
                 st.error = e
@@ -190,10 +188,11 @@ class Pipeline:
         with self._lock:
             q = self._queues.pop(sid, None)
             src = self._sources.pop(sid, None)
-        if q is not None and sid in self.summary.sources:
-            self.summary.sources[sid].dropped = q.dropped
-            _copy_source_counters(src, self.summary.sources[sid])
             t = self._threads.pop(sid, None)
+        st = self.summary.sources.get(sid)
+        if q is not None and st is not None:
+            st.dropped = q.dropped
+            _copy_source_counters(src, st)
         if t is not None and t is not threading.current_thread():
             t.join(timeout=5.0)
         if src is not None:
@@ -201,10 +200,12 @@ class Pipeline:
                 src.close()
             except Exception as e:  # noqa: BLE001
                 log.warning("source %s: close failed: %s", sid, redact_uri(e))
-        for obj in (*self.stages, *self.sinks):
-            reset = getattr(obj, "reset", None) if obj in self.stages else getattr(obj, "end_source", None)
-            if callable(reset):
-                reset(sid)
+        for stage in self.stages:               # per-source state (tracks, secondary caches)
+            if callable(getattr(stage, "reset", None)):
+                stage.reset(sid)
+        for sink in self.sinks:                 # per-source files / end-of-stream messages
+            if callable(getattr(sink, "end_source", None)):
+                sink.end_source(sid)
 
     # -- running -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:

@@ -86,3 +86,14 @@ def test_image_source_mapping_roundtrip():
 def test_frameinfo_checks():
     with pytest.raises(ValueError):
         FrameInfo(0, -1, 0.0)
+
+
+def test_geometry_built_once_and_carried_by_replace():
+    img = torch.zeros(2, 3, 100, 200, dtype=torch.uint8)
+    fr = (FrameInfo(0, 0, 0.0, 0, 400, 200), FrameInfo(1, 0, 0.0, 0, 100, 100, region=(50.0, 0.0, 150.0, 100.0)))
+    b = Batch(images=img, frames=fr)
+    regions = b.regions()
+    b2 = b.with_tensors(**{"x.y": torch.zeros(2)})
+    assert b2.regions() is regions and b2.source_sizes().tolist() == [[400.0, 200.0], [100.0, 100.0]]
+    b3 = b.replace(images=torch.zeros(2, 3, 50, 100, dtype=torch.uint8))     # other images: rebuilt
+    assert b3.regions() is not regions and b3.regions()[0].tolist() == [0.0, 0.0, 100.0, 50.0]

@@ -180,3 +180,25 @@ def test_bad_arguments():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             Pipeline([FakeSource(1)], device="cuda")
+
+
+def test_remove_source_before_run_resets_stages():
+    class Resettable:
+        name = "r"
+
+        def __init__(self):
+            self.resets = []
+
+        def __call__(self, batch):
+            return batch
+
+        def reset(self, sid):
+            self.resets.append(sid)
+
+    st = Resettable()
+    src = FakeSource(3)
+    pipe = Pipeline([src, FakeSource(4)], Muxer(batch_size=2, max_wait_ms=5), [st], [MemorySink()], device="cpu")
+    pipe.remove_source(0)
+    assert st.resets == [0] and src.closed_calls >= 1
+    s = pipe.run()
+    assert s.sources[0].state == "removed" and s.sources[1].frames == 4

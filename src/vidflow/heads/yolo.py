@@ -91,7 +91,8 @@ def decode(output: torch.Tensor, *, format: Format = "yolov8", conf: float | Seq
             cls_scores = out[..., 5:] * out[..., 4:5]
         boxes = xywh_to_xyxy(out[..., :4])
         score, cls = cls_scores.max(-1)
-        thr = _thresholds(conf, cls_scores.shape[-1], dev)
+        num_classes = cls_scores.shape[-1]
+        thr = _thresholds(conf, num_classes, dev)
     t = thr if isinstance(thr, float) else thr[cls.clamp(0, thr.numel() - 1)]
     mask = score > t
     if format == "yolov5":
@@ -107,7 +108,7 @@ def decode(output: torch.Tensor, *, format: Format = "yolov8", conf: float | Seq
     if max_nms and sc.numel() > max_nms:
         keep = _top_per_frame(fi, sc, max_nms)
         fi, bx, sc, cl = fi[keep], bx[keep], sc[keep], cl[keep]
-    groups = fi if agnostic else fi * (int(cl.max().item()) + 1 if cl.numel() else 1) + cl
+    groups = fi if agnostic else fi * num_classes + cl      # one NMS group per (frame, class), no sync
     keep = batched_nms(bx, sc, groups, iou)
     fi, bx, sc, cl = fi[keep], bx[keep], sc[keep], cl[keep]
     keep = _top_per_frame(fi, sc, max_det)

@@ -35,9 +35,12 @@ def frame_records(batch: Batch, *, attrs: bool = True, decimals: int = 2) -> lis
     """The JSON-ready records of a batch, one per frame in batch order."""
     objs = batch.objects
     names = batch.labels.get("objects", ())
-    cols = {"frame_idx": objs.frame_idx, "bbox": objs.bbox, "class_id": objs.class_id,
-            "confidence": objs.confidence, "object_id": objs.object_id}
-    host = {k: v.cpu().tolist() for k, v in cols.items()}   # one host transfer per column per batch
+    # one host transfer for the whole table (float64 holds the int64 ids exactly below 2**53)
+    table = torch.cat([objs.frame_idx[:, None].double(), objs.bbox.double(), objs.class_id[:, None].double(),
+                       objs.confidence[:, None].double(), objs.object_id[:, None].double()], 1).cpu().numpy()
+    host = {"frame_idx": table[:, 0].astype(int).tolist(), "bbox": table[:, 1:5].astype("float32").tolist(),
+            "class_id": table[:, 5].astype(int).tolist(), "confidence": table[:, 6].astype("float32").tolist(),
+            "object_id": table[:, 7].astype(int).tolist()}
     extra: dict[str, list] = {}
     if attrs:
         for key, v in objs.attrs.items():
