@@ -39,20 +39,12 @@ def first_output(out: Any) -> torch.Tensor:
 
 
 def resolve_model(model: Any, device: torch.device) -> Callable[[torch.Tensor], Any]:
-    """An engine for ``model`` on ``device``: a path (``vidflow.engines.load_engine``), an
-    ``nn.Module`` (wrapped in ``TorchEngine`` when available) or any callable ``Tensor -> outputs``."""
-    if isinstance(model, (str, os.PathLike)):
-        from ..engines import load_engine  # the engines package owns file formats
+    """An engine for ``model`` on ``device``: a path or an ``nn.Module``
+    (``vidflow.engines.load_engine``), or any callable ``Tensor -> outputs``."""
+    if isinstance(model, (str, os.PathLike, torch.nn.Module)):
+        from ..engines import load_engine  # the engines package owns file formats and modules
 
-        return load_engine(os.fspath(model), device=device)
-    if isinstance(model, torch.nn.Module):
-        try:
-            from ..engines.torch import TorchEngine
-        except ImportError:  # pragma: no cover - engines are part of vidflow
-            m = model.to(device).eval()
-            dtype = next(m.parameters()).dtype if any(True for _ in m.parameters()) else torch.float32
-            return lambda x: m(x.to(device, dtype))
-        return TorchEngine(model, device=device)
+        return load_engine(model, device=device)
     if callable(model):
         return model
     raise ValueError(f"model: expected a path, an nn.Module or a callable, got {type(model).__name__}")
@@ -96,6 +88,7 @@ class CropStage:
         self._ran: dict[tuple[Any, int], int] = {}          # -> frame_num of the last run
         self._seen: dict[tuple[Any, int], int] = {}         # -> frame_num last seen
         self._free: list[int] = []
+        self._dim: int | None = None                        # result size D, known after the first run
         self.runs = 0                                      # objects the model was run on (for tests/metrics)
 
     # subclass hooks ---------------------------------------------------------------------------
@@ -164,11 +157,32 @@ class CropStage:
         m, s = self._norm
         return self._post(self._engine((crops - m) / s))
 
+    def _run(self, batch: Batch, idx: torch.Tensor) -> torch.Tensor:
+        """Crop objects ``idx`` out of the batch images and run the model: ``[R, D]``."""
+        fi = batch.objects.frame_idx[idx]
+        crops = crop_resize(batch.images, batch.source_to_image(batch.objects.bbox[idx], fi), fi, self.size)
+        res = self.infer(crops).float()
+        self.runs += int(idx.shape[0])
+        self._dim = int(res.shape[1])
+        return res
+
+    def _result_dim(self, dev: torch.device) -> int:
+        if self._dim is None:  # nothing computed yet: learn the result size from one blank crop, once
+            self._dim = int(self.infer(torch.zeros(1, 3, self.size[1], self.size[0], device=dev)).shape[1])
+        return self._dim
+
     def __call__(self, batch: Batch) -> Batch:
         self._ensure(batch)
         objs = batch.objects
         n, dev = len(objs), batch.device
         keep = self._eligible(batch)
+        if self.every == 1:   # no caching: every eligible object, no per-object Python
+            idx = keep.nonzero().squeeze(1)
+            res = self._run(batch, idx) if idx.shape[0] else None
+            out = torch.zeros(n, self._result_dim(dev), dtype=torch.float32, device=dev)
+            if res is not None:
+                out[idx] = res
+            return self._write(batch, out, keep)
         # one small host copy per batch: frame index, object id, eligibility
         host = torch.stack([objs.frame_idx, objs.object_id, keep.long()], 1).cpu().tolist()
         run, reuse, slots, cache_rows = [], [], [], []
@@ -179,7 +193,7 @@ class CropStage:
             if not ok:
                 continue
             info = batch.frames[fi]
-            if self.every == 1 or oid < 0:
+            if oid < 0:
                 run.append(r)
                 continue
             key = (info.source_id, oid)
@@ -198,13 +212,8 @@ class CropStage:
         res = None
         if run:
             idx = torch.tensor(run, dtype=torch.int64, device=dev)
-            fi = objs.frame_idx[idx]
-            crops = crop_resize(batch.images, batch.source_to_image(objs.bbox[idx], fi), fi, self.size)
-            res = self.infer(crops).float()
-            self.runs += len(run)
-        dim = res.shape[1] if res is not None else (self._bank.shape[1] if self._bank is not None else None)
-        if dim is None:  # nothing computed yet: learn the result size from one blank crop
-            dim = self.infer(torch.zeros(1, 3, self.size[1], self.size[0], device=dev)).shape[1]
+            res = self._run(batch, idx)
+        dim = self._result_dim(dev)
         out = torch.zeros(n, dim, dtype=torch.float32, device=dev)
         valid = torch.zeros(n, dtype=torch.bool, device=dev)
         if res is not None:
