@@ -166,8 +166,10 @@ class Objects:
     def __getitem__(self, index: Any) -> Objects:
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
-        if isinstance(index, torch.Tensor) and index.device != self.device:
+        if isinstance(index, torch.Tensor):
             index = index.to(self.device)
+            if index.dtype == torch.bool:       # one nonzero (one sync) for all the columns
+                index = index.nonzero().squeeze(1)
         return Objects(**{c: getattr(self, c)[index] for c in _COLUMNS},
                        attrs={k: v[index] for k, v in self.attrs.items()})
 

@@ -84,12 +84,14 @@ def labels_from(meta: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 
 def size_from(meta: Mapping[str, Any]) -> tuple[int, int] | None:
-    """Input size ``(W, H)`` from ``imgsz`` metadata (Ultralytics writes ``[H, W]`` or an int)."""
-    s = meta.get("imgsz", meta.get("input_size"))
-    if isinstance(s, int):
-        return (s, s)
-    if isinstance(s, Sequence) and len(s) == 2 and all(isinstance(v, int) for v in s):
-        return (int(s[1]), int(s[0]))
+    """Input size ``(W, H)`` from metadata: ``imgsz`` as Ultralytics writes it (``[H, W]`` or an
+    int), or ``input_size`` as vidflow writes it (``[W, H]``)."""
+    for key, hw in (("imgsz", True), ("input_size", False)):
+        s = meta.get(key)
+        if isinstance(s, int):
+            return (s, s)
+        if isinstance(s, Sequence) and len(s) == 2 and all(isinstance(v, int) for v in s):
+            return (int(s[1]), int(s[0])) if hw else (int(s[0]), int(s[1]))
     return None
 
 

@@ -73,7 +73,6 @@ def decode(output: torch.Tensor, *, format: Format = "yolov8", conf: float | Seq
         raise ValueError(f"max_det must be >= 1 and iou in [0, 1], got {max_det}, {iou}")
     out = output.float()
     dev = out.device
-    b = out.shape[0]
     if format == "end2end":
         if out.shape[2] < 6:
             raise ValueError(f"output: expected [B, N, 6] for end2end, got {tuple(out.shape)}")
@@ -100,8 +99,8 @@ def decode(output: torch.Tensor, *, format: Format = "yolov8", conf: float | Seq
     if classes is not None:
         allowed = torch.as_tensor(list(classes), dtype=torch.int64, device=dev)
         mask &= torch.isin(cls, allowed)
-    fidx = torch.arange(b, device=dev)[:, None].expand_as(mask)
-    fi, bx, sc, cl = fidx[mask], boxes[mask], score[mask], cls[mask]
+    fi, ai = mask.nonzero(as_tuple=True)            # one sync for all the candidate columns
+    bx, sc, cl = boxes[fi, ai], score[fi, ai], cls[fi, ai]
     if format == "end2end":
         keep = _top_per_frame(fi, sc, max_det)
         return Detections(fi[keep], bx[keep], sc[keep], cl[keep])

@@ -14,6 +14,7 @@ sample falls outside it.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -23,6 +24,7 @@ __all__ = ["crop_resize", "have_roi_align"]
 Method = Literal["auto", "roi_align", "gather"]
 
 
+@functools.cache
 def have_roi_align() -> bool:
     """Whether ``torchvision.ops.roi_align`` can be imported."""
     try:

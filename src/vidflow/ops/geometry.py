@@ -123,10 +123,8 @@ def normalize(x: torch.Tensor, *, scale: float = 1 / 255, mean: Sequence[float] 
     y = x.to(dtype) if x.dtype != dtype else x
     if color == "bgr":
         y = y.flip(1)
-    elif y is x:
-        y = y.clone()
     if mean is None and std is None:
-        return y.mul_(scale)
+        return y * scale if y is x else y.mul_(scale)     # never writes into the caller's tensor
     m = torch.tensor(mean if mean is not None else (0.0, 0.0, 0.0), dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std if std is not None else (1.0, 1.0, 1.0), dtype=torch.float32).view(1, 3, 1, 1)
     if m.numel() != 3 or s.numel() != 3:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from ..batch import Batch, Objects
+from ..engines.base import size_from
 from ..heads.yolo import FORMATS, decode
 from ..ops.geometry import clip_boxes, input_to_image, preprocess
 
@@ -105,7 +106,7 @@ class Detector:
         self.engine = load_engine(model, device=device, half=self.half, **kw)
         self._device = device
         md = {**getattr(self.engine, "metadata", {}), **meta}
-        self._size = self.size or getattr(self.engine, "input_size", None) or _wh(md.get("input_size")) or (640, 640)
+        self._size = self.size or getattr(self.engine, "input_size", None) or size_from(md) or (640, 640)
         self._format = self.format or md.get("format") or "yolov8"
         self._labels = self.labels or getattr(self.engine, "labels", None) or (tuple(md["labels"]) if md.get("labels") else None)
 
@@ -126,8 +127,8 @@ class Detector:
         boxes = batch.image_to_source(input_to_image(det.bbox, place), det.frame_idx)
         boxes = clip_boxes(boxes, batch.source_sizes()[det.frame_idx])
         ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        objs = Objects.create(frame_idx=det.frame_idx[ok], bbox=boxes[ok], confidence=det.confidence[ok],
-                              class_id=det.class_id[ok])
+        objs = Objects.create(frame_idx=det.frame_idx, bbox=boxes, confidence=det.confidence,
+                              class_id=det.class_id)[ok]
         labels = self._labels or _default_labels(raw, self._format)
         tensors = dict(batch.tensors)
         if self.keep_input:
@@ -142,10 +143,6 @@ class Detector:
     def __repr__(self) -> str:
         m = self.model if isinstance(self.model, (str, os.PathLike)) else type(self.model).__name__
         return f"Detector(model={m!r}, format={self.format}, conf={self.conf}, iou={self.iou}, name={self.name!r})"
-
-
-def _wh(v: Any) -> tuple[int, int] | None:
-    return (int(v[0]), int(v[1])) if isinstance(v, (list, tuple)) and len(v) == 2 else None
 
 
 def _default_labels(raw: torch.Tensor, fmt: str) -> tuple[str, ...]:
