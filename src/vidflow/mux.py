@@ -236,13 +236,8 @@ class Muxer:
             x0, y0, x1, y1 = self._region(f.info.width, f.info.height, out_w, out_h)
             if (x1 - x0, y1 - y0) != (out_w, out_h):
                 images[i].zero_()
-            data = f.data if f.data.device == device else f.data.to(device, non_blocking=True)
-            convert_into(f if data is f.data else _moved(f, data), images[i, :, y0:y1, x0:x1])
+            convert_into(f, images[i, :, y0:y1, x0:x1])      # moves a frame from another device itself
             infos.append(f.info.replace(region=(float(x0), float(y0), float(x1), float(y1))))
         entry[1] = weakref.ref(images)
         return Batch(images=images, frames=tuple(infos))
 
-
-def _moved(frame: SourceFrame, data: torch.Tensor) -> SourceFrame:
-    return SourceFrame(info=frame.info, data=data, format=frame.format, matrix=frame.matrix,
-                       full_range=frame.full_range)

@@ -9,6 +9,7 @@ stages are closed in every case, Ctrl-C included.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -160,15 +161,21 @@ class Pipeline:
 
     def _produce(self, sid: int | str) -> None:
         src, q, st = self._sources[sid], self._queues[sid], self.summary.sources[sid]
+        # on CUDA, whatever the source does on the device (uploads, copies) goes to a stream of its
+        # own thread, so it never waits for the stages' work queued on the pipeline's stream
+        side = contextlib.nullcontext()
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+            side = torch.cuda.stream(torch.cuda.Stream(self.device))
         try:
-            for frame in src.frames(device=self.device, source_id=sid):
-                st.decoded += 1
-                if st.state in ("connecting", "backoff"):
-                    st.state = "running"
-                if not q.put(frame):
-                    break
+            with side:
+                frames = src.frames(device=self.device, source_id=sid)
+                for frame in frames:
+                    st.decoded += 1
+                    if st.state in ("connecting", "backoff"):
+                        st.state = "running"
+                    if not q.put(frame):
+                        break
             if st.state != "removed":
                 st.state = "stopped" if q.closed else "ended"
         except Exception as e:  # noqa: BLE001 - a source fails alone; reported, never swallowed

@@ -21,8 +21,8 @@ import torch
 motmetrics = pytest.importorskip("motmetrics")
 
 from vidflow.batch import Batch, FrameInfo, Objects  # noqa: E402
+from vidflow.ops.nms import box_iou as _box_iou  # noqa: E402
 from vidflow.scenes import Scene  # noqa: E402
-from vidflow.stages._assign import box_iou  # noqa: E402
 from vidflow.stages.track import Tracker  # noqa: E402
 
 
@@ -41,6 +41,10 @@ def visibility(boxes: np.ndarray) -> np.ndarray:
     later = np.arange(g)[None, :] > np.arange(g)[:, None]  # [G (point owner), G (cover)]
     covered = (inside & later[:, None, :]).any(2)  # [G, 64]
     return 1 - covered.mean(1)
+
+
+def box_iou(a, b):
+    return _box_iou(a, b).nan_to_num(0.0)   # degenerate (zero-area) boxes: IoU 0
 
 
 def mot_metrics(gt: list[list[dict]], hyp: list[tuple[np.ndarray, list[int]]], min_vis: float = 0.3) -> dict:

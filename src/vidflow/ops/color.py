@@ -137,7 +137,7 @@ def convert_into(frame: SourceFrame, out: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"convert_into: out must be uint8 (3, H, W), got {tuple(out.shape)} {out.dtype}")
     data = frame.data
     if data.device != out.device:
-        data = data.to(out.device, non_blocking=False)
+        data = data.to(out.device, non_blocking=True)
     elif data.is_cuda:
         # the decoder thread allocated it on its own stream: keep the memory until we are done
         data.record_stream(torch.cuda.current_stream(data.device))

@@ -94,8 +94,8 @@ class _Canvas:
             for c in range(3):
                 self.images[:, c].index_put_(hit, px[:, c])
         else:  # one fused pass over the batch, no host sync
-            colored = table[ids.long()].permute(0, 3, 1, 2)  # [B,3,H,W]
-            self.images.copy_(torch.where((ids > 0)[:, None], colored, self.images))
+            colored = table[ids].permute(0, 3, 1, 2)  # [B,3,H,W]
+            torch.where((ids > 0)[:, None], colored, self.images, out=self.images)
 
 
 def _rects(canvas: _Canvas, rects: torch.Tensor, fi: torch.Tensor, color_id: torch.Tensor,

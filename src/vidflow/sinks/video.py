@@ -37,7 +37,6 @@ _ENCODERS = ("auto", "nvenc", "pyav")
 
 
 @functools.lru_cache(maxsize=1)
-@functools.lru_cache(maxsize=1)
 def nvenc_available() -> bool:
     """Whether PyNvVideoCodec is importable and can open an NVENC session on this GPU (the H100
     and H200 have no NVENC: False there). Probed once, on a throwaway thread: PyNvVideoCodec may
