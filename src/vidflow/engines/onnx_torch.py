@@ -54,6 +54,10 @@ class OnnxTorchModule(torch.nn.Module):
         self.output_names = [o.name for o in g.output]
         self._consts: dict[str, torch.Tensor] = {}  # CPU non-float constants
         self._bufname: dict[str, str] = {}
+        # shape-like inputs (Resize roi/scales/sizes) are read on the host: keep them there, so
+        # reading them is no device sync in the middle of the forward pass
+        self._host_inputs = {n.input[i] for n in g.node if n.op_type == "Resize" for i in (1, 2, 3)
+                             if len(n.input) > i and n.input[i]}
         for init in g.initializer:
             self._add_const(init.name, torch.from_numpy(numpy_helper.to_array(init).copy()))
         self._nodes: list[tuple[str, list[str], list[str], dict[str, Any]]] = []
@@ -68,7 +72,7 @@ class OnnxTorchModule(torch.nn.Module):
                 self._nodes.append((n.op_type, list(n.input), list(n.output), a))
 
     def _add_const(self, name: str, t: torch.Tensor) -> None:
-        if t.is_floating_point() and t.numel() > 1:
+        if t.is_floating_point() and t.numel() > 1 and name not in self._host_inputs:
             b = f"c{len(self._bufname)}"
             self.register_buffer(b, t, persistent=False)
             self._bufname[name] = b
