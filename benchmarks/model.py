@@ -47,13 +47,18 @@ def _time(fn, dev: torch.device, min_s: float) -> tuple[float, int]:
     return (time.perf_counter() - t0) / n, n
 
 
-def _engine(name: str, dev: torch.device, half: bool):
+_OPTS = {"eager": dict(channels_last=False, cuda_graphs=False), "cl": dict(channels_last=True, cuda_graphs=False),
+         "graphs": dict(channels_last=False, cuda_graphs=True), "cl+graphs": dict(channels_last=True, cuda_graphs=True)}
+
+
+def _engine(name: str, dev: torch.device, half: bool, opts: str = "default"):
+    kw = _OPTS.get(opts, {}) if not name.endswith(".onnx") else {}
     if name == "demo":
         from vidflow.demo_models import load_demo
         model, info = load_demo(device=dev)
-        return load_engine(model, device=dev, half=half), tuple(info["input_size"])
+        return load_engine(model, device=dev, half=half, **kw), tuple(info["input_size"])
     path = name if os.path.exists(name) else os.path.join(ROOT, ".models", name)
-    eng = load_engine(path, device=dev, half=half)
+    eng = load_engine(path, device=dev, half=half, **kw)
     return eng, eng.input_size or (640, 640)
 
 
@@ -65,26 +70,29 @@ def main() -> None:
     ap.add_argument("--dtypes", default="fp32,fp16")
     ap.add_argument("--seconds", type=float, default=0.6, help="time per measurement")
     ap.add_argument("--stage-batch", type=int, default=32, help="batch of the Detector-stage rows (0 = skip)")
+    ap.add_argument("--opts", default="default", help="TorchEngine options to compare, comma-separated: default "
+                    "(CUDA: channels_last + CUDA graphs + batch buckets), eager, cl, graphs, cl+graphs")
     args = ap.parse_args()
     dev = torch.device(args.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     for name in args.models.split(","):
-        for dt in args.dtypes.split(","):
+        for dt, opts in ((d, o) for d in args.dtypes.split(",") for o in args.opts.split(",")):
             half = dt == "fp16"
             if half and dev.type != "cuda":
                 continue
-            eng, (w, h) = _engine(name, dev, half)
+            eng, (w, h) = _engine(name, dev, half, opts)
             for b in (int(v) for v in args.batches.split(",")):
                 x = torch.rand(b, 3, h, w, device=dev).to(eng.input_dtype)
                 with torch.inference_mode():
                     s, n = _time(lambda eng=eng, x=x: eng(x), dev, args.seconds)
                 print(json.dumps({"bench": "model", "model": os.path.basename(name), "dtype": dt, "batch": b,
                                   "input": [w, h], "img_per_s": round(b / s, 1), "ms_per_batch": round(s * 1e3, 3),
-                                  "iters": n, "device": gpu, "engine": getattr(eng, "backend", "torch")}),
+                                  "iters": n, "device": gpu, "engine": getattr(eng, "backend", "torch"),
+                                  "opts": opts}),
                       flush=True)
-            if args.stage_batch:
+            if args.stage_batch and opts == args.opts.split(",")[0]:
                 b = args.stage_batch
                 det = Detector(name if name == "demo" else (name if os.path.exists(name) else
                                os.path.join(ROOT, ".models", name)), half=half)

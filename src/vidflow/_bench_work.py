@@ -29,8 +29,9 @@ def _rss_mb() -> float:
 class _Window:
     """Wall, CPU time, peak memory (GPU allocator, whole device, RSS) over a timed window."""
 
-    def __init__(self, dev: torch.device) -> None:
+    def __init__(self, dev: torch.device, child_cpu: Any = None) -> None:
         self.dev, self.used, self.rss = dev, 0.0, 0.0
+        self.child_cpu = child_cpu or (lambda: 0.0)     # CPU seconds of decode processes, if any
         self._stop = threading.Event()
 
     def _sample(self) -> None:
@@ -47,11 +48,12 @@ class _Window:
             torch.cuda.reset_peak_memory_stats(self.dev)
         self._t = threading.Thread(target=self._sample, daemon=True)
         self._t.start()
-        self.c0, self.t0 = time.process_time(), time.perf_counter()
+        self.c0, self.t0 = time.process_time() + self.child_cpu(), time.perf_counter()
         return self
 
     def stop(self, frames: int) -> dict[str, Any]:
-        wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
+        wall = time.perf_counter() - self.t0
+        cpu = time.process_time() + self.child_cpu() - self.c0
         self._stop.set()
         self._t.join()
         alloc = torch.cuda.max_memory_allocated(self.dev) / _MB if self.dev.type == "cuda" else 0.0
@@ -124,6 +126,10 @@ class _Work:
     def count(self) -> int:
         return sum(self.counts)
 
+    def child_cpu(self) -> float:
+        """CPU seconds used so far by the workload's decode processes (0: none)."""
+        return 0.0
+
     def window(self, wall: float | None = None) -> dict[str, Any]:
         """Called at the start (``wall=None``) and end of the timed window; extra fields."""
         return {}
@@ -194,6 +200,41 @@ class _Decode(_Threads):
             src.close()
 
 
+class _DecodeProcs(_Work):
+    """Decode only, in ``procs`` decode processes (``vidflow.sources.pool``): each frame reaches
+    this process as a ring slot, is counted and handed back at once."""
+
+    def __init__(self, clip: str, n: int, dev: torch.device, procs: int) -> None:
+        super().__init__()
+        self.clip, self.n, self.dev, self.procs = clip, n, dev, procs
+        self.counts = [0] * n
+
+    def start(self) -> None:
+        from .sources.file import FileSource
+        from .sources.pool import DecodePool
+
+        self.pool = DecodePool(self.procs, self.dev, slots=10)
+        for k in range(self.n):
+            def deliver(f: Any, k: int = k) -> bool:
+                self.counts[k] += 1
+                self.lat.append((time.time_ns() - f.info.ntp_ns) / 1e6)
+                f.release()
+                return True
+
+            def finish(err: Any) -> None:
+                if err is not None and not self.stop_event.is_set():
+                    self.errors.append(err)
+            self.pool.open(k, FileSource(self.clip, loop=True), deliver, finish)
+        self.extra["decode_processes"] = self.procs
+
+    def child_cpu(self) -> float:
+        return self.pool.cpu_seconds()
+
+    def stop(self) -> None:
+        super().stop()
+        self.pool.shutdown()
+
+
 class _Model(_Work):
     def __init__(self, engine: Any, size: tuple[int, int], batch: int, dev: torch.device) -> None:
         super().__init__()
@@ -248,6 +289,8 @@ class _Paced:
     ``released[k]`` counts the frames released."""
 
     live = True
+    poolable = True           # in a decode process ``released`` counts there; the bench reads
+                              # the pipeline's ``decoded`` counters instead
 
     def __init__(self, src: Any, fps: float, released: list[int], k: int) -> None:
         self.src, self.fps, self.uri, self.released, self.k = src, float(fps), src.uri, released, k
@@ -298,7 +341,7 @@ class _Timed:
 class _Pipe(_Work):
     def __init__(self, clip: str, n: int, dev: torch.device, *, model: str, batch: int, mux_size: tuple[int, int],
                  track: bool, max_wait_ms: float, queue_size: int, jsonl: str, pace: float | None = None,
-                 torch_threads: int | None = None) -> None:
+                 torch_threads: int | None = None, decode_processes: int = 0) -> None:
         from .mux import Muxer
         from .pipeline import Pipeline
         from .sinks.jsonl import JsonlSink
@@ -329,16 +372,26 @@ class _Pipe(_Work):
         self.pipe = Pipeline([_Paced(s, pace, self.released, k) for k, s in enumerate(sources)] if pace else sources,
                              TimedMuxer(batch_size=batch, max_wait_ms=max_wait_ms, size=mux_size), stages,
                              [_Timed(JsonlSink(jsonl), self, "sink")], device=dev, queue_size=queue_size,
-                             torch_threads=torch_threads)
+                             torch_threads=torch_threads, decode_processes=decode_processes)
         self.lat = self.pipe.summary.latencies_ms
+        self.extra["decode_processes"] = decode_processes
+
+    def child_cpu(self) -> float:
+        pool = self.pipe._pool               # noqa: SLF001 - the pipeline's decode processes
+        return pool.cpu_seconds() if pool is not None else 0.0
+
+    def _released(self) -> int:
+        # a paced source counts its releases in its own thread, or (in a decode process) each
+        # release reaches the pipeline as one decoded frame
+        return sum(st.decoded for st in self.pipe.summary.sources.values())
 
     def window(self, wall: float | None = None) -> dict[str, Any]:
         if wall is None:
-            self._r0 = sum(self.released)
+            self._r0 = self._released()
             return {}
         if not self.pace:
             return {}
-        offered = (sum(self.released) - self._r0) / wall
+        offered = (self._released() - self._r0) / wall
         return {"offered_fps": round(offered, 1), "pace_fps_per_stream": round(self.pace, 2)}
 
     def sync(self) -> None:

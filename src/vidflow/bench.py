@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from ._bench_work import _copies, _Decode, _Model, _Naive, _Pipe, _Window, _Work
+from ._bench_work import _copies, _Decode, _DecodeProcs, _Model, _Naive, _Pipe, _Window, _Work
 
 __all__ = ["main", "make_bench_clip", "FIELDS"]
 
@@ -74,7 +74,7 @@ def _measure(work: _Work, dev: torch.device, args: argparse.Namespace, per_frame
             work.pump()
         work.lat.clear()
         work.window()
-        f0, win = work.count(), _Window(dev).start()
+        f0, win = work.count(), _Window(dev, work.child_cpu).start()
         target = args.frames * per_frame_units if args.frames else None
         while True:
             work.pump()
@@ -148,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     a("--torch-threads", type=int, default=None, help="torch.set_num_threads for the run (default: the pipeline's own: 1 on CUDA)")
     a("--switch-interval", type=float, default=None, help="sys.setswitchinterval (s) for the run (default: 0.005)")
     a("--max-wait-ms", type=float, default=30.0)
+    a("--decode-processes", type=int, nargs="+", default=[0],
+      help="D and E with the sources decoding in this many processes (0: a thread each, in the "
+           "pipeline's process); several values measure each (default: 0)")
     a("--queue-size", type=int, default=8, help="frames queued per source in E (default: 8)")
     a("--copy-seconds", type=float, default=1.0, help="profiler window counting copies (default: 1)")
     a("--breakdown-seconds", type=float, default=2.0, help="E: synced per-part timing window (0 = none)")
@@ -160,24 +163,30 @@ def _plan(n: int, args: argparse.Namespace, ctx: dict[str, Any], got: dict[str, 
     """``(name, make_work)`` of the measurements for ``n`` streams, in order."""
     clip, dev, engine, msize, bs = ctx["clip"], ctx["dev"], ctx["engine"], ctx["msize"], ctx["bs"]
 
-    def pipe(v: str) -> _Pipe:
+    def pipe(v: str, k: int) -> _Pipe:
         pace = None
         if v == "paced":
-            if not (args.pace or got.get("E")):
+            full = max((f for name, f in got.items() if name == "E" or name.startswith("E-p")), default=None)
+            if not (args.pace or full):
                 raise ValueError("--variants paced needs --pace or the full E variant measured first")
-            pace = args.pace or 0.8 * got["E"] / n
+            pace = args.pace or 0.8 * full / n
         return _Pipe(clip, n, dev, model=args.model, batch=bs, mux_size=ctx["mux_size"], track=v != "notrack",
                      max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
                      jsonl=os.path.join(ctx["tmp"], f"e{n}.jsonl"), pace=pace,
-                     torch_threads=args.torch_threads or None)
+                     torch_threads=args.torch_threads or None, decode_processes=k)
+
+    def tag(k: int) -> str:
+        return f"-p{k}" if k else ""
 
     plan: list[tuple[str, Any]] = []
     if "D" not in args.skip:
-        plan.append(("D", lambda: _Decode(clip, n, dev)))
+        plan += [(f"D{tag(k)}", (lambda k=k: _DecodeProcs(clip, n, dev, k)) if k else (lambda: _Decode(clip, n, dev)))
+                 for k in args.decode_processes]
     if "M" not in args.skip:
         plan.append(("M", lambda: _Model(engine, msize, bs, dev)))
     if "E" not in args.skip:
-        plan += [("E" if v == "full" else f"E-{v}", lambda v=v: pipe(v)) for v in args.variants]
+        plan += [(("E" if v == "full" else f"E-{v}") + tag(k), lambda v=v, k=k: pipe(v, k))
+                 for k in args.decode_processes for v in args.variants]
     if "B" not in args.skip:
         plan.append(("B", lambda: _Naive(clip, n, dev, engine, msize, ctx["fmt"])))
     return plan
@@ -257,10 +266,17 @@ def _run(args: argparse.Namespace, dev: torch.device) -> int:
                 del work
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
-            if "E" in got:
+            e_full = {k: v for k, v in got.items() if k == "E" or k.startswith("E-p")}
+            d_all = {k: v for k, v in got.items() if k == "D" or k.startswith("D-p")}
+            if e_full:
+                e_name = max(e_full, key=e_full.get)
+                d_name = max(d_all, key=d_all.get) if d_all else None
+                e, d = e_full[e_name], d_all.get(d_name)
+                # the best E against the best D: decode's ceiling is whichever way vidflow reaches it
                 emit({"bench": "summary", "streams": n, "device": gpu, **{f"{k}_fps": v for k, v in got.items()},
-                      "E_over_D": round(got["E"] / got["D"], 3) if got.get("D") else None,
-                      "E_over_B": round(got["E"] / got["B"], 2) if got.get("B") else None})
+                      "E_best": e_name, "D_best": d_name,
+                      "E_over_D": round(e / d, 3) if d else None,
+                      "E_over_B": round(e / got["B"], 2) if got.get("B") else None})
     finally:
         if out is not None:
             out.close()

@@ -66,6 +66,17 @@ class SourceError(VidflowError):
         prefix = " ".join(where)
         super().__init__(redact_uri(f"{prefix}: {message}" if prefix else message))
 
+    def __reduce__(self) -> tuple:
+        # picklable (a decode process sends its source's error to the pipeline) with its message as is
+        return _rebuild_source_error, (type(self), str(self), self.source_id, self.uri)
+
+
+def _rebuild_source_error(cls: type, text: str, source_id: Any, uri: Any) -> SourceError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, text)
+    err.source_id, err.uri = source_id, uri
+    return err
+
 
 class DecodeError(SourceError):
     """The stream was opened but could not be decoded (corrupt, unsupported, no frames)."""

@@ -5,11 +5,13 @@ takes frames round-robin (one per source per round, the starting source rotating
 a busy source cannot starve a quiet one) and returns a batch's worth when it is full or
 ``max_wait_ms`` after the arrival of its first frame; a silent source never holds the others, and
 a source whose queue is drained after its end of stream leaves. ``Muxer.assemble`` converts each
-frame to RGB and scales it into a pooled, reused ``[B,3,H,W]`` uint8 tensor on the device.
+frame to RGB and scales it into a pooled, reused ``[B,3,H,W]`` uint8 tensor on the device (one
+kernel for all the NV12 frames already there, with Triton).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import weakref
@@ -50,10 +52,13 @@ class SourceQueue:
         self.eos = False          # the producer has finished (or failed, or was removed)
         self.closed = False       # nobody will consume: put() returns False at once
 
-    def put(self, frame: SourceFrame, timeout: float | None = None) -> bool:
-        """Queue ``frame``. Returns False when the queue was closed (stop producing)."""
+    def put(self, frame: SourceFrame, timeout: float | None = None, *, block: bool = True) -> bool:
+        """Queue ``frame``. Returns False when the queue was closed (stop producing).
+
+        ``block=False`` (frames of a decode process, whose ring already bounds them): a file
+        source's frame is queued even when the queue is full, never waited for."""
         with self.cond:
-            if not self.live:
+            if not self.live and block:
                 end = None if timeout is None else self.clock() + timeout
                 while len(self.items) >= self.maxsize and not self.closed:
                     left = None if end is None else end - self.clock()
@@ -62,9 +67,11 @@ class SourceQueue:
                     self.space.wait(0.5 if left is None else min(left, 0.5))
             if self.closed:
                 return False
-            if len(self.items) >= self.maxsize:
-                self.items.popleft()
+            if self.live and len(self.items) >= self.maxsize:
+                _, old = self.items.popleft()
                 self.dropped += 1
+                if old.release is not None:
+                    old.release()
             self.items.append((self.clock(), frame))
             if len(self.items) == 1:
                 # the muxer drains every queue it looks at, so only a queue going from empty to
@@ -89,6 +96,9 @@ class SourceQueue:
         with self.cond:
             self.closed = True
             self.eos = True
+            for _, f in self.items:
+                if f.release is not None:
+                    f.release()
             self.items.clear()
             self.cond.notify_all()
             self.space.notify_all()
@@ -142,6 +152,7 @@ class Muxer:
         self.pool_size = max(1, int(pool))
         self.clock = clock
         self._rr = 0
+        self._releaser: threading.Thread | None = None
         self._pool: list[list] = []      # [buffer [batch_size,3,H,W], weakref to the batch view or None]
 
     def __repr__(self) -> str:
@@ -222,7 +233,7 @@ class Muxer:
 
     def assemble(self, frames: Sequence[SourceFrame], device: torch.device) -> Batch:
         """Convert and scale ``frames`` into a pooled batch tensor on ``device``."""
-        from .ops.color import convert_into
+        from .ops.color import convert_batch_into
 
         if not frames:
             raise ValueError("Muxer.assemble: expected at least one frame")
@@ -231,13 +242,45 @@ class Muxer:
         out_w, out_h = self.size
         entry = self._buffer(out_h, out_w, device)
         images = entry[0][: len(frames)]
-        infos = []
-        for i, f in enumerate(frames):
-            x0, y0, x1, y1 = self._region(f.info.width, f.info.height, out_w, out_h)
-            if (x1 - x0, y1 - y0) != (out_w, out_h):
+        regions = [self._region(f.info.width, f.info.height, out_w, out_h) for f in frames]
+        padded = [i for i, (x0, y0, x1, y1) in enumerate(regions) if (x1 - x0, y1 - y0) != (out_w, out_h)]
+        if len(padded) == len(frames):
+            images.zero_()
+        else:
+            for i in padded:
                 images[i].zero_()
-            convert_into(f, images[i, :, y0:y1, x0:x1])      # moves a frame from another device itself
-            infos.append(f.info.replace(region=(float(x0), float(y0), float(x1), float(y1))))
+        # NV12 frames on the device: one kernel for the whole batch; others move themselves
+        convert_batch_into(frames, images, regions)
+        infos = [f.info.replace(region=(float(x0), float(y0), float(x1), float(y1)))
+                 for f, (x0, y0, x1, y1) in zip(frames, regions)]
         entry[1] = weakref.ref(images)
+        self._give_back([f.release for f in frames if f.release is not None], images.device)
         return Batch(images=images, frames=tuple(infos))
+
+    def _give_back(self, releases: list, device: torch.device) -> None:
+        """Hand borrowed frame buffers (decode-process ring slots) back once the conversion that
+        reads them has run: at once on the CPU; on CUDA when an event recorded after the
+        conversion kernels completes, waited for on a thread of its own (never the main one)."""
+        if not releases:
+            return
+        if device.type != "cuda":
+            for r in releases:
+                r()
+            return
+        ev = torch.cuda.Event(blocking=True)     # the waiting thread sleeps instead of spinning
+        ev.record()
+        if self._releaser is None:
+            self._releases: queue.SimpleQueue = queue.SimpleQueue()
+            self._releaser = threading.Thread(target=self._release_loop, args=(self._releases,),
+                                              name="vidflow-mux-release", daemon=True)
+            self._releaser.start()
+        self._releases.put((ev, releases))
+
+    @staticmethod
+    def _release_loop(q: queue.SimpleQueue) -> None:
+        while True:
+            ev, releases = q.get()
+            ev.synchronize()
+            for r in releases:
+                r()
 

@@ -67,12 +67,26 @@ class Pipeline:
             ``None``: 1 on CUDA, where the CPU only runs small per-batch ops (tracking, NMS
             bookkeeping) and more threads only spin — measured on an H100 at 64 streams: 10
             cores -> 1.2 at the same fps; unchanged on the CPU, where the model needs them.
+        decode_processes: 0 (default): each source decodes in a thread of this process. K >= 1:
+            the sources that can move (``poolable``: ``FileSource``) decode in K worker
+            processes and hand frames over zero-copy (``vidflow.sources.pool``), so 64 decoder
+            threads no longer compete with the stages for this process's GIL; other sources
+            keep their thread.
+        overlap: run the trailing host-side stages (those saying ``host_stage = True``, e.g. the
+            tracker) and the sinks on a second thread, one batch behind, so the main thread
+            assembles and detects batch i+1 while batch i is tracked and written. Order is kept
+            (batches, per-source resets and end-of-source calls go through the same queue) and
+            errors are raised from ``run()`` as before. ``None``: on for CUDA, off on the CPU.
+        warmup: before the sources start, stages with ``warmup(batch_size, device)`` (the
+            detector) prepare every batch size the muxer can send (cuDNN autotuning, CUDA graph
+            capture), so the first batches of each size do not stall. ``None``: on for CUDA.
     """
 
     def __init__(self, sources: Sequence[Any] = (), muxer: Muxer | None = None, stages: Sequence[Callable] = (),
                  sinks: Sequence[Any] = (), *, device: str | torch.device = "auto", queue_size: int = 8,
                  strict: bool = True, progress: Callable[[RunSummary], None] | None = None,
-                 progress_every: float = 1.0, torch_threads: int | None = None) -> None:
+                 progress_every: float = 1.0, torch_threads: int | None = None, decode_processes: int = 0,
+                 overlap: bool | None = None, warmup: bool | None = None) -> None:
         if int(queue_size) < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.device = resolve_device(device)
@@ -93,6 +107,19 @@ class Pipeline:
             raise ValueError(f"torch_threads must be >= 1 or None, got {torch_threads}")
         self.torch_threads = torch_threads if torch_threads is not None else (1 if self.device.type == "cuda" else None)
         self._saved_threads: int | None = None
+        if int(decode_processes) < 0:
+            raise ValueError(f"decode_processes must be >= 0, got {decode_processes}")
+        self.decode_processes = int(decode_processes)
+        cuda = self.device.type == "cuda"
+        self.overlap = cuda if overlap is None else bool(overlap)
+        self.warmup = cuda if warmup is None else bool(warmup)
+        k = len(self.stages)
+        while k > 0 and getattr(self.stages[k - 1], "host_stage", False):
+            k -= 1
+        self._head, self._tail_stages = self.stages[:k], self.stages[k:]
+        self._tail: _Tail | None = None
+        self._pool: Any = None
+        self._pooled: set = set()
         self.summary = RunSummary()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -144,6 +171,8 @@ class Pipeline:
             src = self._sources[source_id]
             self.summary.sources[source_id].state = "removed"
         q.close()
+        if source_id in self._pooled and self._pool is not None:
+            self._pool.close(source_id)
         try:
             src.close()
         except Exception as e:  # noqa: BLE001 - closing must not break the pipeline
@@ -155,40 +184,69 @@ class Pipeline:
         st = self.summary.sources[sid]
         st.started = time.monotonic()
         st.state = "connecting" if st.live else "running"
+        src = self._sources[sid]
+        if self.decode_processes:
+            from .sources.pool import DecodePool, poolable
+            if poolable(src):
+                if self._pool is None:
+                    self._pool = DecodePool(self.decode_processes, self.device, slots=self.queue_size + 2)
+                self._pooled.add(sid)
+                self._pool.open(sid, src, lambda f, sid=sid: self._deliver(sid, f, block=False),
+                                lambda err, sid=sid: self._source_ended(sid, err))
+                return
         t = threading.Thread(target=self._produce, args=(sid,), name=f"vidflow-source-{sid}", daemon=True)
         self._threads[sid] = t
         t.start()
 
+    def _deliver(self, sid: int | str, frame: Any, *, block: bool = True) -> bool:
+        """A source's frame into its queue; False when the queue no longer takes frames."""
+        q, st = self._queues.get(sid), self.summary.sources.get(sid)
+        if q is None or st is None:
+            return False
+        st.decoded += 1
+        if st.state in ("connecting", "backoff"):
+            st.state = "running"
+        return q.put(frame, block=block)
+
+    def _source_ended(self, sid: int | str, err: BaseException | None, q: SourceQueue | None = None) -> None:
+        """A source's end of stream (``err`` None) or failure: record it, close its queue."""
+        q = self._queues.get(sid) if q is None else q      # (a SourceQueue has len(): never `q or`)
+        st, src = self.summary.sources.get(sid), self._sources.get(sid)
+        if q is None or st is None:
+            return
+        try:
+            if err is not None:
+                if not q.closed:      # (removed or stopped meanwhile: a close-time error is no failure)
+                    if not isinstance(err, SourceError):
+                        err = DecodeError(f"{type(err).__name__}: {err}", source_id=sid, uri=getattr(src, "uri", None))
+                    st.error = err
+                    st.errors += 1
+                    st.state = "failed"
+                    log.error("%s", err)
+            elif st.state != "removed":
+                st.state = "stopped" if q.closed else "ended"
+        finally:
+            st.ended = time.monotonic()
+            q.finish()
+
     def _produce(self, sid: int | str) -> None:
-        src, q, st = self._sources[sid], self._queues[sid], self.summary.sources[sid]
+        src, q = self._sources[sid], self._queues[sid]
         # on CUDA, whatever the source does on the device (uploads, copies) goes to a stream of its
         # own thread, so it never waits for the stages' work queued on the pipeline's stream
         side = contextlib.nullcontext()
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             side = torch.cuda.stream(torch.cuda.Stream(self.device))
+        err: BaseException | None = None
         try:
             with side:
                 frames = src.frames(device=self.device, source_id=sid)
                 for frame in frames:
-                    st.decoded += 1
-                    if st.state in ("connecting", "backoff"):
-                        st.state = "running"
-                    if not q.put(frame):
+                    if not self._deliver(sid, frame):
                         break
-            if st.state != "removed":
-                st.state = "stopped" if q.closed else "ended"
         except Exception as e:  # noqa: BLE001 - a source fails alone; reported, never swallowed
-            if not q.closed:      # (removed or stopped meanwhile: a close-time error is no failure)
-                if not isinstance(e, SourceError):
-                    e = DecodeError(f"{type(e).__name__}: {e}", source_id=sid, uri=getattr(src, "uri", None))
-                st.error = e
-                st.errors += 1
-                st.state = "failed"
-                log.error("%s", e)
-        finally:
-            st.ended = time.monotonic()
-            q.finish()
+            err = e
+        self._source_ended(sid, err, q)
 
     def _retire(self, sid: int | str) -> None:
         """A source has ended and all its frames went through: release it everywhere."""
@@ -197,6 +255,7 @@ class Pipeline:
             src = self._sources.pop(sid, None)
             t = self._threads.pop(sid, None)
         st = self.summary.sources.get(sid)
+        self._pooled.discard(sid)
         if q is not None and st is not None:
             st.dropped = q.dropped
             _copy_source_counters(src, st)
@@ -207,9 +266,20 @@ class Pipeline:
                 src.close()
             except Exception as e:  # noqa: BLE001
                 log.warning("source %s: close failed: %s", sid, redact_uri(e))
-        for stage in self.stages:               # per-source state (tracks, secondary caches)
+        if self._tail is not None and self._tail.running:
+            self._reset_stages(sid, self._head)
+            self._tail.put(("reset", sid))      # after the source's last batch went through the tail
+        else:
+            self._reset_stages(sid, self.stages)
+            self._end_sinks(sid)
+
+    @staticmethod
+    def _reset_stages(sid: int | str, stages: Sequence[Any]) -> None:
+        for stage in stages:                    # per-source state (tracks, secondary caches)
             if callable(getattr(stage, "reset", None)):
                 stage.reset(sid)
+
+    def _end_sinks(self, sid: int | str) -> None:
         for sink in self.sinks:                 # per-source files / end-of-stream messages
             if callable(getattr(sink, "end_source", None)):
                 sink.end_source(sid)
@@ -246,27 +316,62 @@ class Pipeline:
         last_progress = time.monotonic()
         ok = False
         try:
+            if self.warmup:
+                self._warm()
+            if self.overlap and (self._tail_stages or self.sinks):
+                self._tail = _Tail(self)
             while True:
                 col = self.muxer.collect(lambda: list(self._queues.values()), self._cond, stop=self._stop)
                 if col is None:
                     break
                 if col.frames:
                     batch = self.muxer.assemble(col.frames, self.device)
-                    batch = self._run_stages(batch)
-                    self._write(batch)
-                    yield batch
+                    if self._tail is not None:
+                        self._tail.put(("batch", self._run_stages(batch, self._head), self._event()))
+                        yield from self._tail.done()
+                    else:
+                        batch = self._run_stages(batch, self.stages)
+                        self._write(batch)
+                        yield batch
                 for sid in col.ended:
                     self._retire(sid)
                 if self.progress is not None and time.monotonic() - last_progress >= self.progress_every:
                     last_progress = time.monotonic()
                     self._refresh()
                     self.progress(self.summary)
+            if self._tail is not None:
+                yield from self._tail.finish()
             ok = True
         except KeyboardInterrupt:
             self.summary.interrupted = True
             raise
         finally:
+            if self._tail is not None:
+                self._tail.abort()
             self._shutdown(raise_errors=ok)
+
+    def _event(self) -> Any:
+        """A CUDA event after the head stages' work (the tail thread's stream waits for it)."""
+        if self.device.type != "cuda":
+            return None
+        ev = torch.cuda.Event()
+        ev.record()
+        return ev
+
+    def _warm(self) -> None:
+        for stage in self.stages:
+            warm = getattr(stage, "warmup", None)
+            if not callable(warm):
+                continue
+            t0 = time.monotonic()
+            try:
+                warm(self.muxer.batch_size, self.device)
+            except VidflowError:
+                raise
+            except Exception as e:
+                raise StageError(f"warm-up: {type(e).__name__}: {e}", stage=_name(stage)) from e
+            log.info("stage %s warmed up for batches of up to %d in %.1f s", _name(stage), self.muxer.batch_size,
+                     time.monotonic() - t0)
 
     def _refresh(self) -> None:
         """Copy live counters (drops, a reconnecting source's own state) into the summary."""
@@ -280,8 +385,8 @@ class Pipeline:
                 st.state = state
             _copy_source_counters(src, st)
 
-    def _run_stages(self, batch: Batch) -> Batch:
-        for stage in self.stages:
+    def _run_stages(self, batch: Batch, stages: Sequence[Any]) -> Batch:
+        for stage in stages:
             try:
                 out = stage(batch)
             except VidflowError:
@@ -316,8 +421,13 @@ class Pipeline:
         with self._cond:
             for q in self._queues.values():
                 q.close()
+        self._tail = None                       # (stopped by now) resets go straight to the stages
         for sid in list(self._sources):
+            if sid in self._pooled and self._pool is not None:
+                self._pool.close(sid)
             self._retire(sid)
+        if self._pool is not None:
+            self._pool.shutdown()
         errors: list[BaseException] = []
         for obj in (*self.sinks, *self.stages):
             close = getattr(obj, "close", None)
@@ -337,3 +447,103 @@ class Pipeline:
         failed = [st.error for st in self.summary.sources.values() if st.error is not None]
         if failed and self.strict:
             raise failed[0]
+
+
+class _Tail:
+    """The second thread of an overlapping pipeline: the trailing host stages and the sinks, in
+    batch order, one batch behind the main thread (``Pipeline(overlap=True)``)."""
+
+    DEPTH = 2          # batches waiting for the tail before the main thread waits
+
+    def __init__(self, pipe: Pipeline) -> None:
+        import queue
+        self.pipe = pipe
+        self.q: queue.Queue = queue.Queue(maxsize=self.DEPTH)
+        self.out: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.running = True
+        self._abort = False
+        self.stream = torch.cuda.Stream(pipe.device) if pipe.device.type == "cuda" else None
+        self.thread = threading.Thread(target=self._loop, name="vidflow-tail", daemon=True)
+        self.thread.start()
+
+    def put(self, item: tuple) -> None:
+        while True:
+            self._raise()
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except Exception:  # noqa: BLE001 - queue.Full: look at the tail's health again
+                if not self.thread.is_alive():
+                    self._raise()
+                    raise VidflowError("the pipeline's tail thread stopped") from None
+
+    def done(self) -> Iterator[Batch]:
+        """Batches the tail has finished (without waiting)."""
+        import queue
+        while True:
+            try:
+                yield self.out.get_nowait()
+            except queue.Empty:
+                return
+
+    def finish(self) -> Iterator[Batch]:
+        """Let the tail work off what is queued, then stop it; yields the last batches."""
+        self.put(None)                                   # type: ignore[arg-type]
+        while self.thread.is_alive():
+            self.thread.join(0.1)
+            yield from self.done()
+        self.running = False
+        yield from self.done()
+        self._raise()
+
+    def abort(self) -> None:
+        """Stop at once (an error or an early break in the main thread): queued work is dropped."""
+        if not self.running:
+            return
+        self._abort = True
+        self.running = False
+        import queue
+        while True:
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                break
+        with contextlib.suppress(Exception):
+            self.q.put_nowait(None)
+        self.thread.join(timeout=30)
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            err, self.error = self.error, None
+            self.running = False
+            raise err
+
+    def _loop(self) -> None:
+        side = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        if self.stream is not None:
+            torch.cuda.set_device(self.pipe.device)
+        with side:
+            while True:
+                item = self.q.get()
+                if item is None or self._abort:
+                    return
+                if self.error is not None:
+                    continue                             # failed: drain until told to stop
+                try:
+                    if item[0] == "batch":
+                        _, batch, ev = item
+                        if ev is not None:
+                            self.stream.wait_event(ev)
+                        batch = self.pipe._run_stages(batch, self.pipe._tail_stages)   # noqa: SLF001
+                        self.pipe._write(batch)                                         # noqa: SLF001
+                        if self.stream is not None:
+                            # the batch's pooled images may be refilled once it is dropped
+                            self.stream.synchronize()
+                        self.out.put(batch)
+                    else:
+                        sid = item[1]
+                        self.pipe._reset_stages(sid, self.pipe._tail_stages)           # noqa: SLF001
+                        self.pipe._end_sinks(sid)                                       # noqa: SLF001
+                except BaseException as e:  # noqa: BLE001 - raised from the main thread
+                    self.error = e

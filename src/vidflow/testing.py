@@ -50,6 +50,17 @@ class FakeSource:
         self._closed = threading.Event()
         self.closed_calls = 0
 
+    poolable = True           # picklable: runs in a decode process too (tests of vidflow.sources.pool)
+
+    def __getstate__(self) -> dict:
+        d = dict(self.__dict__)
+        d["_closed"] = None
+        return d
+
+    def __setstate__(self, d: dict) -> None:
+        self.__dict__.update(d)
+        self._closed = threading.Event()
+
     def frames(self, *, device: torch.device, source_id: int | str) -> Iterator[SourceFrame]:
         i = 0
         sid = source_id if isinstance(source_id, int) else abs(hash(source_id)) % 1000

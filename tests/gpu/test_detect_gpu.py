@@ -288,3 +288,29 @@ def test_nms_matches_torchvision():
                         ties += 1
     _figure(test="nms_vs_torchvision", exact_cases=cases, score_tie_cases_agreeing=f"{ties_agree}/{ties}",
             torchvision_cuda_vs_cpu_agreeing=f"{tv_cuda_agree}/{tv_cuda}")
+
+
+def test_cuda_graphs_channels_last_and_buckets_match_eager(cuda_device):
+    """The default CUDA engine (channels_last + one CUDA graph per batch bucket) gives the eager
+    model's outputs at odd batch sizes, and its outputs survive the next call (copies, not the
+    graph's own buffers)."""
+    from vidflow.engines import load_engine
+
+    path = _model("torchscript")
+    eager = load_engine(path, device=cuda_device, half=True, channels_last=False, cuda_graphs=False,
+                        batch_buckets=False)
+    fast = load_engine(path, device=cuda_device, half=True)
+    assert fast.cuda_graphs and fast.channels_last and fast.batch_buckets
+    torch.manual_seed(0)
+    kept = []
+    for b in (5, 61, 64, 5):
+        x = torch.rand(b, 3, 640, 640, device=cuda_device, dtype=torch.float16)
+        a, f = eager(x)["output0"].float(), fast(x)["output0"].float()
+        assert f.shape == a.shape
+        torch.testing.assert_close(f[:, :4], a[:, :4], atol=1.0, rtol=0.01)      # boxes, input pixels
+        torch.testing.assert_close(f[:, 4:], a[:, 4:], atol=0.02, rtol=0.0)      # class scores
+        kept.append((a, f))
+    assert fast.cuda_graphs, "capture fell back to eager"
+    assert sorted(k[0] for k in fast._graphs) == [8, 64]                          # noqa: SLF001
+    a0, f0 = kept[0]
+    torch.testing.assert_close(f0[:, 4:], a0[:, 4:], atol=0.02, rtol=0.0)        # not overwritten since

@@ -98,3 +98,31 @@ def test_add_remove_cycles_do_not_grow_gpu_memory(hd_clips, cuda_device):
     # a leak grows with the cycles: the last 40 cycles may not add more than noise
     assert end[0] <= marks[60][0] + 64 * 2**20
     assert end[1] <= marks[20][1] + 1
+
+
+def test_decode_processes_hand_nvdec_frames_over_zero_copy(hd_clips, cuda_device):
+    """8 x 1080p decoded by NVDEC in 2 decode processes: the batches equal the in-process
+    (thread) path's bit for bit, every frame arrives, and the device memory comes back."""
+    clips = hd_clips[:4]
+    outs = {}
+    for procs in (0, 2):
+        sink = MemorySink(keep_images=True)
+        srcs = [FileSource(c.path) for c in clips]
+        pipe = Pipeline(srcs, Muxer(batch_size=4, max_wait_ms=1000, size=(640, 360)), [], [sink],
+                        device=cuda_device, decode_processes=procs)
+        t0 = time.perf_counter()
+        pipe.run()
+        torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        total = sum(c.frames for c in clips)
+        print(json.dumps({"test": f"4x1080p decode+mux, decode_processes={procs}", "frames": total,
+                          "seconds": round(dt, 3), "fps": round(total / dt, 1), "gpu": torch.cuda.get_device_name()}))
+        assert {s.backend for s in srcs} == {"nvdec"}
+        per = {}
+        for b in sink.batches:
+            assert b.images.device.type == "cuda"
+            for i, f in enumerate(b.frames):
+                per[(f.source_id, f.frame_num)] = b.images[i]
+        assert sorted(per) == [(s, k) for s in range(4) for k in range(clips[s].frames)]
+        outs[procs] = per
+    assert all(torch.equal(outs[0][k], outs[2][k]) for k in outs[0])

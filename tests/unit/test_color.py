@@ -1,4 +1,4 @@
-"""Colour conversion against FFmpeg's (PyAV's) own RGB, and convert_into on the CPU."""
+"""Colour conversion against FFmpeg's (PyAV's) own RGB, and convert_into / convert_batch_into on the CPU."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from vidflow.batch import FrameInfo
-from vidflow.ops.color import convert_into, default_matrix, nv12_to_rgb, to_rgb, yuv_coefficients
+from vidflow.ops.color import (
+    convert_batch_into,
+    convert_into,
+    default_matrix,
+    nv12_to_rgb,
+    to_rgb,
+    yuv_coefficients,
+)
 from vidflow.scenes import Scene
 from vidflow.sources.base import SourceFrame
 from vidflow.sources.decode import stream_color
@@ -145,3 +152,69 @@ def test_triton_kernel_in_interpreter(tmp_path, monkeypatch):
         monkeypatch.delenv("TRITON_INTERPRET")
         importlib.reload(_color_triton)
     assert os.environ.get("TRITON_INTERPRET") is None
+
+
+def _nv12(w, h, *, coded=None, pitch=None, seed=0):
+    """Random NV12 ``[Hc*3//2, pitch]`` (sliced to ``Wc`` columns) for a displayed ``w x h``."""
+    wc, hc = coded or (w, h)
+    g = torch.Generator().manual_seed(seed)
+    full = torch.randint(0, 256, (hc * 3 // 2, pitch or wc), dtype=torch.uint8, generator=g)
+    return full[:, :wc]
+
+
+# three NV12 frames of different sizes, matrices and ranges (one a padded surface with a wider
+# pitch), their batch slots (not in order) and regions in a 40x24 batch image: down, same, up
+_BATCH = [
+    (_nv12(64, 48, seed=1), "bt709", False, 64, 48, 2, (0, 0, 40, 24)),
+    (_nv12(30, 20, coded=(40, 32), pitch=56, seed=2), "bt601", True, 30, 20, 0, (5, 2, 35, 22)),
+    (_nv12(16, 12, seed=3), "bt601", False, 16, 12, 1, (4, 0, 36, 24)),
+]
+
+
+def test_batched_triton_kernel_in_interpreter(monkeypatch):
+    """One batched launch == one per-frame launch per frame, bit for bit (Triton's CPU
+    interpreter; skipped without Triton)."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from vidflow.ops import _color_triton
+    kt = importlib.reload(_color_triton)
+    try:
+        out = torch.full((4, 3, 24, 40), 7, dtype=torch.uint8)
+        ref = out.clone()
+        items = []
+        for data, matrix, full, w, h, slot, (x0, y0, x1, y1) in _BATCH:
+            coeffs = yuv_coefficients(matrix, full)
+            items.append((data, coeffs, w, h, slot, (x0, y0, x1, y1)))
+            kt.launch(data, True, coeffs, w, h, ref[slot, :, y0:y1, x0:x1])
+        kt.launch_batch(items, out)
+        assert torch.equal(out, ref)
+        assert (out[3] == 7).all() and (out[0, :, :2] == 7).all()     # outside the regions: untouched
+    finally:
+        monkeypatch.delenv("TRITON_INTERPRET")
+        importlib.reload(_color_triton)
+    assert os.environ.get("TRITON_INTERPRET") is None
+
+
+def test_convert_batch_into_on_cpu_equals_convert_into():
+    """Off CUDA every frame takes convert_into (NV12 and RGB alike), into its own slot and region."""
+    frames = [SourceFrame(FrameInfo(0, 0, 0.0, width=w, height=h), data, "nv12", matrix, full)
+              for data, matrix, full, w, h, _, _ in _BATCH]
+    frames.insert(1, _rgb_frame(45, 80))
+    regions = [(0, 0, 40, 24), (0, 2, 40, 22), (5, 2, 35, 22), (4, 0, 36, 24)]
+    out = torch.full((5, 3, 24, 40), 7, dtype=torch.uint8)
+    ref = out.clone()
+    assert convert_batch_into(frames, out, regions) is out
+    for i, (f, (x0, y0, x1, y1)) in enumerate(zip(frames, regions)):
+        convert_into(f, ref[i, :, y0:y1, x0:x1])
+    assert torch.equal(out, ref) and (out[4] == 7).all()
+    whole = torch.empty(4, 3, 24, 40, dtype=torch.uint8)
+    convert_batch_into(frames, whole)                          # default region: the whole slot
+    for i, f in enumerate(frames):
+        convert_into(f, ref[i])
+    assert torch.equal(whole, ref[:4])
+    with pytest.raises(ValueError, match="outside"):
+        convert_batch_into(frames[:1], out, [(0, 0, 41, 24)])
+    with pytest.raises(ValueError, match="regions"):
+        convert_batch_into(frames, out, regions[:2])
+    with pytest.raises(ValueError, match="uint8"):
+        convert_batch_into(frames, out[:2])

@@ -156,3 +156,21 @@ def test_fake_engine_is_deterministic():
     assert a.shape == (4, 2, 3) and torch.equal(a, b)
     assert torch.allclose(a[:, 0, 0], x.reshape(4, -1).mean(1))
     assert e.calls == [(4, 3, 8, 8)] * 2
+
+
+def test_batch_buckets_pad_and_slice_back():
+    from vidflow.engines.torch import TorchEngine, bucket
+
+    assert [bucket(n) for n in (1, 2, 3, 5, 8, 9, 16, 17, 61, 64)] == [1, 2, 4, 8, 8, 16, 16, 24, 64, 64]
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    plain = TorchEngine(net, batch_buckets=False)
+    padded = TorchEngine(net, batch_buckets=True, channels_last=True)
+    seen = []
+    net.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    for n in (1, 3, 5, 11):
+        x = torch.rand(n, 3, 16, 12)
+        a, b = plain(x), padded(x)
+        assert b["output0"].shape[0] == n
+        torch.testing.assert_close(a["output0"], b["output0"], rtol=1e-5, atol=1e-5)
+    assert seen == [1, 1, 3, 4, 5, 8, 11, 16]

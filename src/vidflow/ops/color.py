@@ -10,12 +10,14 @@ say uses BT.601 limited range, which is what FFmpeg does at any resolution (see
 
 On CUDA, :func:`convert_into` converts and bilinearly scales a frame into a view of the muxer's
 batch in ONE kernel (Triton, when importable; set ``VIDFLOW_NO_TRITON=1`` to force the plain
-torch path, which launches ~20 small kernels per frame).
+torch path, which launches ~20 small kernels per frame); :func:`convert_batch_into` does all the
+NV12 frames of a batch in one kernel.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -23,7 +25,8 @@ import torch.nn.functional as F
 
 from ..sources.base import SourceFrame
 
-__all__ = ["default_matrix", "nv12_to_rgb", "to_rgb", "convert_into", "yuv_coefficients", "triton_available"]
+__all__ = ["default_matrix", "nv12_to_rgb", "to_rgb", "convert_into", "convert_batch_into", "yuv_coefficients",
+           "triton_available"]
 
 Matrix = Literal["bt601", "bt709"]
 _MATRICES = ("bt601", "bt709")
@@ -154,6 +157,45 @@ def convert_into(frame: SourceFrame, out: torch.Tensor) -> torch.Tensor:
     else:
         x = F.interpolate(rgb[None].float(), size=(oh, ow), mode="bilinear", align_corners=False)[0]
         out.copy_(x.add_(0.5).floor_().clamp_(0, 255))
+    return out
+
+
+def convert_batch_into(frames: Sequence[SourceFrame], out: torch.Tensor,
+                       regions: Sequence[tuple[int, int, int, int]] | None = None) -> torch.Tensor:
+    """Convert and scale ``frames[i]`` into ``out[i, :, y0:y1, x0:x1]`` with ``(x0, y0, x1, y1) =
+    regions[i]`` (default: the whole slot), as :func:`convert_into` does frame by frame, with the
+    same results bit for bit. ``out``: uint8 ``[B, 3, H, W]``, ``B >= len(frames)``.
+
+    On CUDA with Triton the NV12 frames already on ``out``'s device (unit column stride) go
+    through ONE kernel launch; other frames (RGB, on the CPU or another device) take
+    :func:`convert_into`. Returns ``out``."""
+    if out.dtype != torch.uint8 or out.dim() != 4 or out.shape[1] != 3 or out.shape[0] < len(frames):
+        raise ValueError(f"convert_batch_into: out must be uint8 (B>={len(frames)}, 3, H, W), "
+                         f"got {tuple(out.shape)} {out.dtype}")
+    oh, ow = int(out.shape[2]), int(out.shape[3])
+    if regions is None:
+        regions = [(0, 0, ow, oh)] * len(frames)
+    if len(regions) != len(frames):
+        raise ValueError(f"convert_batch_into: {len(frames)} frames but {len(regions)} regions")
+    fused = out.is_cuda and triton_available()
+    items = []
+    for i, (f, reg) in enumerate(zip(frames, regions)):
+        x0, y0, x1, y1 = (int(v) for v in reg)
+        if not (0 <= x0 < x1 <= ow and 0 <= y0 < y1 <= oh):
+            raise ValueError(f"convert_batch_into: region {tuple(reg)} is empty or outside {ow}x{oh}")
+        d = f.data
+        if fused and f.format == "nv12" and d.device == out.device and d.stride(1) == 1:
+            _check_matrix(f.matrix)
+            w, h = _display_size(f)
+            _nv12_planes(d, w, h)                # validates
+            # the decoder thread allocated it on its own stream: keep the memory until we are done
+            d.record_stream(torch.cuda.current_stream(d.device))
+            items.append((d, yuv_coefficients(f.matrix, f.full_range), w, h, i, (x0, y0, x1, y1)))
+        else:
+            convert_into(f, out[i, :, y0:y1, x0:x1])
+    if items:
+        from ._color_triton import launch_batch
+        launch_batch(items, out)
     return out
 
 

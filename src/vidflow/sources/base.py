@@ -16,8 +16,8 @@ Optional: ``state`` (a ``SourceState`` string) for live sources that reconnect.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
@@ -43,6 +43,9 @@ class SourceFrame:
     ``full_range`` say how to turn YUV into RGB (from the stream's metadata; a stream that names no
     matrix is BT.601 limited range at every size, as FFmpeg treats it: ``ops.color.default_matrix``). ``info.width`` /
     ``info.height`` are the displayed size (``data`` may be larger when the decoder pads).
+    ``release``: when set, ``data`` is borrowed (a slot of a decode process's ring buffer) and
+    must be handed back by calling ``release()`` once nothing reads it any more; the muxer does
+    this after its conversion kernel has finished, a live queue when it drops the frame.
     """
 
     info: FrameInfo
@@ -50,6 +53,7 @@ class SourceFrame:
     format: PixelFormat = "rgb"
     matrix: ColorMatrix = "bt601"
     full_range: bool = False
+    release: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.format not in ("rgb", "nv12"):

@@ -177,6 +177,9 @@ class NvdecDecoder:
         from av.bitstream import BitStreamFilterContext
         self._bsf = BitStreamFilterContext(bsf, stream) if bsf else None
         self._pts: list[int] = []
+        #: where each picture is written: ``alloc((rows, width))`` -> a uint8 CUDA tensor, or
+        #: None for a fresh one (a decode process passes its ring slots: no second copy)
+        self.alloc: Any = None
         with torch.cuda.device(self.device):
             self._dec = nvc.CreateDecoder(
                 gpuid=self.device.index, codec=getattr(nvc.cudaVideoCodec, NVDEC_CODECS[cc.name]),
@@ -218,7 +221,9 @@ class NvdecDecoder:
     def _copy(self, f: Any) -> torch.Tensor:
         h, w = self.height, self.width
         he = h + (h & 1)
-        dst = torch.empty(he * 3 // 2, w, dtype=torch.uint8, device=self.device)
+        dst = self.alloc((he * 3 // 2, w)) if self.alloc is not None else None
+        if dst is None:
+            dst = torch.empty(he * 3 // 2, w, dtype=torch.uint8, device=self.device)
         src = torch.from_dlpack(f)
         if src.dim() == 3:
             src = src[..., 0]

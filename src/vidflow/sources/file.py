@@ -42,6 +42,16 @@ class FileSource:
     frames its container declares is reported (``last_error``, a logged warning)."""
 
     live = False
+    poolable = True           # can decode in a decode process (Pipeline(decode_processes=K))
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("_stop", None)
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self._stop = threading.Event()
 
     def __init__(self, path: str | os.PathLike, *, loop: bool = False,
                  decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -57,6 +67,9 @@ class FileSource:
         self.loop = bool(loop)
         self.decoder = decoder
         self.backend: str | None = None
+        #: internal: where NVDEC pictures are written (see ``NvdecDecoder.alloc``); a decode
+        #: process sets it to hand out its ring slots
+        self.frame_alloc: Any = None
         self._stop = threading.Event()
 
     def __repr__(self) -> str:
@@ -200,6 +213,7 @@ class FileSource:
 
     def _nvdec(self, container: Any, stream: Any, device: torch.device) -> Iterator[tuple]:
         dec = NvdecDecoder(stream, device)         # raises when NVDEC cannot take the stream
+        dec.alloc = self.frame_alloc
         tb = float(stream.time_base) if stream.time_base else None
         w, h = dec.width, dec.height
 

@@ -137,6 +137,17 @@ class Detector:
             tensors.update({f"{self.name}.{k}": v for k, v in outs.items()})
         return batch.replace(objects=objs, tensors=tensors, labels={**batch.labels, "objects": labels})
 
+    def warmup(self, batch_size: int, device: torch.device) -> None:
+        """Prepare the engine for every batch size up to ``batch_size`` (``Pipeline`` calls this
+        on CUDA before the sources start: cuDNN autotuning and CUDA graph capture happen now, not
+        on the first batch of each size)."""
+        if self.engine is None or self._device != device:
+            self._load(device)
+        warm = getattr(self.engine, "warmup", None)
+        if callable(warm):
+            w, h = self._size
+            warm(batch_size, (3, h, w))
+
     def close(self) -> None:
         self.engine = None
 
