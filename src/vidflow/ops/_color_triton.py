@@ -98,7 +98,8 @@ def convert_kernel(src, s_c, s_y, s_x, uv_row0, W, H,
                    yc, vr, ub, ug, vg, yoff, offs, NV12=NV12)
 
 
-# One row of convert_batch_kernel's int64 ``params`` table per frame (column: value):
+# One row of convert_batch_kernel's int64 ``table`` per frame (column: value). (Not named
+# "params": Triton's argument binder has a local of that name and refuses a kernel argument so called.)
 #  0 NV12 surface address  1 row pitch (elements)  2 uv_row0 (first UV row = coded height)
 #  3 displayed W  4 displayed H  5 batch slot  6 region x0  7 region y0  8 region OW  9 region OH
 #  10, 11 scale_x, scale_y (W/OW, H/OH as float32 bits)  12-17 yuv_coefficients (yc vr ub ug vg yoff)
@@ -106,18 +107,18 @@ _NP = 18
 
 
 @triton.jit
-def convert_batch_kernel(params, dst, d_b, d_c, d_y, d_x, NP: tl.constexpr, BLOCK: tl.constexpr):
+def convert_batch_kernel(table, dst, d_b, d_c, d_y, d_x, NP: tl.constexpr, BLOCK: tl.constexpr):
     """A batch of NV12 frames, each converted and scaled into its own region of ``dst``
     ``[B, 3, H, W]``, in one launch.
 
     Grid ``(cdiv(max region pixels, BLOCK), n_frames)``: axis 1 picks the frame, whose row of
-    ``params`` (layout above ``_NP``) gives its source address and crop, the slot and region it
+    ``table`` (layout above ``_NP``) gives its source address and crop, the slot and region it
     fills (``dst[slot, :, y0:y0+OH, x0:x0+OW]``), its scale factors and its colour coefficients,
     so frames of one batch may differ in size, matrix and range. Axis 0 walks the region's pixels
     ``BLOCK`` at a time (programs past a smaller region's end are fully masked). The per-pixel
     work is ``_convert_block``, exactly what ``convert_kernel`` runs with ``NV12=True``.
     """
-    p = params + tl.program_id(1) * NP
+    p = table + tl.program_id(1) * NP
     src = tl.load(p).to(tl.pointer_type(tl.uint8))
     pitch = tl.load(p + 1).to(tl.int32)
     uv_row0 = tl.load(p + 2).to(tl.int32)
