@@ -1,6 +1,10 @@
 """The batched convert kernel on CUDA: ``convert_batch_into`` (one launch for a batch of NV12
-frames of mixed sizes, matrices and ranges) and ``Muxer.assemble`` give exactly what the
-per-frame ``convert_into`` gives, without synchronising the device."""
+frames of mixed sizes, matrices and ranges) and ``Muxer.assemble`` give what the per-frame
+``convert_into`` gives, without synchronising the device.
+
+Both kernels run the same Triton code, but they are compiled separately and the compiler may fuse
+the bilinear multiply-adds differently, so a scaled pixel may differ by 1 (measured on an H200:
+bit-exact without scaling, a few pixels off by 1 with it)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,12 @@ from vidflow.ops.color import convert_batch_into, convert_into, triton_available
 from vidflow.sources.base import SourceFrame
 
 pytestmark = pytest.mark.gpu
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal to within 1 on at most 1% of the values (the compilers' floating-point fusion)."""
+    d = (a.int() - b.int()).abs()
+    return a.shape == b.shape and int(d.max()) <= 1 and float((d > 0).float().mean()) <= 0.01
 
 # (displayed w, h, coded w, h, row pitch, matrix, full range): the 1080p one a padded NVDEC-like surface
 _SPECS = [
@@ -71,7 +81,7 @@ def test_convert_batch_into_equals_convert_into(cuda_device, counted, size):
     convert_batch_into(frames, out, regions)
     assert counted == {"launch": 0, "launch_batch": 1}
     _per_frame(frames, ref, regions)
-    assert torch.equal(out, ref)
+    assert _same(out, ref)
     assert (out[len(frames):] == 7).all()                          # slots beyond the frames: untouched
 
 
@@ -88,7 +98,7 @@ def test_mixed_batch_batches_the_device_nv12_frames(cuda_device, counted):
     convert_batch_into(frames, out, regions)
     assert counted == {"launch": 2, "launch_batch": 1}
     _per_frame(frames, ref, regions)
-    assert torch.equal(out, ref)
+    assert _same(out, ref)
 
 
 def test_convert_batch_into_does_not_synchronise(cuda_device, counted):
@@ -103,7 +113,7 @@ def test_convert_batch_into_does_not_synchronise(cuda_device, counted):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     ref = _per_frame(frames, torch.empty_like(out), [(0, 0, 960, 544)] * len(frames))
-    assert torch.equal(out, ref)
+    assert _same(out, ref)
 
 
 @pytest.mark.parametrize("keep_aspect", [True, False])
@@ -117,7 +127,7 @@ def test_muxer_assemble_equals_the_per_frame_loop(cuda_device, keep_aspect):
         ref = torch.zeros(len(order), 3, 544, 960, dtype=torch.uint8, device=cuda_device)
         regions = [mux._region(f.info.width, f.info.height, 960, 544) for f in order]
         _per_frame(order, ref, regions)
-        assert torch.equal(batch.images, ref)
+        assert _same(batch.images, ref)
         assert [i.source_id for i in batch.frames] == [f.info.source_id for f in order]
         assert [i.region for i in batch.frames] == [tuple(float(v) for v in r) for r in regions]
         del batch
