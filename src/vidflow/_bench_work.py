@@ -17,9 +17,9 @@ IMAGE_BYTES = 100_000      # a host<->device copy this large is an image (or a p
 _MB = 1 << 20
 
 
-def _rss_mb() -> float:
+def _rss_mb(pid: int | None = None) -> float:
     try:
-        with open("/proc/self/statm") as f:
+        with open(f"/proc/{pid or 'self'}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / _MB
     except (OSError, ValueError, IndexError):
         import resource
@@ -29,19 +29,38 @@ def _rss_mb() -> float:
 class _Window:
     """Wall, CPU time, peak memory (GPU allocator, whole device, RSS) over a timed window."""
 
-    def __init__(self, dev: torch.device, child_cpu: Any = None) -> None:
+    def __init__(self, dev: torch.device, child_cpu: Any = None, child_pids: Any = None) -> None:
         self.dev, self.used, self.rss = dev, 0.0, 0.0
         self.child_cpu = child_cpu or (lambda: 0.0)     # CPU seconds of decode processes, if any
+        self.child_pids = child_pids or (lambda: [])
+        self.samples: list[tuple[float, float, float]] = []    # (t, rss of all processes, device used)
         self._stop = threading.Event()
 
     def _sample(self) -> None:
         while True:
-            self.rss = max(self.rss, _rss_mb())
+            rss = _rss_mb() + sum(_rss_mb(pid) for pid in self.child_pids())
+            self.rss = max(self.rss, rss)
+            used = 0.0
             if self.dev.type == "cuda":
                 free, total = torch.cuda.mem_get_info(self.dev)
-                self.used = max(self.used, (total - free) / _MB)
+                used = (total - free) / _MB
+                self.used = max(self.used, used)
+            self.samples.append((time.perf_counter(), rss, used))
             if self._stop.wait(0.1):
                 return
+
+    def trend(self) -> dict[str, Any]:
+        """Memory in the first and the last tenth of the window (is it flat?)."""
+        s = self.samples
+        if len(s) < 20:
+            return {}
+        k = max(1, len(s) // 10)
+        first, last = s[:k], s[-k:]
+
+        def mean(rows: list, i: int) -> float:
+            return round(sum(r[i] for r in rows) / len(rows), 1)
+        return {"memory_first_last_tenth": {"rss_mb": [mean(first, 1), mean(last, 1)],
+                                            "gpu_used_mb": [mean(first, 2), mean(last, 2)]}}
 
     def start(self) -> _Window:
         if self.dev.type == "cuda":
@@ -59,7 +78,7 @@ class _Window:
         alloc = torch.cuda.max_memory_allocated(self.dev) / _MB if self.dev.type == "cuda" else 0.0
         return {"frames": frames, "wall_s": round(wall, 3), "fps": round(frames / wall, 1),
                 "cpu_cores": round(cpu / wall, 2), "gpu_alloc_peak_mb": round(alloc, 1),
-                "gpu_used_peak_mb": round(self.used, 1), "rss_peak_mb": round(self.rss, 1)}
+                "gpu_used_peak_mb": round(self.used, 1), "rss_peak_mb": round(self.rss, 1), **self.trend()}
 
 
 def _copies(work: _Work, dev: torch.device, seconds: float, tables: bool) -> tuple[dict[str, Any], str]:
@@ -129,6 +148,10 @@ class _Work:
     def child_cpu(self) -> float:
         """CPU seconds used so far by the workload's decode processes (0: none)."""
         return 0.0
+
+    def child_pids(self) -> list[int]:
+        """The workload's decode processes (their memory counts in ``rss_peak_mb``)."""
+        return []
 
     def window(self, wall: float | None = None) -> dict[str, Any]:
         """Called at the start (``wall=None``) and end of the timed window; extra fields."""
@@ -229,6 +252,9 @@ class _DecodeProcs(_Work):
 
     def child_cpu(self) -> float:
         return self.pool.cpu_seconds()
+
+    def child_pids(self) -> list[int]:
+        return self.pool.pids()
 
     def stop(self) -> None:
         super().stop()
@@ -379,6 +405,10 @@ class _Pipe(_Work):
     def child_cpu(self) -> float:
         pool = self.pipe._pool               # noqa: SLF001 - the pipeline's decode processes
         return pool.cpu_seconds() if pool is not None else 0.0
+
+    def child_pids(self) -> list[int]:
+        pool = self.pipe._pool               # noqa: SLF001
+        return pool.pids() if pool is not None else []
 
     def _released(self) -> int:
         # a paced source counts its releases in its own thread, or (in a decode process) each

@@ -74,7 +74,7 @@ def _measure(work: _Work, dev: torch.device, args: argparse.Namespace, per_frame
             work.pump()
         work.lat.clear()
         work.window()
-        f0, win = work.count(), _Window(dev, work.child_cpu).start()
+        f0, win = work.count(), _Window(dev, work.child_cpu, work.child_pids).start()
         target = args.frames * per_frame_units if args.frames else None
         while True:
             work.pump()
