@@ -34,7 +34,15 @@ class _Window:
         self.child_cpu = child_cpu or (lambda: 0.0)     # CPU seconds of decode processes, if any
         self.child_pids = child_pids or (lambda: [])
         self.samples: list[tuple[float, float, float]] = []    # (t, rss of all processes, device used)
+        self.gc_pauses: list[float] = []                         # this process's collections, s
+        self._gc_t0 = 0.0
         self._stop = threading.Event()
+
+    def _gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        elif self._gc_t0:
+            self.gc_pauses.append(time.perf_counter() - self._gc_t0)
 
     def _sample(self) -> None:
         while True:
@@ -67,18 +75,25 @@ class _Window:
             torch.cuda.reset_peak_memory_stats(self.dev)
         self._t = threading.Thread(target=self._sample, daemon=True)
         self._t.start()
+        import gc
+        gc.callbacks.append(self._gc)
         self.c0, self.t0 = time.process_time() + self.child_cpu(), time.perf_counter()
         return self
 
     def stop(self, frames: int) -> dict[str, Any]:
         wall = time.perf_counter() - self.t0
         cpu = time.process_time() + self.child_cpu() - self.c0
+        import gc
+        if self._gc in gc.callbacks:
+            gc.callbacks.remove(self._gc)
         self._stop.set()
         self._t.join()
         alloc = torch.cuda.max_memory_allocated(self.dev) / _MB if self.dev.type == "cuda" else 0.0
         return {"frames": frames, "wall_s": round(wall, 3), "fps": round(frames / wall, 1),
                 "cpu_cores": round(cpu / wall, 2), "gpu_alloc_peak_mb": round(alloc, 1),
-                "gpu_used_peak_mb": round(self.used, 1), "rss_peak_mb": round(self.rss, 1), **self.trend()}
+                "gpu_used_peak_mb": round(self.used, 1), "rss_peak_mb": round(self.rss, 1), **self.trend(),
+                "gc_collections": len(self.gc_pauses), "gc_pause_max_ms": round(max(self.gc_pauses, default=0) * 1e3, 1),
+                "gc_total_ms": round(sum(self.gc_pauses) * 1e3, 1)}
 
 
 def _copies(work: _Work, dev: torch.device, seconds: float, tables: bool) -> tuple[dict[str, Any], str]:
@@ -308,32 +323,11 @@ class _Naive(_Threads):
                     self.lat.append((time.time_ns() - t) / 1e6)
 
 
-class _Paced:
-    """A file source released at ``fps`` like a live camera: each frame is decoded, held until its
-    due time and stamped (``ntp_ns``) when released, so latency counts from that moment; ``live``,
-    so a pipeline that falls behind drops the oldest queued frames instead of building a backlog.
-    ``released[k]`` counts the frames released."""
-
-    live = True
-    poolable = True           # in a decode process ``released`` counts there; the bench reads
-                              # the pipeline's ``decoded`` counters instead
-
-    def __init__(self, src: Any, fps: float, released: list[int], k: int) -> None:
-        self.src, self.fps, self.uri, self.released, self.k = src, float(fps), src.uri, released, k
-
-    def frames(self, *, device: torch.device, source_id: int | str) -> Any:
-        from .sources.base import SourceFrame
-
-        t0 = time.monotonic()
-        for i, f in enumerate(self.src.frames(device=device, source_id=source_id)):
-            wait = t0 + i / self.fps - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            self.released[self.k] += 1
-            yield SourceFrame(f.info.replace(ntp_ns=time.time_ns()), f.data, f.format, f.matrix, f.full_range)
-
-    def close(self) -> None:
-        self.src.close()
+def _clip_fps(clip: str) -> float:
+    import av
+    with av.open(clip) as c:
+        s = c.streams.video[0]
+        return float(s.guessed_rate or s.average_rate or 30)
 
 
 class _Timed:
@@ -393,9 +387,11 @@ class _Pipe(_Work):
         stages = [_Timed(Detector(model, half=dev.type == "cuda"), self, "detect")]
         if track:
             stages.append(_Timed(Tracker(), self, "track"))
-        sources = [FileSource(clip, loop=True) for _ in range(n)]
-        self.released = [0] * n
-        self.pipe = Pipeline([_Paced(s, pace, self.released, k) for k, s in enumerate(sources)] if pace else sources,
+        # paced: each stream replays the clip like a camera at ``pace`` frames/s (FileSource's
+        # realtime mode: released when due, stamped then, live drop-oldest queues)
+        speed = pace / _clip_fps(clip) if pace else False
+        sources = [FileSource(clip, loop=True, realtime=speed) for _ in range(n)]
+        self.pipe = Pipeline(sources,
                              TimedMuxer(batch_size=batch, max_wait_ms=max_wait_ms, size=mux_size), stages,
                              [_Timed(JsonlSink(jsonl), self, "sink")], device=dev, queue_size=queue_size,
                              torch_threads=torch_threads, decode_processes=decode_processes)
@@ -411,18 +407,21 @@ class _Pipe(_Work):
         return pool.pids() if pool is not None else []
 
     def _released(self) -> int:
-        # a paced source counts its releases in its own thread, or (in a decode process) each
-        # release reaches the pipeline as one decoded frame
+        # every frame a paced source releases reaches the pipeline as one decoded frame
         return sum(st.decoded for st in self.pipe.summary.sources.values())
+
+    def _dropped(self) -> int:
+        return sum(q.dropped for q in list(self.pipe._queues.values()))     # noqa: SLF001
 
     def window(self, wall: float | None = None) -> dict[str, Any]:
         if wall is None:
-            self._r0 = self._released()
+            self._r0, self._d0 = self._released(), self._dropped()
             return {}
         if not self.pace:
             return {}
         offered = (self._released() - self._r0) / wall
-        return {"offered_fps": round(offered, 1), "pace_fps_per_stream": round(self.pace, 2)}
+        return {"offered_fps": round(offered, 1), "pace_fps_per_stream": round(self.pace, 2),
+                "dropped_fps": round((self._dropped() - self._d0) / wall, 1)}
 
     def sync(self) -> None:
         if self.dev.type == "cuda":

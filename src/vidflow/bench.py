@@ -148,9 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     a("--torch-threads", type=int, default=None, help="torch.set_num_threads for the run (default: the pipeline's own: 1 on CUDA)")
     a("--switch-interval", type=float, default=None, help="sys.setswitchinterval (s) for the run (default: 0.005)")
     a("--max-wait-ms", type=float, default=30.0)
-    a("--decode-processes", type=int, nargs="+", default=[0],
+    a("--decode-processes", type=int, nargs="+", default=None,
       help="D and E with the sources decoding in this many processes (0: a thread each, in the "
-           "pipeline's process); several values measure each (default: 0)")
+           "pipeline's process); several values measure each (default: 8 on CUDA, 0 on the CPU)")
     a("--queue-size", type=int, default=8, help="frames queued per source in E (default: 8)")
     a("--copy-seconds", type=float, default=1.0, help="profiler window counting copies (default: 1)")
     a("--breakdown-seconds", type=float, default=2.0, help="E: synced per-part timing window (0 = none)")
@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     from .device import resolve_device
 
     dev = resolve_device(args.device)
+    if args.decode_processes is None:
+        args.decode_processes = [8] if dev.type == "cuda" else [0]
     knobs = torch.get_num_threads(), sys.getswitchinterval()     # restored at the end
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

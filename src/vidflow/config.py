@@ -51,7 +51,7 @@ KINDS: dict[str, dict[str, str]] = {
         "video": "vidflow.sinks.video:VideoSink",
     },
 }
-TOP_LEVEL = ("device", "sources", "muxer", "stages", "sinks", "queue_size", "strict")
+TOP_LEVEL = ("device", "sources", "muxer", "stages", "sinks", "queue_size", "strict", "decode_processes", "overlap")
 _PATHLIKE = {("sources", "file"): "path", ("stages", "detect"): "model", ("stages", "classify"): "model",
              ("stages", "embed"): "model"}
 
@@ -238,11 +238,11 @@ def build_pipeline(cfg: Mapping[str, Any], **kw: Any):
         muxer = Muxer(**mux_args)
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e), "muxer") from e
-    opts = {k: cfg[k] for k in ("queue_size", "strict") if k in cfg}
+    opts = {k: cfg[k] for k in ("queue_size", "strict", "decode_processes", "overlap") if k in cfg}
     try:
         return Pipeline(built["sources"], muxer, built["stages"], built["sinks"], device=cfg.get("device", "auto"),
                         **opts, **kw)
     except ValueError as e:
         msg = str(e)
-        where = next((k for k in ("device", "queue_size") if msg.startswith(k)), "")
+        where = next((k for k in ("device", "queue_size", "decode_processes") if msg.startswith(k)), "")
         raise ConfigError(msg, where) from e

@@ -10,7 +10,9 @@ stages are closed in every case, Ctrl-C included.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -79,7 +81,11 @@ class Pipeline:
             errors are raised from ``run()`` as before. ``None``: on for CUDA, off on the CPU.
         warmup: before the sources start, stages with ``warmup(batch_size, device)`` (the
             detector) prepare every batch size the muxer can send (cuDNN autotuning, CUDA graph
-            capture), so the first batches of each size do not stall. ``None``: on for CUDA.
+            capture), so the first batches of each size do not stall. Then the objects alive at
+            that point (torch, models, modules: hundreds of thousands) are moved out of the
+            garbage collector's generations (``gc.freeze()``), so its full collections do not
+            walk them again and again, pausing the loop (``VIDFLOW_NO_GC_FREEZE=1`` skips it).
+            ``None``: on for CUDA.
     """
 
     def __init__(self, sources: Sequence[Any] = (), muxer: Muxer | None = None, stages: Sequence[Callable] = (),
@@ -318,6 +324,9 @@ class Pipeline:
         try:
             if self.warmup:
                 self._warm()
+                if os.environ.get("VIDFLOW_NO_GC_FREEZE", "") in ("", "0"):
+                    gc.collect()
+                    gc.freeze()
             if self.overlap and (self._tail_stages or self.sinks):
                 self._tail = _Tail(self)
             while True:

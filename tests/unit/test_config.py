@@ -80,3 +80,14 @@ def test_unreadable_and_invalid_yaml(tmp_path):
         load_config(write(tmp_path, "sources: []\n"), ["muxer.batch_size"])
     with pytest.raises(ConfigError, match="kind of exactly one item"):
         apply_overrides({"stages": []}, ["detect.conf=0.3"])
+
+
+def test_decode_processes_and_overlap_from_yaml(tmp_path):
+    out = tmp_path / "d.jsonl"
+    p = write(tmp_path, GOOD.replace("OUT", str(out)) + "decode_processes: 1\noverlap: true\n")
+    pipe = Pipeline.from_yaml(str(p))
+    assert pipe.decode_processes == 1 and pipe.overlap
+    pipe.run()
+    assert len(out.read_text().splitlines()) == 8
+    with pytest.raises(ConfigError, match="decode_processes"):
+        build_pipeline(load_config(write(tmp_path, GOOD.replace("OUT", str(out)) + "decode_processes: -2\n")))

@@ -138,3 +138,18 @@ def test_synthetic_source_renders_the_scene():
     assert len(list(SyntheticSource(32, 32, frames=0).frames())) == 0
     with pytest.raises(ValueError, match="frames"):
         SyntheticSource(32, 32, frames=-1)
+
+
+def test_realtime_replays_at_the_clip_rate_as_a_live_source(tmp_path):
+    """realtime=3: frames are released no earlier than their timestamps / 3 (stamped at release),
+    and the source is live (drop-oldest queueing). Only lower bounds: never a timing race."""
+    clip = make_clip(tmp_path / "rt.mp4", width=64, height=48, frames=15, fps=30, seed=2).path
+    src = FileSource(clip, realtime=3.0)
+    assert src.live and not FileSource(clip).live
+    got = list(src.frames(device=torch.device("cpu"), source_id=0))
+    assert len(got) == 15
+    t = [(f.info.ntp_ns - got[0].info.ntp_ns) / 1e9 for f in got]
+    for k in range(15):
+        assert t[k] >= (got[k].info.pts - got[0].info.pts) / 3.0 - 0.002, k
+    with pytest.raises(ValueError, match="realtime"):
+        FileSource(clip, realtime=-1)

@@ -36,7 +36,10 @@ class FileSource:
     """Frames of one video file. ``loop=True`` restarts at the end (``frame_num`` keeps
     counting, ``pts`` keeps increasing by the clip's duration). ``decoder``: ``"auto"`` (NVDEC on
     a CUDA device when it can, else FFmpeg), ``"nvdec"`` (fail if NVDEC cannot) or
-    ``"ffmpeg"``. After ``frames()`` started, ``backend`` says which one runs. A stream declaring
+    ``"ffmpeg"``. ``realtime``: replay the file like a camera: each frame is released when its
+    timestamp is due (``realtime=1.0`` at the clip's own rate, ``2.0`` twice as fast), stamped
+    (``ntp_ns``) at release, and the source is ``live`` (a pipeline that falls behind drops the
+    oldest frames instead of slowing the file down). After ``frames()`` started, ``backend`` says which one runs. A stream declaring
     more than ``max_pixels`` pixels per frame is refused before anything is decoded. Packets the
     decoder rejects are skipped and counted (``decode_errors``); a file that ends short of the
     frames its container declares is reported (``last_error``, a logged warning)."""
@@ -54,12 +57,18 @@ class FileSource:
         self._stop = threading.Event()
 
     def __init__(self, path: str | os.PathLike, *, loop: bool = False,
-                 decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 realtime: float | bool = False) -> None:
         if decoder not in _DECODERS:
             raise ValueError(f"FileSource: decoder must be one of {_DECODERS}, got {decoder!r}")
         if not isinstance(max_pixels, int) or max_pixels < 1:
             raise ValueError(f"FileSource: max_pixels must be an int >= 1, got {max_pixels!r}")
         self.max_pixels = max_pixels
+        speed = 1.0 if realtime is True else float(realtime or 0.0)
+        if speed < 0:
+            raise ValueError(f"FileSource: realtime must be False, True or a speed > 0, got {realtime!r}")
+        self.realtime = speed
+        self.live = speed > 0
         self.decode_errors = 0
         self.last_error = ""
         self.path = os.fspath(path)
@@ -73,7 +82,8 @@ class FileSource:
         self._stop = threading.Event()
 
     def __repr__(self) -> str:
-        return f"FileSource({self.uri!r}, loop={self.loop}, decoder={self.decoder!r})"
+        rt = f", realtime={self.realtime:g}" if self.realtime else ""
+        return f"FileSource({self.uri!r}, loop={self.loop}, decoder={self.decoder!r}{rt})"
 
     def stats(self) -> dict[str, Any]:
         """Counters the pipeline copies into its summary."""
@@ -130,6 +140,7 @@ class FileSource:
         backend = self._pick(device, source_id)
         num = 0                    # frame_num, across loops
         offset = 0.0               # added to pts on each loop
+        clock0: float | None = None    # realtime: wall time of the first frame's release
         while not self._stop.is_set():
             container, stream = self._open(source_id)
             declared = int(stream.frames or 0)     # read while open: PyAV 19 refuses after close()
@@ -164,6 +175,13 @@ class FileSource:
                         pts = last + dur if last is not None else 0.0
                     first = pts if first is None else first
                     last = pts
+                    if self.realtime:
+                        t = (pts + offset) / self.realtime
+                        if clock0 is None:
+                            clock0 = time.monotonic() - t
+                        wait = clock0 + t - time.monotonic()
+                        if wait > 0 and self._stop.wait(wait):
+                            return
                     info = FrameInfo(source_id=source_id, frame_num=num, pts=pts + offset,
                                      ntp_ns=time.time_ns(), width=width, height=height)
                     if fmt == "rgb":
