@@ -338,16 +338,21 @@ class _Timed:
         self.inner, self.work, self._part = inner, work, name
 
     def __getattr__(self, k: str) -> Any:     # name, reset, close, end_source ... of the inner
-        return getattr(self.inner, k)
+        fn = getattr(self.inner, k)
+        if k in ("launch", "finish"):         # a split stage: time both halves
+            name = self._part if k == "launch" else f"{self._part}-finish"
+            return lambda arg: self._timed(fn, arg, name)
+        return fn
 
-    def _timed(self, fn: Any, batch: Any) -> Any:
+    def _timed(self, fn: Any, batch: Any, part: str | None = None) -> Any:
         if not self.work.timing:
             return fn(batch)
         self.work.sync()
         t = time.perf_counter()
         out = fn(batch)
         self.work.sync()
-        self.work.parts[self._part] = self.work.parts.get(self._part, 0.0) + time.perf_counter() - t
+        part = part or self._part
+        self.work.parts[part] = self.work.parts.get(part, 0.0) + time.perf_counter() - t
         return out
 
     def __call__(self, batch: Any) -> Any:

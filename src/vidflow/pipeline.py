@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -119,10 +120,7 @@ class Pipeline:
         cuda = self.device.type == "cuda"
         self.overlap = cuda if overlap is None else bool(overlap)
         self.warmup = cuda if warmup is None else bool(warmup)
-        k = len(self.stages)
-        while k > 0 and getattr(self.stages[k - 1], "host_stage", False):
-            k -= 1
-        self._head, self._tail_stages = self.stages[:k], self.stages[k:]
+        self._head, self._tail_stages = _split(self.stages)
         self._tail: _Tail | None = None
         self._pool: Any = None
         self._pooled: set = set()
@@ -195,7 +193,8 @@ class Pipeline:
             from .sources.pool import DecodePool, poolable
             if poolable(src):
                 if self._pool is None:
-                    self._pool = DecodePool(self.decode_processes, self.device, slots=self.queue_size + 2)
+                    # ring slots: the queue, plus a batch being converted and one waiting for its release
+                    self._pool = DecodePool(self.decode_processes, self.device, slots=self.queue_size + 4)
                 self._pooled.add(sid)
                 self._pool.open(sid, src, lambda f, sid=sid: self._deliver(sid, f, block=False),
                                 lambda err, sid=sid: self._source_ended(sid, err))
@@ -316,17 +315,17 @@ class Pipeline:
             self._saved_threads = torch.get_num_threads()
             torch.set_num_threads(int(self.torch_threads))
         self.summary.started = time.monotonic()
-        with self._lock:
-            for sid in list(self._sources):
-                self._start_source(sid)
         last_progress = time.monotonic()
         ok = False
         try:
-            if self.warmup:
+            if self.warmup:                     # before the sources start: live ones would drop meanwhile
                 self._warm()
                 if os.environ.get("VIDFLOW_NO_GC_FREEZE", "") in ("", "0"):
                     gc.collect()
                     gc.freeze()
+            with self._lock:
+                for sid in list(self._sources):
+                    self._start_source(sid)
             if self.overlap and (self._tail_stages or self.sinks):
                 self._tail = _Tail(self)
             while True:
@@ -458,6 +457,41 @@ class Pipeline:
             raise failed[0]
 
 
+def _split(stages: list) -> tuple[list, list]:
+    """Which stages run on the main thread and which on the tail thread of an overlapping pipeline.
+
+    A stage with ``launch(batch)`` and ``finish(pending)`` (the detector) is cut in two: ``launch``
+    ends the main thread's part, ``finish`` and every later stage run on the tail. Otherwise the
+    trailing ``host_stage`` stages (the tracker) form the tail."""
+    for i, st in enumerate(stages):
+        if callable(getattr(st, "launch", None)) and callable(getattr(st, "finish", None)):
+            fifo: deque = deque()
+            return [*stages[:i], _Half(st, "launch", fifo)], [_Half(st, "finish", fifo), *stages[i + 1:]]
+    k = len(stages)
+    while k > 0 and getattr(stages[k - 1], "host_stage", False):
+        k -= 1
+    return stages[:k], stages[k:]
+
+
+class _Half:
+    """One half of a split stage. ``launch``'s result waits in a FIFO shared with ``finish`` (batches
+    reach the tail in order), and the batch itself travels on, so the pipeline sees Batches only."""
+
+    def __init__(self, stage: Any, half: str, fifo: deque) -> None:
+        self.stage, self.half, self.fifo = stage, half, fifo
+        self.name = _name(stage)
+
+    def __call__(self, batch: Batch) -> Batch:
+        if self.half == "launch":
+            self.fifo.append(self.stage.launch(batch))
+            return batch
+        return self.stage.finish(self.fifo.popleft())
+
+    def reset(self, source_id: Any) -> None:
+        if self.half == "finish" and callable(getattr(self.stage, "reset", None)):
+            self.stage.reset(source_id)
+
+
 class _Tail:
     """The second thread of an overlapping pipeline: the trailing host stages and the sinks, in
     batch order, one batch behind the main thread (``Pipeline(overlap=True)``)."""
@@ -508,8 +542,13 @@ class _Tail:
 
     def abort(self) -> None:
         """Stop at once (an error or an early break in the main thread): queued work is dropped."""
-        if not self.running:
-            return
+        if self.running:
+            self._stop_thread()
+        for st in self.pipe._head:                        # noqa: SLF001 - launched, never finished
+            if isinstance(st, _Half):
+                st.fifo.clear()
+
+    def _stop_thread(self) -> None:
         self._abort = True
         self.running = False
         import queue

@@ -232,7 +232,8 @@ def test_overlap_gives_the_same_results_in_the_same_order(tmp_path):
         pipe = Pipeline([FakeSource(23), FakeSource(9), FakeSource(17)], Muxer(batch_size=4),
                         [Detector(FakeEngine(outputs={"output0": (7, 16)}), conf=0.1), Tracker()], [JsonlSink(str(path)), ev],
                         device="cpu", overlap=overlap)
-        assert pipe._tail_stages and isinstance(pipe._tail_stages[0], Tracker)     # noqa: SLF001
+        tail = pipe._tail_stages                                                   # noqa: SLF001
+        assert [getattr(t, "half", None) for t in tail] == ["finish", None] and isinstance(tail[1], Tracker)
         got = sum(len(b) for b in pipe)
         # batch composition depends on thread timing; each frame's line must not
         outs[overlap] = (sorted(path.read_text().splitlines()), got)
@@ -262,3 +263,30 @@ def test_overlap_raises_a_tail_stage_error():
     with pytest.raises(StageError, match="boom.*tail failure"):
         pipe.run()
     assert sink.closed
+
+
+def test_overlap_split_detector_errors_and_early_break():
+    """A detector is cut in two (launch on the main thread, finish on the tail): an error in its
+    second half is raised naming it; breaking out of an overlapping pull loop stops cleanly."""
+    from vidflow.stages.detect import Detector
+    from vidflow.testing import FakeEngine
+
+    def bad(x):
+        return {"output0": torch.zeros(x.shape[0], 3)}        # not a YOLO output: decode fails
+
+    sink = MemorySink()
+    pipe = Pipeline([FakeSource(None)], Muxer(batch_size=2), [Detector(FakeEngine(fn=bad), name="det")], [sink],
+                    device="cpu", overlap=True)
+    with pytest.raises(StageError, match="'det'"):
+        pipe.run()
+    assert sink.closed
+
+    sink = MemorySink()
+    pipe = Pipeline([FakeSource(None), FakeSource(None)], Muxer(batch_size=2),
+                    [Detector(FakeEngine(outputs={"output0": (7, 16)}), conf=0.1)], [sink], device="cpu", overlap=True)
+    got = 0
+    for _ in pipe:
+        got += 1
+        if got == 3:
+            break
+    assert sink.closed and pipe.summary.sources[0].state == "stopped"

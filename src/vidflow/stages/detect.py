@@ -112,12 +112,27 @@ class Detector:
 
     def __call__(self, batch: Batch) -> Batch:
         """``batch`` -> a new batch with ``objects`` from this detector (input not modified)."""
+        return self.finish(self.launch(batch))
+
+    def launch(self, batch: Batch) -> tuple:
+        """The first half: letterbox and queue the model on the device, without waiting for it.
+        Returns what :meth:`finish` needs. (An overlapping ``Pipeline`` calls ``launch`` on its
+        main thread and ``finish`` on its tail thread, so the model of batch i+1 runs on the GPU
+        while batch i is decoded, tracked and written.)"""
         if self.engine is None or self._device != batch.device:
             self._load(batch.device)
         dtype = getattr(self.engine, "input_dtype", torch.float32)
         x, place = preprocess(batch.images, self._size, mode="letterbox" if self.letterbox else "resize",
                               color=self.color, mean=self.mean, std=self.std, dtype=dtype)
-        outs = self.engine(x)
+        return batch, x, place, self.engine(x)
+
+    def finish(self, pending: tuple) -> Batch:
+        """The second half: decode the model's output (YOLO head, NMS), map boxes to source pixels."""
+        batch, x, place, outs = pending
+        if x.is_cuda:                 # made on the launching thread's stream, read on this one
+            cur = torch.cuda.current_stream(x.device)
+            for t in (x, *outs.values()):
+                t.record_stream(cur)
         key = self.output or next(iter(outs))
         if key not in outs:
             raise ValueError(f"output: {key!r} is not an output of the model; it has {list(outs)}")
