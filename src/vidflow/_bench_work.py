@@ -67,8 +67,10 @@ class _Window:
 
         def mean(rows: list, i: int) -> float:
             return round(sum(r[i] for r in rows) / len(rows), 1)
+        curve = [[round(r[0] - s[0][0], 1), round(r[1]), round(r[2])] for r in s[:: max(1, len(s) // 10)]]
         return {"memory_first_last_tenth": {"rss_mb": [mean(first, 1), mean(last, 1)],
-                                            "gpu_used_mb": [mean(first, 2), mean(last, 2)]}}
+                                            "gpu_used_mb": [mean(first, 2), mean(last, 2)]},
+                "memory_curve_s_rss_gpu_mb": curve}
 
     def start(self) -> _Window:
         if self.dev.type == "cuda":
