@@ -28,8 +28,8 @@ for step in "${steps[@]}"; do
       ( time timeout 300 python3 -m vidflow.cli demo --device cuda --out /tmp/vidflow-demo ) > "$out/demo.log" 2>&1 || rc=1
       tail -n 15 "$out/demo.log" ;;
     bench)
-      timeout 420 python3 -m vidflow.cli bench --streams ${BENCH_STREAMS:-8 64} --seconds ${BENCH_SECONDS:-8} \
-        --model .models/yolo11n_shapes.torchscript --variants full notrack ${BENCH_EXTRA:-} --out "$out/bench.jsonl" \
+      timeout 420 python3 -m vidflow.cli bench --streams ${BENCH_STREAMS:-64} --seconds ${BENCH_SECONDS:-8} \
+        --model .models/yolo11n_shapes.torchscript --variants full paced --pace 30 ${BENCH_EXTRA:-} --out "$out/bench.jsonl" \
         > "$out/bench.log" 2>&1 || rc=1
       cut -c1-600 "$out/bench.jsonl" 2>/dev/null; tail -n 5 "$out/bench.log" ;;
     *) echo "unknown step $step (tests | demo | bench)"; rc=2 ;;

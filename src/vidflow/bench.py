@@ -5,19 +5,24 @@
 
 Per stream count N, one line per measurement (``"bench"``):
 
-- ``D``: decode only: N ``FileSource(loop=True)`` (NVDEC on CUDA), a thread each, frames dropped.
+- ``D``: decode only: N ``FileSource(loop=True)`` (NVDEC on CUDA), a thread each, frames dropped;
+  ``D-pK``: the same in K decode processes (``--decode-processes``), frames handed over zero-copy.
 - ``M``: model only: the engine on a random ``[batch,3,H,W]`` input (fp16 on CUDA), synced per call.
-- ``E``: ``Pipeline``: N FileSources -> Muxer(batch) -> Detector(half) -> Tracker -> JsonlSink.
+- ``E``: ``Pipeline``: N FileSources -> Muxer(batch) -> Detector(half) -> Tracker -> JsonlSink;
+  ``E-pK``: with ``Pipeline(decode_processes=K)``.
 - ``E-notrack`` / ``E-paced`` (``--variants``): E without the tracker; E with each stream
-  released like a live camera at ``--pace`` fps (default 80% of E's), latency from the release.
+  replayed like a live camera at ``--pace`` fps (``FileSource(realtime=...)``, default 80% of
+  E's fps), latency from the release; ``dropped_fps``: frames the live queues dropped.
 - ``B``: the naive baseline: a thread per stream, PyAV decode on the CPU -> NumPy -> torch on the
   device -> letterbox -> model -> NMS -> boxes to the host, one frame at a time.
 
 Each runs ``--warmup`` s after its first frame, then ``--seconds`` s (or ``--frames`` per stream)
 are timed. Fields: ``fps`` (frames, for M images, per second over all streams), ``cpu_cores``
-(process CPU time / wall time), ``gpu_alloc_peak_mb`` (torch's allocator peak),
+(CPU time of the process and its decode processes / wall time), ``gpu_alloc_peak_mb`` (torch's allocator peak),
 ``gpu_used_peak_mb`` (whole device, from ``cudaMemGetInfo``, sampled), ``rss_peak_mb``,
-``latency_p50_ms``/``latency_p95_ms`` (frame receipt -> sink; M: one batch), and from a
+``latency_p50_ms``/``latency_p95_ms`` (frame receipt -> sink; M: one batch), the memory of all
+the processes over the window (``memory_first_last_tenth``, ``memory_curve_s_rss_gpu_mb``), the
+garbage collector's pauses, and from a
 ``--copy-seconds`` window under ``torch.profiler`` (CUPTI memcpy records of every thread):
 ``h2d_per_frame``, ``d2h_per_frame``, their bytes, and ``image_copies_per_frame`` (host<->device
 copies of >= 100 kB: an image, never boxes). E also reports ``breakdown_ms_per_batch``: time per
