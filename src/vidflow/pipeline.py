@@ -71,7 +71,7 @@ class Pipeline:
             bookkeeping) and more threads only spin — measured on an H100 at 64 streams: 10
             cores -> 1.2 at the same fps; unchanged on the CPU, where the model needs them.
         decode_processes: 0 (default): each source decodes in a thread of this process. K >= 1:
-            the sources that can move (``poolable``: ``FileSource``) decode in K worker
+            the sources that can move (``poolable``: ``FileSource``, ``UriSource``) decode in K worker
             processes and hand frames over zero-copy (``vidflow.sources.pool``), so 64 decoder
             threads no longer compete with the stages for this process's GIL; other sources
             keep their thread.

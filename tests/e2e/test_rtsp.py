@@ -260,3 +260,27 @@ def test_wrong_password_is_reported_without_it(gst, caplog):
     assert "401" in str(ei.value)
     text = str(ei.value) + repr(ei.value) + caplog.text + str(bad.stats()) + repr(bad)
     assert secret not in text and "admin:***@" in text
+
+
+def test_rtsp_sources_in_a_decode_process(gst):
+    """UriSource moves to a decode process: a live camera's frames arrive (RGB through shared
+    memory), its state comes back from the worker, and a refused camera fails alone, by name."""
+    port = free_port()
+    with RtspServer(width=320, height=240) as srv:
+        cam = RtspSource(srv.url(), backoff=BACKOFF)
+        bad = RtspSource(f"rtsp://user:secret@127.0.0.1:{port}/cam", backoff=(0.05, 0.1), max_retries=2)
+        p = Pipeline([cam, bad], muxer=Muxer(batch_size=2, max_wait_ms=20), sinks=[MemorySink()],
+                     device="cpu", decode_processes=1, strict=False)
+        rows = []
+        for batch in p:
+            rows += [(f.source_id, f.frame_num) for f in batch.frames]
+            assert tuple(batch.images.shape[1:]) == (3, 240, 320)
+            if sum(1 for r in rows if r[0] == 0) >= 20 and p.summary.sources[1].state == "failed":
+                p._refresh()
+                state = p.summary.sources[0].state
+                p.stop()
+        got = [n for s, n in rows if s == 0]
+        assert len(got) >= 20 and all(b > a for a, b in zip(got, got[1:]))   # live: drops allowed, no reorder
+        assert state == "running" and cam.connects == 1
+        err = p.summary.sources[1].error
+        assert isinstance(err, StreamUnavailable) and err.source_id == 1 and "secret" not in str(err)

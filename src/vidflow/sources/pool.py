@@ -4,7 +4,7 @@ One Python process decoding 64 cameras in 64 threads spends much of its time fig
 GIL: each decoded frame costs some Python (demux, bitstream filter, decoder call, a copy, the
 queue), and the pipeline's main thread must win the GIL back after every torch call. With
 ``Pipeline(decode_processes=K)`` the sources that can be moved (``poolable = True``: ``FileSource``,
-the test ``FakeSource``) run in K worker processes instead, so decoding has K GILs of its own and
+``UriSource``/``RtspSource``, the test ``FakeSource``) run in K worker processes instead, so decoding has K GILs of its own and
 the main process keeps its GIL for the stages.
 
 How a frame travels::
@@ -281,6 +281,8 @@ def _apply_stats(src: Any, stats: dict[str, Any]) -> None:
     """Copy a worker's counters onto the pipeline's copy of the source (what ``stats()`` and
     ``state`` read there)."""
     for k, v in stats.items():
+        if k == "uri" or callable(getattr(src, k, None)):   # never a method (UriSource's "frames" count)
+            continue
         with contextlib.suppress(AttributeError):
             setattr(src, k, v)
 
@@ -385,6 +387,7 @@ class _Runner:
         self.ring: torch.Tensor | None = None
         self._file = ""
         self._direct: dict[int, tuple[int, int]] = {}     # data_ptr -> (gen, slot) written in place
+        self._state: Any = None                            # the source's state last reported
         if self.device.type == "cuda" and hasattr(source, "frame_alloc"):
             source.frame_alloc = self._alloc
         self.closed = False
@@ -470,6 +473,10 @@ class _Runner:
                     i = f.info
                     self.out.put(("frame", self.sid, gen, slot, i.frame_num, i.pts, i.ntp_ns, i.width,
                                   i.height, f.format, f.matrix, f.full_range))
+                    state = getattr(self.source, "state", None)
+                    if state != self._state:         # a live source's state change: tell at once
+                        self._state = state
+                        self.out.put(("stats", self.sid, _source_stats(self.source)))
                     if self.closed:
                         break
         except BaseException as e:  # noqa: BLE001 - the source fails alone; the pipeline reports it

@@ -120,6 +120,19 @@ class UriSource:
         options: extra FFmpeg options passed to ``av.open`` (strings).
     """
 
+    poolable = True           # can decode in a decode process (Pipeline(decode_processes=K))
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("_closed", None)
+        d.pop("_lock", None)
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+
     def __init__(self, uri: str, *, live: bool | None = None, transport: str = "tcp",
                  connect_timeout: float = 5.0, read_timeout: float = 5.0, reconnect: bool = True,
                  backoff: Sequence[float] = (0.5, 30.0), max_retries: int | None = None,
