@@ -194,22 +194,23 @@ class NvdecDecoder:
         else:
             pkts = [packet] if packet is not None else []
         out: list[tuple[int | None, torch.Tensor]] = []
-        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+        with torch.cuda.stream(self._stream):
             for p in pkts:
                 if p.pts is not None:
                     heapq.heappush(self._pts, int(p.pts))
-                out += self._submit(bytes(p))
+                out += self._submit(p)
             if packet is None:
-                out += self._submit(b"")           # empty packet = CUVID end of stream: flush
+                out += self._submit(None)          # empty packet = CUVID end of stream: flush
             if out:
                 self._stream.synchronize()
         return out
 
-    def _submit(self, payload: bytes) -> list[tuple[int | None, torch.Tensor]]:
+    def _submit(self, packet: Any | None) -> list[tuple[int | None, torch.Tensor]]:
         pd = self._nvc.PacketData()
-        buf = np.frombuffer(payload, dtype=np.uint8) if payload else None
+        # the packet's own bytes, no copy (PyAV packets export a buffer); kept alive by ``buf``
+        buf = np.frombuffer(packet, dtype=np.uint8) if packet is not None and packet.size else None
         pd.bsl_data = int(buf.ctypes.data) if buf is not None else 0
-        pd.bsl = len(payload)
+        pd.bsl = int(buf.size) if buf is not None else 0
         frames = self._dec.Decode(pd)
         res = []
         for f in frames:
