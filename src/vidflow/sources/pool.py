@@ -504,7 +504,8 @@ def _blocking_sync(index: int) -> None:
 def _worker_main(fd: int, device: str, slots: int, level: int) -> None:
     import torch.multiprocessing  # noqa: F401 - registers torch's reductions (CUDA IPC) with the pickler
 
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("vidflow").setLevel(level)          # the pipeline's level for vidflow only
     conn = Connection(fd)
     dev = torch.device(device)
     if dev.type == "cuda":
