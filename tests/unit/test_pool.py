@@ -166,3 +166,46 @@ def test_worker_processes_end_with_the_pipeline():
         pass
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+class SizeChangingSource(FakeSource):
+    """A FakeSource whose frames change size after ``switch`` frames (a new ring is sent)."""
+
+    def __init__(self, frames: int, switch: int, **kw) -> None:
+        super().__init__(frames, **kw)
+        self.switch = switch
+
+    def frames(self, *, device, source_id):
+        for f in super().frames(device=device, source_id=source_id):
+            if f.info.frame_num >= self.switch:
+                data = f.data.repeat(1, 2, 2)                     # twice the size, same grey level
+                info = f.info.replace(width=data.shape[2], height=data.shape[1])
+                f = type(f)(info, data, "rgb")
+            yield f
+
+
+def test_a_size_change_sends_a_new_ring_and_loses_nothing():
+    sink = MemorySink(keep_images=True)
+    p = Pipeline([SizeChangingSource(20, 7)], Muxer(batch_size=3, size=(64, 48)), [], [sink], device="cpu",
+                 decode_processes=1)
+    p.run()
+    seen = _frames_by_source(sink)[0]
+    assert [k for k, _ in seen] == list(range(20))
+    for k, img in seen:
+        assert int(img.float().mean().round()) == frame_value(0, k), k
+    widths = [f.width for b in sink.batches for f in b.frames]
+    assert widths[:7] == [64] * 7 and set(widths[7:]) == {128}
+
+
+def test_sources_added_to_a_running_pooled_pipeline():
+    p = Pipeline([FakeSource(None, delay=0.002)], Muxer(batch_size=2), [], [MemorySink()], device="cpu",
+                 decode_processes=2)
+    added = None
+    for _ in p:
+        if added is None and p.summary.sources[0].frames >= 4:
+            added = p.add_source(FakeSource(15, uri="fake://late"))
+            assert added in p._pooled                              # noqa: SLF001 - in a decode process
+        if added is not None and p.summary.sources[added].frames == 15:
+            p.stop()
+    st = p.summary.sources[added]
+    assert st.frames == 15 and st.error is None
