@@ -122,6 +122,7 @@ class Pipeline:
         self.warmup = cuda if warmup is None else bool(warmup)
         self._head, self._tail_stages = _split(self.stages)
         self._tail: _Tail | None = None
+        self._froze = False
         self._pool: Any = None
         self._pooled: set = set()
         self.summary = RunSummary()
@@ -320,9 +321,10 @@ class Pipeline:
         try:
             if self.warmup:                     # before the sources start: live ones would drop meanwhile
                 self._warm()
-                if os.environ.get("VIDFLOW_NO_GC_FREEZE", "") in ("", "0"):
+                if os.environ.get("VIDFLOW_NO_GC_FREEZE", "") in ("", "0") and not gc.get_freeze_count():
                     gc.collect()
-                    gc.freeze()
+                    gc.freeze()                 # undone at the end (gc.unfreeze), so nothing stays uncollectable
+                    self._froze = True
             with self._lock:
                 for sid in list(self._sources):
                     self._start_source(sid)
@@ -446,6 +448,9 @@ class Pipeline:
                     errors.append(SinkError(f"closing {_name(obj)!r}: {type(e).__name__}: {e}"))
         self.summary.wall_s = time.monotonic() - self.summary.started
         self._running = False
+        if self._froze:
+            gc.unfreeze()
+            self._froze = False
         if self._saved_threads is not None:
             torch.set_num_threads(self._saved_threads)
         if not raise_errors:

@@ -290,3 +290,24 @@ def test_overlap_split_detector_errors_and_early_break():
         if got == 3:
             break
     assert sink.closed and pipe.summary.sources[0].state == "stopped"
+
+
+def test_warmup_freezes_the_collector_for_the_run_only():
+    import gc
+
+    class Warm:
+        name = "warm"
+
+        def __init__(self):
+            self.calls = []
+
+        def warmup(self, batch_size, device):
+            self.calls.append((batch_size, device.type))
+
+        def __call__(self, batch):
+            assert gc.get_freeze_count() > 0            # frozen while the loop runs
+            return batch
+
+    w = Warm()
+    Pipeline([FakeSource(5)], Muxer(batch_size=3), [w], [MemorySink()], device="cpu", warmup=True).run()
+    assert w.calls == [(3, "cpu")] and gc.get_freeze_count() == 0
