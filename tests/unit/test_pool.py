@@ -209,3 +209,24 @@ def test_sources_added_to_a_running_pooled_pipeline():
             p.stop()
     st = p.summary.sources[added]
     assert st.frames == 15 and st.error is None
+
+
+def test_a_ring_is_mapped_even_when_the_worker_has_moved_on(monkeypatch):
+    """The pipeline maps a ring late (slow receiver) after the worker already made the next one:
+    the first ring's file must still be there (once it was unlinked early: the receiver failed and
+    the run hung)."""
+    import vidflow.sources.pool as pool
+
+    real = pool._open_ring
+
+    def slow(payload):
+        time.sleep(0.5)
+        return real(payload)
+
+    monkeypatch.setattr(pool, "_open_ring", slow)
+    sink = MemorySink(keep_images=True)
+    p = Pipeline([SizeChangingSource(6, 1)], Muxer(batch_size=2, size=(64, 48)), [], [sink], device="cpu",
+                 decode_processes=1)
+    s = p.run()
+    assert s.sources[0].frames == 6 and s.sources[0].error is None
+    assert [k for k, _ in _frames_by_source(sink)[0]] == list(range(6))

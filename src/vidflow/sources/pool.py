@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import socket
@@ -110,7 +111,7 @@ class _Worker:
     """The pipeline's end of one worker process: a receiver thread and a sender thread."""
 
     def __init__(self, index: int, device: torch.device, slots: int) -> None:
-        self.index, self.device = index, device
+        self.index = index
         self.routes: dict[Any, _Route] = {}
         self.lock = threading.Lock()
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()   # (sid, gen, slot) | ("ctl", msg) | None
@@ -125,7 +126,6 @@ class _Worker:
             pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
         theirs.close()
         self.conn = Connection(ours.detach())
-        self.send_lock = threading.Lock()
         self.alive = True
         self._rx = threading.Thread(target=self._receive, name=f"vidflow-pool-rx-{index}", daemon=True)
         self._tx = threading.Thread(target=self._send_loop, name=f"vidflow-pool-tx-{index}", daemon=True)
@@ -173,17 +173,24 @@ class _Worker:
 
     # -- from the worker -------------------------------------------------------------------
     def _receive(self) -> None:
-        try:
-            while True:
+        while True:
+            try:
                 msgs = self.conn.recv()
+            except (EOFError, OSError):                  # the worker is gone (or stopping)
+                break
+            try:
                 for m in msgs:
                     self._handle(m)
-        except (EOFError, OSError):
-            pass
-        except Exception as e:  # noqa: BLE001 - a message we cannot read: fail this worker's sources
-            log.error("decode process %d: unreadable message: %s: %s", self.index, type(e).__name__, e)
+            except Exception as e:  # noqa: BLE001 - a message we cannot act on: this worker is unusable
+                log.error("decode process %d: bad message (%s: %s); stopping it", self.index, type(e).__name__, e)
+                self.proc.kill()
+                break
         self.alive = False
-        code = self.proc.wait(timeout=30) if self.proc.poll() is None else self.proc.returncode
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:             # never leave its sources hanging
+            self.proc.kill()
+            code = self.proc.wait()
         with self.lock:
             left = [sid for sid, r in self.routes.items() if not r.ended]
         for sid in left:
@@ -295,7 +302,7 @@ def _map_file(path: str, shape: tuple, *, create: bool) -> torch.Tensor:
     """A uint8 tensor of ``shape`` over a memory-mapped file (the mapping lives as long as any
     tensor viewing it does)."""
     import mmap
-    size = max(1, _numel(shape))
+    size = max(1, math.prod(shape))
     fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
     try:
         if create:
@@ -303,7 +310,7 @@ def _map_file(path: str, shape: tuple, *, create: bool) -> torch.Tensor:
         mm = mmap.mmap(fd, size)
     finally:
         os.close(fd)
-    return torch.frombuffer(mm, dtype=torch.uint8, count=_numel(shape)).view(shape)
+    return torch.frombuffer(mm, dtype=torch.uint8, count=math.prod(shape)).view(shape)
 
 
 def _open_ring(payload: Any) -> torch.Tensor:
@@ -314,13 +321,6 @@ def _open_ring(payload: Any) -> torch.Tensor:
     with contextlib.suppress(OSError):
         os.unlink(path)
     return ring
-
-
-def _numel(shape: tuple) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 class DecodePool:
@@ -385,7 +385,7 @@ class _Runner:
         self.free: deque[int] = deque()
         self.gen = 0
         self.ring: torch.Tensor | None = None
-        self._file = ""
+        self._files: list[str] = []      # CPU ring files made; the pipeline unlinks each once mapped
         self._direct: dict[int, tuple[int, int]] = {}     # data_ptr -> (gen, slot) written in place
         self._state: Any = None                            # the source's state last reported
         if self.device.type == "cuda" and hasattr(source, "frame_alloc"):
@@ -412,10 +412,10 @@ class _Runner:
             self.ring = torch.empty(shape, dtype=torch.uint8, device=self.device)
             payload: Any = self.ring
         else:
-            self._forget_file()
-            self._file = os.path.join(_shm_dir(), f"vidflow-{os.getpid()}-{id(self):x}-{self.gen + 1}")
-            self.ring = _map_file(self._file, shape, create=True)
-            payload = (self._file, shape)
+            path = os.path.join(_shm_dir(), f"vidflow-{os.getpid()}-{id(self):x}-{self.gen + 1}")
+            self.ring = _map_file(path, shape, create=True)
+            self._files.append(path)     # not unlinked here: the pipeline may not have mapped it yet
+            payload = (path, shape)
         with self.cond:
             self.gen += 1
             self.free = deque(range(self.slots))
@@ -433,12 +433,12 @@ class _Runner:
         self._direct[view.data_ptr()] = (self.gen, slot)
         return view
 
-    def _forget_file(self) -> None:
-        """Unlink the ring's file if the pipeline did not (it unlinks once it has mapped it)."""
-        if self._file:
+    def _forget_files(self) -> None:
+        """At the end: unlink the ring files the pipeline did not (it unlinks each once mapped)."""
+        for path in self._files:
             with contextlib.suppress(OSError):
-                os.unlink(self._file)
-            self._file = ""
+                os.unlink(path)
+        self._files = []
 
     def _slot(self) -> int | None:
         with self.cond:
@@ -579,7 +579,7 @@ def _worker_main(fd: int, device: str, slots: int, level: int) -> None:
         out.put(None)
         tx.join(timeout=10)
         for r in runners.values():
-            r._forget_file()                     # noqa: SLF001
+            r._forget_files()                    # noqa: SLF001
 
 
 if __name__ == "__main__":
