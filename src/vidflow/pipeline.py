@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -75,11 +76,13 @@ class Pipeline:
             processes and hand frames over zero-copy (``vidflow.sources.pool``), so 64 decoder
             threads no longer compete with the stages for this process's GIL; other sources
             keep their thread.
-        overlap: run the trailing host-side stages (those saying ``host_stage = True``, e.g. the
-            tracker) and the sinks on a second thread, one batch behind, so the main thread
-            assembles and detects batch i+1 while batch i is tracked and written. Order is kept
-            (batches, per-source resets and end-of-source calls go through the same queue) and
-            errors are raised from ``run()`` as before. ``None``: on for CUDA, off on the CPU.
+        overlap: run the later part of the stages and the sinks on a second thread, one batch
+            behind. A stage with ``launch``/``finish`` (the detector) is cut there: the main thread
+            assembles batch i+1 and queues its model on the GPU while batch i is decoded (NMS),
+            tracked and written. Without such a stage, the trailing ``host_stage = True`` stages
+            (the tracker) move. Order is kept (batches, per-source resets and end-of-source
+            calls go through the same queue) and errors are raised from ``run()`` as before.
+            ``None``: on for CUDA, off on the CPU.
         warmup: before the sources start, stages with ``warmup(batch_size, device)`` (the
             detector) prepare every batch size the muxer can send (cuDNN autotuning, CUDA graph
             capture), so the first batches of each size do not stall. Then the objects alive at
@@ -498,13 +501,12 @@ class _Half:
 
 
 class _Tail:
-    """The second thread of an overlapping pipeline: the trailing host stages and the sinks, in
-    batch order, one batch behind the main thread (``Pipeline(overlap=True)``)."""
+    """The second thread of an overlapping pipeline (``Pipeline(overlap=True)``): the tail stages
+    (see :func:`_split`) and the sinks, in batch order, one batch behind the main thread."""
 
     DEPTH = 2          # batches waiting for the tail before the main thread waits
 
     def __init__(self, pipe: Pipeline) -> None:
-        import queue
         self.pipe = pipe
         self.q: queue.Queue = queue.Queue(maxsize=self.DEPTH)
         self.out: queue.SimpleQueue = queue.SimpleQueue()
@@ -521,14 +523,13 @@ class _Tail:
             try:
                 self.q.put(item, timeout=0.1)
                 return
-            except Exception:  # noqa: BLE001 - queue.Full: look at the tail's health again
+            except queue.Full:                           # look at the tail's health again
                 if not self.thread.is_alive():
                     self._raise()
                     raise VidflowError("the pipeline's tail thread stopped") from None
 
     def done(self) -> Iterator[Batch]:
         """Batches the tail has finished (without waiting)."""
-        import queue
         while True:
             try:
                 yield self.out.get_nowait()
@@ -548,23 +549,19 @@ class _Tail:
     def abort(self) -> None:
         """Stop at once (an error or an early break in the main thread): queued work is dropped."""
         if self.running:
-            self._stop_thread()
+            self._abort = True
+            self.running = False
+            while True:
+                try:
+                    self.q.get_nowait()
+                except queue.Empty:
+                    break
+            with contextlib.suppress(queue.Full):
+                self.q.put_nowait(None)
+            self.thread.join(timeout=30)
         for st in self.pipe._head:                        # noqa: SLF001 - launched, never finished
             if isinstance(st, _Half):
                 st.fifo.clear()
-
-    def _stop_thread(self) -> None:
-        self._abort = True
-        self.running = False
-        import queue
-        while True:
-            try:
-                self.q.get_nowait()
-            except queue.Empty:
-                break
-        with contextlib.suppress(Exception):
-            self.q.put_nowait(None)
-        self.thread.join(timeout=30)
 
     def _raise(self) -> None:
         if self.error is not None:

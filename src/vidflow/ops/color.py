@@ -16,6 +16,7 @@ NV12 frames of a batch in one kernel.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Literal
@@ -57,6 +58,7 @@ def _tdiv(a: int, b: int) -> int:          # C integer division (truncates towar
     return q if a >= 0 else -q
 
 
+@functools.lru_cache(maxsize=16)          # pure; called per frame by the muxer
 def yuv_coefficients(matrix: Matrix = "bt601", full_range: bool = False) -> tuple[int, int, int, int, int, int]:
     """swscale's fixed-point YUV->RGB coefficients ``(y, v->r, u->b, u->g, v->g, y_offset*8)``.
 
