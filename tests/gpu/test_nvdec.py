@@ -125,6 +125,33 @@ def test_nvdec_loop_and_close(clips, cuda_device):
     assert len(list(it)) <= 1
 
 
+def test_nvdec_loop_keeps_one_decoder(clips, cuda_device, monkeypatch):
+    """Looping flushes the decoder and goes on with it (no new NVDEC decoder per pass); every
+    pass gives the same pictures, B-frames and all, with increasing pts."""
+    import vidflow.sources.file as file_mod
+    made = []
+
+    class Counting(file_mod.NvdecDecoder):
+        def __init__(self, *a, **k):
+            made.append(1)
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(file_mod, "NvdecDecoder", Counting)
+    path = clips["1080p_bframes.mp4"]
+    n = len(_ffmpeg_reference(path)[0])
+    src = FileSource(path, loop=True, decoder="nvdec")
+    it = src.frames(device=cuda_device, source_id=0)
+    frames = [next(it) for _ in range(3 * n)]
+    src.close()
+    assert len(list(it)) <= 1
+    assert len(made) == 1
+    pts = [f.info.pts for f in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    for i in range(n):
+        assert torch.equal(frames[i].data, frames[n + i].data), f"pass 2 frame {i}"
+        assert torch.equal(frames[i].data, frames[2 * n + i].data), f"pass 3 frame {i}"
+
+
 def test_fused_convert_matches_cpu_path(clips, cuda_device):
     assert triton_available() or os.environ.get("VIDFLOW_NO_TRITON")
     frames = list(FileSource(clips["720p.mkv"], decoder="nvdec").frames(device=cuda_device))[:3]

@@ -171,12 +171,11 @@ class NvdecDecoder:
         if self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         cc = stream.codec_context
+        self.codec = cc.name
         self.width, self.height = int(cc.width), int(cc.height)
         self._stream = torch.cuda.Stream(self.device)
-        bsf = _ANNEXB.get(cc.name)
-        from av.bitstream import BitStreamFilterContext
-        self._bsf = BitStreamFilterContext(bsf, stream) if bsf else None
         self._pts: list[int] = []
+        self._bind(stream)
         #: where each picture is written: ``alloc((rows, width))`` -> a uint8 CUDA tensor, or
         #: None for a fresh one (a decode process passes its ring slots: no second copy)
         self.alloc: Any = None
@@ -185,6 +184,26 @@ class NvdecDecoder:
                 gpuid=self.device.index, codec=getattr(nvc.cudaVideoCodec, NVDEC_CODECS[cc.name]),
                 cudacontext=_stream_context(self._stream), cudastream=self._stream.cuda_stream,
                 usedevicememory=True)
+
+    def _bind(self, stream: Any) -> None:
+        from av.bitstream import BitStreamFilterContext
+        bsf = _ANNEXB.get(self.codec)
+        self._bsf = BitStreamFilterContext(bsf, stream) if bsf else None
+        self._pts.clear()
+
+    def rebind(self, stream: Any) -> bool:
+        """Go on decoding a new PyAV ``stream`` (the same file re-opened, to loop) with this
+        decoder, after ``decode(None)`` flushed the last one. NVDEC's parser starts afresh after
+        an end-of-stream packet, so the decoder and its surfaces are kept: creating and
+        destroying them at every pass of a short looped clip cost a fifth of a decode process's
+        CPU. ``False`` (nothing changed) when the stream needs another decoder: other codec or
+        size, or a format NVDEC cannot take."""
+        cc = stream.codec_context
+        if (cc.name != self.codec or (int(cc.width or 0), int(cc.height or 0)) != (self.width, self.height)
+                or nvdec_unsupported(stream) or self._dec is None):
+            return False
+        self._bind(stream)
+        return True
 
     def decode(self, packet: Any | None) -> list[tuple[int | None, torch.Tensor]]:
         if packet is not None and packet.size == 0:

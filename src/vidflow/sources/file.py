@@ -138,6 +138,14 @@ class FileSource:
         on CUDA from NVDEC). Raises ``StreamUnavailable`` / ``DecodeError`` naming the source."""
         device = torch.device(device)
         backend = self._pick(device, source_id)
+        nvdec: list[Any] = [None]      # the NVDEC decoder, kept across loop passes
+        try:
+            yield from self._passes(device, source_id, backend, nvdec)
+        finally:
+            if nvdec[0] is not None:
+                nvdec[0].close()
+
+    def _passes(self, device: torch.device, source_id: Any, backend: str, nvdec: list[Any]) -> Iterator[SourceFrame]:
         num = 0                    # frame_num, across loops
         offset = 0.0               # added to pts on each loop
         clock0: float | None = None    # realtime: wall time of the first frame's release
@@ -151,7 +159,7 @@ class FileSource:
                 matrix, full = stream_color(stream)
                 if backend == "nvdec":
                     try:
-                        gen = self._nvdec(container, stream, device)
+                        gen = self._nvdec(container, stream, device, nvdec)
                     except Exception as e:         # noqa: BLE001 - any NVDEC refusal -> fallback
                         backend = self._fallback(source_id, e)
                         continue
@@ -167,6 +175,7 @@ class FileSource:
                     except Exception as e:
                         if backend == "nvdec" and produced == 0 and num == 0:
                             backend, retry = self._fallback(source_id, e), True
+                            self._drop(nvdec)
                             break
                         raise DecodeError(f"decoding failed after {num} frames ({backend}): {e}",
                                           source_id=source_id, uri=self.uri) from e
@@ -200,6 +209,7 @@ class FileSource:
                     continue                       # NVDEC refused at the first packets: FFmpeg now
                 if backend == "nvdec" and num == 0:
                     backend = self._fallback(source_id, "NVDEC decoded no frames")
+                    self._drop(nvdec)
                     continue
                 raise DecodeError("no frames could be decoded", source_id=source_id, uri=self.uri)
             if declared and produced < declared and not self._stop.is_set():
@@ -229,21 +239,30 @@ class FileSource:
                     raise DecodeError(f"a frame of {fr.width}x{fr.height} exceeds max_pixels={self.max_pixels}")
                 yield (fr.time, ffmpeg_rgb(fr), "rgb", fr.width, fr.height)
 
-    def _nvdec(self, container: Any, stream: Any, device: torch.device) -> Iterator[tuple]:
-        dec = NvdecDecoder(stream, device)         # raises when NVDEC cannot take the stream
-        dec.alloc = self.frame_alloc
+    @staticmethod
+    def _drop(nvdec: list[Any]) -> None:
+        if nvdec[0] is not None:
+            nvdec[0].close()
+            nvdec[0] = None
+
+    def _nvdec(self, container: Any, stream: Any, device: torch.device, nvdec: list[Any]) -> Iterator[tuple]:
+        """Frames of one pass over the file. The decoder of the previous pass is kept when it can
+        take this stream (``NvdecDecoder.rebind``); ``nvdec[0]`` holds it, ``frames()`` closes it."""
+        dec = nvdec[0]
+        if dec is None or not dec.rebind(stream):
+            self._drop(nvdec)
+            dec = NvdecDecoder(stream, device)     # raises when NVDEC cannot take the stream
+            dec.alloc = self.frame_alloc
+            nvdec[0] = dec
         tb = float(stream.time_base) if stream.time_base else None
         w, h = dec.width, dec.height
 
         def gen() -> Iterator[tuple]:
-            try:
-                for packet in container.demux(stream):
-                    if self._stop.is_set():
-                        return
-                    for pts, nv12 in dec.decode(packet):
-                        yield (pts * tb if pts is not None and tb else None, nv12, "nv12", w, h)
-                for pts, nv12 in dec.decode(None):
+            for packet in container.demux(stream):
+                if self._stop.is_set():
+                    return
+                for pts, nv12 in dec.decode(packet):
                     yield (pts * tb if pts is not None and tb else None, nv12, "nv12", w, h)
-            finally:
-                dec.close()
+            for pts, nv12 in dec.decode(None):     # flush: the decoder can then take the next pass
+                yield (pts * tb if pts is not None and tb else None, nv12, "nv12", w, h)
         return gen()
