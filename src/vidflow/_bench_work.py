@@ -35,14 +35,20 @@ class _Window:
         self.child_pids = child_pids or (lambda: [])
         self.samples: list[tuple[float, float, float]] = []    # (t, rss of all processes, device used)
         self.gc_pauses: list[float] = []                         # this process's collections, s
-        self._gc_t0 = 0.0
+        self._gc_t0 = self._gc_c0 = 0.0
+        self.gc_full = 0                                         # of them, full (generation 2)
+        self._gc_max: tuple[float, float, int] = (0.0, 0.0, -1)   # longest: wall s, thread CPU s, generation
         self._stop = threading.Event()
 
     def _gc(self, phase: str, info: dict) -> None:
         if phase == "start":
-            self._gc_t0 = time.perf_counter()
+            self._gc_t0, self._gc_c0 = time.perf_counter(), time.thread_time()
         elif self._gc_t0:
-            self.gc_pauses.append(time.perf_counter() - self._gc_t0)
+            dt = time.perf_counter() - self._gc_t0
+            self.gc_pauses.append(dt)
+            self.gc_full += info.get("generation") == 2
+            if dt > self._gc_max[0]:       # wall >> CPU: a finaliser let other threads run meanwhile
+                self._gc_max = (dt, time.thread_time() - self._gc_c0, int(info.get("generation", -1)))
 
     def _sample(self) -> None:
         while True:
@@ -95,7 +101,9 @@ class _Window:
                 "cpu_cores": round(cpu / wall, 2), "gpu_alloc_peak_mb": round(alloc, 1),
                 "gpu_used_peak_mb": round(self.used, 1), "rss_peak_mb": round(self.rss, 1), **self.trend(),
                 "gc_collections": len(self.gc_pauses), "gc_pause_max_ms": round(max(self.gc_pauses, default=0) * 1e3, 1),
-                "gc_total_ms": round(sum(self.gc_pauses) * 1e3, 1)}
+                "gc_total_ms": round(sum(self.gc_pauses) * 1e3, 1),
+                "gc_pause_max_cpu_ms": round(self._gc_max[1] * 1e3, 1), "gc_pause_max_generation": self._gc_max[2],
+                "gc_full_collections": self.gc_full, "gc_frozen_objects": gc.get_freeze_count()}
 
 
 def _copies(work: _Work, dev: torch.device, seconds: float, tables: bool) -> tuple[dict[str, Any], str]:

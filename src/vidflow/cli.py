@@ -188,8 +188,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fault_stacks() -> None:
+    """A crash in native code (a driver, a codec) prints every thread's Python stack to stderr."""
+    import faulthandler
+    if not faulthandler.is_enabled():
+        try:
+            faulthandler.enable(all_threads=True)
+        except (RuntimeError, ValueError, AttributeError, OSError):   # stderr closed or not a real file
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _fault_stacks()
     parser = _parser()
     if argv and argv[0] == "gallery":
         return _cmd_gallery(argparse.Namespace(), argv[1:])

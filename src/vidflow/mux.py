@@ -210,6 +210,21 @@ class Muxer:
         return Collected(frames, ended, arrivals)
 
     # -- building the batch ------------------------------------------------------------------
+    def warmup(self, device: torch.device) -> None:
+        """Compile the conversion kernel now (``Pipeline`` calls this on CUDA before the sources
+        start), so the first batch does not wait for Triton: one NV12 frame converted into a
+        throw-away batch of ``size`` (64x64 when the size comes from the first frame)."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return
+        from .batch import FrameInfo
+        from .ops.color import convert_batch_into
+        w, h = self.size or (64, 64)
+        nv12 = torch.zeros((h + (h & 1)) * 3 // 2, w, dtype=torch.uint8, device=device)
+        frame = SourceFrame(FrameInfo(source_id=-1, frame_num=0, pts=0.0, ntp_ns=0, width=w, height=h), nv12, "nv12")
+        convert_batch_into([frame], torch.empty((1, 3, h, w), dtype=torch.uint8, device=device))
+        torch.cuda.current_stream(device).synchronize()
+
     def _buffer(self, h: int, w: int, device: torch.device) -> list:
         """A free pooled entry ``[buffer, weakref-to-last-batch-view]`` of the right size."""
         free = [e for e in self._pool if e[1] is None or e[1]() is None]

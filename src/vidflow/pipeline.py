@@ -89,6 +89,8 @@ class Pipeline:
             that point (torch, models, modules: hundreds of thousands) are moved out of the
             garbage collector's generations (``gc.freeze()``), so its full collections do not
             walk them again and again, pausing the loop (``VIDFLOW_NO_GC_FREEZE=1`` skips it).
+            ``gc.unfreeze()`` at the end of the run undoes it (and any freeze made before the
+            run). The muxer compiles its conversion kernel at the same time (``Muxer.warmup``).
             ``None``: on for CUDA.
     """
 
@@ -324,9 +326,13 @@ class Pipeline:
         try:
             if self.warmup:                     # before the sources start: live ones would drop meanwhile
                 self._warm()
-                if os.environ.get("VIDFLOW_NO_GC_FREEZE", "") in ("", "0") and not gc.get_freeze_count():
+                if os.environ.get("VIDFLOW_NO_GC_FREEZE", "") in ("", "0"):
+                    # also when something froze objects before (the GPU machine's Python had 375
+                    # frozen at start-up; skipping then brought back 110-130 ms full collections).
+                    # Undone at the end (gc.unfreeze, which thaws those too), so nothing stays
+                    # out of the collector's reach after the run.
                     gc.collect()
-                    gc.freeze()                 # undone at the end (gc.unfreeze), so nothing stays uncollectable
+                    gc.freeze()
                     self._froze = True
             with self._lock:
                 for sid in list(self._sources):
@@ -372,6 +378,13 @@ class Pipeline:
         return ev
 
     def _warm(self) -> None:
+        warm_mux = getattr(self.muxer, "warmup", None)
+        if callable(warm_mux):
+            try:
+                warm_mux(self.device)
+            except Exception as e:  # noqa: BLE001 - only a head start: the first batch compiles instead
+                log.warning("muxer warm-up failed (%s: %s); the first batch will compile the kernel",
+                            type(e).__name__, e)
         for stage in self.stages:
             warm = getattr(stage, "warmup", None)
             if not callable(warm):

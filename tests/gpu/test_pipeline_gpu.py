@@ -126,3 +126,19 @@ def test_decode_processes_hand_nvdec_frames_over_zero_copy(hd_clips, cuda_device
         assert sorted(per) == [(s, k) for s in range(4) for k in range(clips[s].frames)]
         outs[procs] = per
     assert all(torch.equal(outs[0][k], outs[2][k]) for k in outs[0])
+
+
+def test_muxer_warmup_compiles_before_the_first_batch(hd_clips, cuda_device):
+    """Muxer.warmup runs the conversion kernel once on a dummy frame; the first real batch then
+    converts exactly as without it."""
+    src = list(FileSource(hd_clips[0].path, decoder="nvdec").frames(device=cuda_device))[:2]
+    warm, cold = Muxer(batch_size=2, size=(640, 360)), Muxer(batch_size=2, size=(640, 360))
+    t0 = time.perf_counter()
+    warm.warmup(cuda_device)
+    warm_s = time.perf_counter() - t0
+    a = warm.assemble(src, cuda_device).images.clone()
+    b = cold.assemble(src, cuda_device).images
+    torch.cuda.synchronize()
+    print(json.dumps({"test": "muxer warm-up", "seconds": round(warm_s, 3)}))
+    assert torch.equal(a, b)
+    Muxer(batch_size=2).warmup(torch.device("cpu"))      # a no-op off CUDA

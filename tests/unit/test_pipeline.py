@@ -311,3 +311,26 @@ def test_warmup_freezes_the_collector_for_the_run_only():
     w = Warm()
     Pipeline([FakeSource(5)], Muxer(batch_size=3), [w], [MemorySink()], device="cpu", warmup=True).run()
     assert w.calls == [(3, "cpu")] and gc.get_freeze_count() == 0
+
+
+def test_warmup_freezes_even_after_an_earlier_freeze():
+    """Something froze a few objects before the run: the pipeline still freezes what is alive at
+    its start (else every full collection walks all of torch again)."""
+    import gc
+
+    gc.freeze()
+    before = gc.get_freeze_count()
+    keep = [[i] for i in range(5000)]                   # tracked objects created after that freeze
+    seen = []
+
+    def stage(batch):
+        seen.append(gc.get_freeze_count())
+        return batch
+
+    try:
+        Pipeline([FakeSource(4)], Muxer(batch_size=2), [stage], [MemorySink()], device="cpu", warmup=True).run()
+        assert seen and min(seen) >= before + len(keep)
+        assert gc.get_freeze_count() == 0               # the run's end thaws everything
+    finally:
+        gc.unfreeze()
+    del keep

@@ -502,7 +502,11 @@ def _blocking_sync(index: int) -> None:
 
 
 def _worker_main(fd: int, device: str, slots: int, level: int) -> None:
+    import faulthandler
+
     import torch.multiprocessing  # noqa: F401 - registers torch's reductions (CUDA IPC) with the pickler
+
+    faulthandler.enable(all_threads=True)     # a crash in NVDEC or FFmpeg shows its Python stacks
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("vidflow").setLevel(level)          # the pipeline's level for vidflow only
