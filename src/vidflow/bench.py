@@ -225,6 +225,13 @@ def _run(args: argparse.Namespace, dev: torch.device) -> int:
         raise ValueError(f"--streams: expected counts >= 1, got {args.streams}")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+        # The copy windows start and stop torch.profiler (CUPTI) once per measurement while CUDA
+        # graphs replay. Tearing CUPTI down between sessions then crashes at random (a "double
+        # free or corruption" abort of the whole bench, seen in 2 of 4 runs on the H200); this
+        # is PyTorch's own workaround for CUDA graphs (torch/profiler/profiler.py), which it
+        # applies only to graphs it captured itself. Read by Kineto when a session starts/stops.
+        os.environ.setdefault("TEARDOWN_CUPTI", "0")
+        os.environ.setdefault("DISABLE_CUPTI_LAZY_REINIT", "1")
         torch.backends.cudnn.benchmark = True
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     clip = args.clip or make_bench_clip(width=args.size[0], height=args.size[1], frames=args.clip_frames,
