@@ -142,8 +142,7 @@ class FileSource:
         try:
             yield from self._passes(device, source_id, backend, nvdec)
         finally:
-            if nvdec[0] is not None:
-                nvdec[0].close()
+            self._drop(nvdec)
 
     def _passes(self, device: torch.device, source_id: Any, backend: str, nvdec: list[Any]) -> Iterator[SourceFrame]:
         num = 0                    # frame_num, across loops
