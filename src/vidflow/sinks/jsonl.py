@@ -58,8 +58,8 @@ def frame_records(batch: Batch, *, attrs: bool = True, decimals: int = 2) -> lis
     nd, nn = decimals, len(names)
     # the hot loop of the sink (~700 objects per batch of 64): plain round() on each value, as
     # _round would, without its recursion
-    for fi, b, cid, conf, oid, j in zip(host["frame_idx"], host["bbox"], host["class_id"], host["confidence"],
-                                        host["object_id"], range(len(host["frame_idx"]))):
+    for j, (fi, b, cid, conf, oid) in enumerate(zip(host["frame_idx"], host["bbox"], host["class_id"],
+                                                    host["confidence"], host["object_id"])):
         o = {"bbox": [round(b[0], nd), round(b[1], nd), round(b[2], nd), round(b[3], nd)], "class_id": cid,
              "label": names[cid] if 0 <= cid < nn else str(cid), "confidence": round(conf, 4), "object_id": oid}
         if extra:
