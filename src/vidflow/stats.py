@@ -6,7 +6,42 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["SourceStats", "RunSummary"]
+__all__ = ["SourceCounters", "SourceStats", "RunSummary", "SOURCE_STATES"]
+
+
+#: the states every source reports, on CPU and GPU, in threads and in decode processes:
+#: starting (opening / first connect), running (frames arrive), stalled (connected but quiet for
+#: longer than its stall timeout), reconnecting (lost; backing off and reconnecting), ended
+#: (finished; with ``last_error`` set when it ended early, e.g. a damaged file), failed (gave up).
+SOURCE_STATES = ("starting", "running", "stalled", "reconnecting", "ended", "failed")
+
+
+@dataclass(frozen=True)
+class SourceCounters:
+    """What every source's ``stats()`` returns: the same keys with the same meaning everywhere.
+
+    It crosses the decode-process boundary as is (a picklable frozen dataclass). ``decoded``:
+    frames the decoder produced; ``decode_errors``: packets/frames the decoder reported as broken;
+    ``corrupt_frames``: frames delivered but concealed/damaged; ``reconnects``: successful
+    re-connections after a loss; ``stalls``: times the source went quiet past its stall timeout;
+    ``last_error``: the latest error text, credentials removed (empty once the source has
+    recovered and is running again); ``state_since``: ``time.monotonic()`` when ``state`` began;
+    ``missed_s``: seconds of live stream lost to outages in all.
+    """
+
+    state: str = "starting"
+    state_since: float = 0.0
+    decoded: int = 0
+    decode_errors: int = 0
+    corrupt_frames: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+    missed_s: float = 0.0
+    last_error: str = ""
+
+    def __post_init__(self) -> None:
+        if self.state not in SOURCE_STATES:
+            raise ValueError(f"SourceCounters.state: expected one of {SOURCE_STATES}, got {self.state!r}")
 
 
 @dataclass
