@@ -6,7 +6,8 @@
     │   ├── DecodeError          the bitstream could not be decoded / has no frames
     │   └── StreamUnavailable    could not open or connect (missing file, refused, timeout)
     ├── StageError               a stage raised; carries ``stage`` (name) and ``frames``
-    └── SinkError                a sink failed to write or close
+    ├── SinkError                a sink failed to write or close
+    └── PipelineStateError       a Pipeline used wrongly (run twice, add to a stopped one...)
 
 Bad arguments to constructors raise plain ``ValueError`` listing what is allowed.
 """
@@ -24,6 +25,8 @@ __all__ = [
     "StreamUnavailable",
     "StageError",
     "SinkError",
+    "PipelineStateError",
+    "as_source_error",
     "redact_uri",
 ]
 
@@ -99,3 +102,22 @@ class StageError(VidflowError):
 
 class SinkError(VidflowError):
     """A sink could not write or close."""
+
+
+class PipelineStateError(VidflowError):
+    """A pipeline was used in a way its state does not allow (e.g. ``run()`` while running)."""
+
+
+def as_source_error(err: BaseException, *, source_id: int | str | None, uri: Any = None,
+                    cls: type[SourceError] | None = None) -> SourceError:
+    """``err`` as a :class:`SourceError` naming the source: returned unchanged when it already is
+    one (its ``source_id`` / ``uri`` filled in when missing), else wrapped (``cls``, default
+    :class:`DecodeError`) with ``err`` as its cause. The one place lower-level errors become
+    source errors (threads, decode processes and the pipeline all use it)."""
+    if isinstance(err, SourceError):
+        if err.source_id is None and source_id is not None:
+            return type(err)(str(err), source_id=source_id, uri=uri if err.uri is None else err.uri)
+        return err
+    wrapped = (cls or DecodeError)(f"{type(err).__name__}: {err}", source_id=source_id, uri=uri)
+    wrapped.__cause__ = err
+    return wrapped
