@@ -144,12 +144,22 @@ class Pipeline:
             self.add_source(src)
 
     @classmethod
-    def from_yaml(cls, path: str, overrides: Sequence[str] | dict | None = None, **kw: Any) -> Pipeline:
+    def from_yaml(cls, path: str, overrides: Sequence[str] | dict | None = None, *,
+                  allow_code: Sequence[str] | str | None = None, **kw: Any) -> Pipeline:
         """Build the pipeline a YAML file describes (as ``vidflow run`` does); ``overrides`` are
-        ``"path=value"`` strings (``"muxer.batch_size=16"``) or a dict of them."""
-        from .config import build_pipeline, load_config
+        ``"path=value"`` strings (``"muxer.batch_size=16"``) or a dict of them; ``allow_code``:
+        modules whose ``module:Name`` entries the YAML may import (``vidflow.config``)."""
+        import inspect
 
-        return build_pipeline(load_config(path, overrides), **kw)
+        from .config import build_parts, load_config
+
+        parts = build_parts(load_config(path, overrides), allow_code=allow_code)
+        kwargs = parts.kwargs(inspect.signature(cls).parameters)
+        sources = kwargs.pop("sources")
+        pipe = cls(**{**kwargs, **kw})
+        for sid, src in sources.items():   # YAML ids (`id:`), else the positions 0, 1, ...
+            pipe.add_source(src, sid)
+        return pipe
 
     # -- sources -----------------------------------------------------------------------------
     def add_source(self, source: Any, source_id: int | str | None = None) -> int | str:

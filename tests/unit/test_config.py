@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from vidflow.config import apply_overrides, build_pipeline, load_config
+from vidflow.config import apply_overrides, build_parts, load_config
 from vidflow.errors import ConfigError
 from vidflow.pipeline import Pipeline
 
@@ -27,6 +27,13 @@ sinks:
 """
 
 
+ALLOW = ["vidflow.testing", "tests.unit.test_config", "nope"]
+
+
+def build(cfg, allow=ALLOW):
+    return build_parts(cfg, allow_code=allow)
+
+
 def tag(batch):
     return batch.with_tensors(**{"tag.x": batch.images[:, 0, 0, 0].float()})
 
@@ -34,7 +41,7 @@ def tag(batch):
 def test_from_yaml_runs(tmp_path):
     out = tmp_path / "o" / "f.jsonl"
     p = write(tmp_path, GOOD.replace("OUT", str(out)))
-    pipe = Pipeline.from_yaml(str(p))
+    pipe = Pipeline.from_yaml(str(p), allow_code=ALLOW)
     assert pipe.muxer.batch_size == 2 and pipe.device.type == "cpu"
     pipe.run()
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -64,10 +71,37 @@ def test_overrides(tmp_path):
     ("sources: [{'vidflow.testing:FakeSource': 1}]\ndevice: tpu\n", "device", "expected 'auto', 'cpu'"),
     ("sources: []\n", "sources", "at least one source"),
     ("sources: [{'vidflow.testing:FakeSource': 1, 'x': 2}]\n", "sources[0]", "expected one 'kind: arguments'"),
+    # issue 21: strict types, no coercion, the key named by the validation itself
+    ("sources: [{file: {path: a.mp4, loop: 'false'}}]\n", "sources[0].file.loop", 'expected bool, got "false"'),
+    ("sources: [{file: a.mp4}]\nmuxer: {batch_size: 4.5}\n", "muxer.batch_size", "expected int, got 4.5"),
+    ("sources: [{file: a.mp4}]\nmuxer: {batch_size: eight}\n", "muxer.batch_size", 'expected int, got "eight"'),
+    ("sources: [{file: a.mp4}]\nmuxer: {batch_size: true}\n", "muxer.batch_size", "expected int, got true"),
+    ("sources: [{file: a.mp4}]\nstages: [{detect: {conf: high}}]\n", "stages[0].detect.conf",
+     'expected float | list[float], got "high"'),
+    ("sources: [{file: a.mp4}]\nstages: [{detect: {conf: 1e-3}}]\n", "stages[0].detect.conf", "write 0.001"),
+    ("sources: [{file: a.mp4}]\nstages: [{track: {max_age: '30'}}]\n", "stages[0].track.max_age",
+     'expected int, got "30"'),
+    ("sources: [{file: {path: a.mp4, decoder: gpu}}]\n", "sources[0].file.decoder",
+     "expected 'auto' | 'nvdec' | 'ffmpeg', got \"gpu\""),
+    ("sources: [{file: a.mp4}]\nsinks: [{video: {path: v.mp4, size: [640, x]}}]\n", "sinks[0].video.size",
+     'expected [int, int] | list[int], got [640, "x"]'),
+    ("sources: [{file: a.mp4}]\nqueue_size: 0\n", "queue_size", "expected >= 1, got 0"),
+    ("sources: [{file: a.mp4}]\nstrict: 'no'\n", "strict", 'expected bool, got "no"'),
+    ("sources: [{file: a.mp4}]\ntorch_threads: 2.5\n", "torch_threads", "expected int | null, got 2.5"),
+    ("sources: [{file: missing.mp4}]\n", "sources[0].file.path", "file not found: missing.mp4"),
+    ("sources: [{file: a.mp4, id: [1]}]\n", "sources[0].id", "expected int | str"),
+    ("sources: [{file: a.mp4, id: x}, {file: a.mp4, id: x}]\n", "sources[1].id", "used twice"),
+    ("sources: [{synthetic: {frames: 2, fps: fast}}]\n", "sources[0].synthetic.fps", 'expected float, got "fast"'),
+    ("sources: [{file: a.mp4}]\nstages: [{'os:system': 'echo hi'}]\n", "stages[0].os:system",
+     "is user code, and a YAML runs none unless the run allows it: pass --allow-code os"),
+    ("sources: [{file: a.mp4}]\nstages: [{call: 'os:system'}]\n", "stages[0].call", "--allow-code os"),
+    ("sources: [{file: a.mp4}]\nsinks: [{jsonl: {path: a.mp4/x.jsonl}}]\n", "sinks[0].jsonl.path", "is a file, not a folder"),
 ])
-def test_errors_name_yaml_path(tmp_path, text, path, msg):
+def test_errors_name_yaml_path(tmp_path, monkeypatch, text, path, msg):
+    monkeypatch.chdir(tmp_path)   # sink paths are relative to the working directory
+    (tmp_path / "a.mp4").write_bytes(b"")
     with pytest.raises(ConfigError) as ei:
-        build_pipeline(load_config(write(tmp_path, text)))
+        build(load_config(write(tmp_path, text)))
     assert ei.value.path == path and msg in str(ei.value)
 
 
@@ -85,9 +119,9 @@ def test_unreadable_and_invalid_yaml(tmp_path):
 def test_decode_processes_and_overlap_from_yaml(tmp_path):
     out = tmp_path / "d.jsonl"
     p = write(tmp_path, GOOD.replace("OUT", str(out)) + "decode_processes: 1\noverlap: true\n")
-    pipe = Pipeline.from_yaml(str(p))
+    pipe = Pipeline.from_yaml(str(p), allow_code=ALLOW)
     assert pipe.decode_processes == 1 and pipe.overlap
     pipe.run()
     assert len(out.read_text().splitlines()) == 8
     with pytest.raises(ConfigError, match="decode_processes"):
-        build_pipeline(load_config(write(tmp_path, GOOD.replace("OUT", str(out)) + "decode_processes: -2\n")))
+        build(load_config(write(tmp_path, GOOD.replace("OUT", str(out)) + "decode_processes: -2\n")))
