@@ -100,7 +100,7 @@ def param_docs(target: Any) -> dict[str, str]:
             for n, t in local.items():
                 out.setdefault(n, t)
         flat = " ".join(doc.split())
-        for s in re.split(r"(?<=[a-z0-9)`'\"])\.\s+(?=[A-Z`])", flat):
+        for s in re.split(r"(?<=[A-Za-z0-9)`'\"])\.\s+(?=[A-Z`])", flat):
             for chunk in re.findall(r"``(.+?)``", s):
                 for name in re.findall(r"[A-Za-z_]\w*", chunk):
                     out.setdefault(name, s.rstrip(".") + ".")
@@ -119,7 +119,7 @@ def params_of(target: Any) -> tuple[tuple[Param, ...], bool]:
     docs = param_docs(target)
     out: dict[str, Param] = {}
     more = False
-    for fn in fns:
+    for depth, fn in enumerate(fns):
         try:
             sig = inspect.signature(fn)
         except (TypeError, ValueError):
@@ -133,6 +133,8 @@ def params_of(target: Any) -> tuple[tuple[Param, ...], bool]:
                 more = True
                 continue
             if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY) or name in out:
+                continue
+            if depth and p.kind is not p.KEYWORD_ONLY:   # a base's positional: the subclass passes it
                 continue
             out[name] = Param(name, hints.get(name, Any), p.default, name in hints, docs.get(name, ""),
                               positional=p.kind is p.POSITIONAL_OR_KEYWORD)

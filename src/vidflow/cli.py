@@ -1,4 +1,6 @@
-"""The ``vidflow`` command line: ``run``, ``demo``, ``info``, ``bench``, ``gallery``."""
+"""The ``vidflow`` command line: ``run``, ``check``, ``inspect``, ``demo``, ``info``, ``bench``,
+``gallery`` (also ``python -m vidflow``). Exit codes: 0 done, 1 a source / stage / sink failed,
+2 a usage or config error (one line on stderr, no traceback), 130 interrupted."""
 
 from __future__ import annotations
 
@@ -72,7 +74,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .device import resolve_device
 
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        print(f"vidflow demo: {e}", file=sys.stderr)
+        return 2
     run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames)
     return 0
 
@@ -132,13 +140,80 @@ def _has_encoder(name: str) -> bool:
         return False
 
 
+def _yes(v: object) -> str:
+    return "yes" if v is True else "no" if v in (False, None) else str(v)
+
+
+def info_text(facts: dict) -> str:
+    """``vidflow info`` as a short table (``--json`` prints the dict)."""
+    nvdec = facts.get("nvdec") or {}
+    if isinstance(nvdec, dict):
+        codecs = ", ".join(sorted(nvdec.get("codecs") or {}))
+        nvdec_s = (f"yes ({codecs})" if codecs else "yes") if nvdec.get("available") else \
+            f"no ({nvdec.get('reason') or 'not available'})"
+    else:
+        nvdec_s = str(nvdec)
+    gpus = facts.get("gpus") or []
+    rows = [
+        ("vidflow", facts.get("vidflow")),
+        ("python", facts.get("python")),
+        ("torch", f"{facts.get('torch')}" + (f" (CUDA {facts.get('cuda')})" if facts.get("cuda") else "")),
+        ("device", f"cuda ({', '.join(gpus)})" if facts.get("cuda_available") else "cpu (no CUDA device)"),
+        ("decode", f"FFmpeg via PyAV {facts.get('pyav')} (libavcodec {facts.get('ffmpeg')})"
+                   if facts.get("pyav") else "PyAV not installed: pip install av"),
+        ("NVDEC", nvdec_s),
+        ("encode", f"libx264 {_yes(facts.get('libx264'))}, NVENC {_yes(facts.get('nvenc'))}"),
+        ("onnxruntime", f"{facts.get('onnxruntime')} ({', '.join(facts.get('onnxruntime_providers') or [])})"
+                        if facts.get("onnxruntime") else "not installed: pip install vidflow[onnx]"),
+        ("torchvision", facts.get("torchvision") or "not installed"),
+    ]
+    return "\n".join(f"{k:12s} {v}" for k, v in rows)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     facts = info()
     if args.json:
         print(json.dumps(facts, indent=2, default=str))
     else:
-        for k, v in facts.items():
-            print(f"{k:22s} {v}")
+        print(info_text(facts))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Validate a pipeline YAML without running it and print its parts."""
+    import inspect as _inspect
+
+    from ._kinddoc import describe_parts
+    from .config import build_parts, load_config
+    from .pipeline import Pipeline
+
+    try:
+        parts = build_parts(load_config(args.pipeline, args.set or None), allow_code=args.allow_code)
+        parts.kwargs(_inspect.signature(Pipeline).parameters)
+    except ConfigError as e:
+        print(f"vidflow: config error: {redact_uri(e)}", file=sys.stderr)
+        return 2
+    print(redact_uri(describe_parts(parts)))
+    print(f"{args.pipeline}: OK ({len(parts.sources)} source(s), {len(parts.stages)} stage(s), "
+          f"{len(parts.sinks)} sink(s))")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    """List the YAML kinds, or print one kind's keys, types, defaults and docs."""
+    from ._kinddoc import describe_kind, find_kind, kinds_markdown, list_kinds
+
+    if args.markdown:
+        sys.stdout.write(kinds_markdown())
+        return 0
+    if not args.kind:
+        print(list_kinds())
+        return 0
+    hits = find_kind(args.kind)
+    if not hits:
+        print(f"vidflow inspect: unknown kind {args.kind!r}; `vidflow inspect` lists them", file=sys.stderr)
+        return 2
+    print("\n\n".join(describe_kind(sec, kind) for sec, kind in hits))
     return 0
 
 
@@ -170,8 +245,14 @@ def _cmd_gallery(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="vidflow", description="GPU video analytics pipelines in Python.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--version", action="version", version=f"vidflow {__version__}")
+    allow = dict(metavar="MODULES", default=None,
+                 help="comma-separated modules whose `module:Name` / `call:` entries the YAML may import "
+                      "(also $VIDFLOW_ALLOW_CODE); a YAML runs no code otherwise")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a pipeline described in YAML",
@@ -180,7 +261,24 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help="override a YAML value, e.g. --set muxer.batch_size=16 --set detect.conf=0.4 (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.add_argument("--allow-code", **allow)
     r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser("check", help="validate a pipeline YAML without running it; print its parts",
+                       description="Check PIPELINE.yaml as `run` would (kinds, key types, model files, output "
+                                   "folders, extras) without starting anything; print each part with its "
+                                   "arguments and capabilities.")
+    c.add_argument("pipeline", help="the pipeline YAML file")
+    c.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a YAML value (repeatable)")
+    c.add_argument("--allow-code", **allow)
+    c.set_defaults(func=_cmd_check)
+
+    k = sub.add_parser("inspect", help="list the YAML kinds, or show one kind's keys, types and defaults",
+                       description="Without KIND: every kind by section. With KIND (a kind like `detect`, a class "
+                                   "like `Detector`, or `muxer`): its keys, types, defaults, docs, capabilities.")
+    k.add_argument("kind", nargs="?", help="a kind name")
+    k.add_argument("--markdown", action="store_true", help="print docs/KINDS.md (every kind)")
+    k.set_defaults(func=_cmd_inspect)
 
     d = sub.add_parser("demo", help="generate camera clips and run the demo pipeline on them",
                        description="Make 4 generated camera clips, run detector + tracker + embedder + gallery, "
@@ -222,6 +320,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "bench":
         return _cmd_bench(argparse.Namespace(), argv[1:])
     args = parser.parse_args(argv)
+    if getattr(args, "allow_code", None):   # `run` reads the allow-list from the environment (config)
+        from ._usercode import ENV, allow_list
+
+        try:
+            os.environ[ENV] = ",".join(allow_list(args.allow_code))
+        except ConfigError as e:
+            print(f"vidflow: {e}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose or os.environ.get("VIDFLOW_DEBUG") else logging.WARNING,
                         format="vidflow: %(levelname)s: %(message)s")
     return args.func(args)

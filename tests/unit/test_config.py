@@ -1,4 +1,6 @@
 import json
+import os
+import sys
 import textwrap
 
 import pytest
@@ -17,7 +19,7 @@ def write(tmp_path, text):
 GOOD = """
 device: cpu
 sources:
-  - "vidflow.testing:FakeSource": {frames: 5, width: 32, height: 24}
+  - "vidflow.testing:FakeSource": {frames: 5, width: 48, height: 32}
   - "vidflow.testing:FakeSource": 3
 muxer: {batch_size: 2, max_wait_ms: 10, size: [16, 12]}
 stages:
@@ -125,3 +127,92 @@ def test_decode_processes_and_overlap_from_yaml(tmp_path):
     assert len(out.read_text().splitlines()) == 8
     with pytest.raises(ConfigError, match="decode_processes"):
         build(load_config(write(tmp_path, GOOD.replace("OUT", str(out)) + "decode_processes: -2\n")))
+
+
+def test_user_code_is_not_imported_without_allow(tmp_path, monkeypatch):
+    """A YAML naming code runs nothing: neither `os:system` nor a module next to the YAML."""
+    monkeypatch.delenv("VIDFLOW_ALLOW_CODE", raising=False)
+    marker = tmp_path / "ran"
+    (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef fn(batch):\n    return batch\n")
+    for stage in (f"'os:system': 'touch {marker}'", f"call: 'os:system'", "'evilmod:fn': {}", "call: evilmod:fn"):
+        p = write(tmp_path, f"sources: [{{synthetic: {{frames: 1}}}}]\nstages: [{{{stage}}}]\n")
+        with pytest.raises(ConfigError, match="--allow-code") as ei:
+            Pipeline.from_yaml(str(p))
+        assert ei.value.path.startswith("stages[0].")
+    assert not marker.exists() and "evilmod" not in sys.modules
+
+
+def test_allowed_code_next_to_the_yaml(tmp_path, monkeypatch):
+    """`call: mymod:fn` beside the YAML works once allowed (flag or env), without PYTHONPATH."""
+    (tmp_path / "cfgmod_a.py").write_text("def mark(batch):\n    return batch.with_tensors(**{'m.x': batch.images[:, 0, 0, 0].float()})\n")
+    out = tmp_path / "o.jsonl"
+    p = write(tmp_path, f"device: cpu\nsources: [{{synthetic: {{width: 48, height: 32, frames: 3}}, id: cam}}]\n"
+                        f"stages: [{{call: cfgmod_a:mark}}]\nsinks: [{{jsonl: {out}}}]\n")
+    monkeypatch.setenv("VIDFLOW_ALLOW_CODE", "somethingelse, cfgmod_a")
+    pipe = Pipeline.from_yaml(str(p))
+    pipe.run()
+    assert [json.loads(x)["source_id"] for x in out.read_text().splitlines()] == ["cam"] * 3
+    monkeypatch.delenv("VIDFLOW_ALLOW_CODE")
+    with pytest.raises(ConfigError, match=r"allow-code cfgmod_a .*the YAML's folder"):
+        Pipeline.from_yaml(str(p))
+    with pytest.raises(ConfigError, match="No module named 'cfgmod_zz'.*the YAML's folder"):
+        Pipeline.from_yaml(str(write(tmp_path, "sources: [{synthetic: {frames: 1}}]\nstages: [{call: cfgmod_zz:f}]\n")),
+                           allow_code="cfgmod_zz")
+    with pytest.raises(ConfigError, match="module names separated by commas"):
+        Pipeline.from_yaml(str(p), allow_code=["not a module"])
+
+
+def test_source_ids_settings_and_set_override(tmp_path):
+    p = write(tmp_path, "device: cpu\ntorch_threads: 1\nqueue_size: 4\nsources:\n"
+                        "  - synthetic: {width: 48, height: 32, frames: 2}\n    id: lobby\n"
+                        "  - synthetic: {width: 48, height: 32, frames: 2}\n"
+                        "stages: [{detect: {model: demo, conf: 0.5}}]\n")
+    parts = build(load_config(p))
+    assert list(parts.sources) == ["lobby", 1] and parts.settings == {"device": "cpu", "torch_threads": 1, "queue_size": 4}
+    assert [x.path for x in parts.parts] == ["sources[0].synthetic", "sources[1].synthetic", "muxer", "stages[0].detect"]
+    with pytest.raises(ConfigError) as ei:
+        build(load_config(p, ["detect.conf=abc"]))
+    assert ei.value.path == "stages[0].detect.conf" and 'expected float | list[float], got "abc"' in str(ei.value)
+    with pytest.raises(ConfigError, match="not a known setting|does not take") as ei:
+        parts.kwargs(accepted=["sources", "muxer", "stages", "sinks", "device", "queue_size"])
+    assert ei.value.path == "torch_threads"
+
+
+def _model_yaml(tmp_path, model, extra=""):
+    return write(tmp_path, f"sources: [{{synthetic: {{frames: 1}}}}]\nstages: [{{detect: {{model: {model}{extra}}}}}]\n")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # torch.jit.script/save, used to make a TorchScript file
+def test_models_checked_before_start(tmp_path, monkeypatch):
+    import torch
+
+    def err(model, extra=""):
+        with pytest.raises(ConfigError) as ei:
+            build(load_config(_model_yaml(tmp_path, model, extra)))
+        assert ei.value.path == "stages[0].detect.model"
+        return str(ei.value)
+
+    assert "model file not found: yolo11n.onnx" in err("yolo11n.onnx")
+    assert "unknown model file type '.h5'" in err("m.h5")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "ckpt.pt")   # a pickle: refused, never loaded
+    msg = err("ckpt.pt")
+    assert "pickled PyTorch checkpoint" in msg and "yolo export model=ckpt.pt format=onnx" in msg
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "ts.pt")   # TorchScript: past the check
+    with pytest.raises(ConfigError) as ei:
+        build(load_config(_model_yaml(tmp_path, "ts.pt", ", format: yolov9")))
+    assert ei.value.path == "stages[0].detect.format"
+    (tmp_path / "m.onnx").write_bytes(b"")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert "pip install vidflow[onnx]" in err("m.onnx")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: the 'is a file' case covers the check")
+def test_unwritable_sink_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    with pytest.raises(ConfigError, match="not writable") as ei:
+        build(load_config(write(tmp_path, f"sources: [{{synthetic: {{frames: 1}}}}]\nsinks: [{{jsonl: {ro}/x/f.jsonl}}]\n")))
+    assert ei.value.path == "sinks[0].jsonl.path"

@@ -14,7 +14,7 @@ import traceback
 import pytest
 
 from vidflow.cli import main
-from vidflow.config import build_pipeline
+from vidflow.config import build_parts
 from vidflow.errors import ConfigError, SourceError, StreamUnavailable, redact_uri
 from vidflow.mux import Muxer
 from vidflow.pipeline import Pipeline
@@ -99,7 +99,7 @@ def test_pipeline_summary_jsonl_and_error_hide_the_password(url, tmp_path, caplo
 def test_config_errors_hide_the_password(url):
     cfg = {"device": "cpu", "sources": [{"rtsp": {"url": url, "transport": "quic"}}]}
     with pytest.raises(ConfigError) as ei:
-        build_pipeline(cfg)
+        build_parts(cfg)
     assert "transport" in str(ei.value) and SECRET not in _everything(ei.value)
 
 

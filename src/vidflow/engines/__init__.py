@@ -17,14 +17,16 @@ from typing import Any, Literal
 
 import torch as _torch  # (the name "torch" is this package's submodule torch.py)
 
+from .. import _lazy
+from ..kinds import ENGINES, MODEL_SUFFIXES
 from .base import Engine, as_outputs, labels_from, parse_metadata, size_from
 
 __all__ = ["load_engine", "Engine", "TorchEngine", "OnnxEngine", "FakeEngine", "FORMATS",
            "as_outputs", "labels_from", "parse_metadata", "size_from"]
 
-FORMATS = ("onnx", "torchscript", "torch")
-_EXT = {".onnx": "onnx", ".torchscript": "torchscript", ".pt": "torchscript", ".jit": "torchscript",
-        ".ts": "torchscript"}
+FORMATS = tuple(ENGINES)          # the engine table lives in vidflow.kinds
+_EXT = MODEL_SUFFIXES
+_LAZY = {spec.rpartition(":")[2]: spec for spec in ENGINES.values()} | {"FakeEngine": "vidflow.engines.fake:FakeEngine"}
 
 
 def load_engine(model: Any, *, format: Literal["onnx", "torchscript", "torch"] | None = None,
@@ -36,8 +38,7 @@ def load_engine(model: Any, *, format: Literal["onnx", "torchscript", "torch"] |
     if format is not None and format not in FORMATS:
         raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
     if isinstance(model, _torch.nn.Module):
-        from .torch import TorchEngine
-        return TorchEngine(model, device=device, half=half, **kw)
+        return _lazy.resolve(ENGINES["torch"])(model, device=device, half=half, **kw)
     if not isinstance(model, (str, os.PathLike)):
         if callable(model) and hasattr(model, "input_size") and hasattr(model, "output_names"):
             return model  # already an engine (e.g. FakeEngine)
@@ -47,21 +48,11 @@ def load_engine(model: Any, *, format: Literal["onnx", "torchscript", "torch"] |
     if fmt is None:
         raise ValueError(f"{path}: cannot tell the model format from the extension; pass format= one of "
                          f"{', '.join(FORMATS[:2])} (known extensions: {', '.join(sorted(_EXT))})")
-    if fmt == "onnx":
-        from .onnx import OnnxEngine
-        return OnnxEngine(path, device=device, half=half, **kw)
-    from .torch import TorchEngine
-    return TorchEngine(path, device=device, half=half, **kw)
+    return _lazy.resolve(ENGINES[fmt])(path, device=device, half=half, **kw)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "TorchEngine":
-        from .torch import TorchEngine
-        return TorchEngine
-    if name == "OnnxEngine":
-        from .onnx import OnnxEngine
-        return OnnxEngine
-    if name == "FakeEngine":
-        from .fake import FakeEngine
-        return FakeEngine
-    raise AttributeError(f"module 'vidflow.engines' has no attribute {name!r}")
+    spec = _LAZY.get(name)
+    if spec is None:
+        raise AttributeError(f"module 'vidflow.engines' has no attribute {name!r}")
+    return _lazy.resolve(spec)

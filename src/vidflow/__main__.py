@@ -1,0 +1,7 @@
+"""``python -m vidflow ...`` is ``vidflow ...``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
