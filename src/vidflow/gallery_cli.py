@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # argparse exits on --help and on usage errors
         return int(e.code or 0)
+    if args.cmd in ("list", "remove") and not os.path.exists(args.db):   # never create a file to read it
+        print(f"vidflow gallery: no gallery file {args.db} (`vidflow gallery add NAME --db {args.db} ...` "
+              "creates one)", file=sys.stderr)
+        return 1
     try:
         with Gallery(args.db) as g:
             if args.cmd == "list":
