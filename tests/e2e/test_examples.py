@@ -71,3 +71,17 @@ def test_user_code_example_needs_the_allow_list(workdir, monkeypatch, capsys):
     monkeypatch.delenv("VIDFLOW_ALLOW_CODE", raising=False)
     assert main(["check", "examples/user_code.yaml"]) == 2
     assert "--allow-code filters" in capsys.readouterr().err
+
+
+def test_readme_yaml_is_valid(workdir, monkeypatch, capsys):
+    """The README's YAML blocks name files that exist (the examples' clips) and pass `vidflow check`."""
+    import re
+
+    monkeypatch.chdir(workdir)
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    pipelines = [b for b in blocks if "sources:" in b]
+    assert len(pipelines) >= 2
+    for i, text in enumerate(pipelines):
+        p = workdir / "examples" / f"readme_{i}.yaml"
+        p.write_text(text)
+        assert main(["check", str(p), "--allow-code", "filters", "--set", "device=cpu"]) == 0, capsys.readouterr().err
