@@ -25,7 +25,7 @@ def split(spec: str) -> tuple[str, str]:
     return mod, attr
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def resolve(spec: str) -> Any:
     """Import the module of ``spec`` and return the attribute it names."""
     mod, attr = split(spec)

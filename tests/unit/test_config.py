@@ -134,7 +134,7 @@ def test_user_code_is_not_imported_without_allow(tmp_path, monkeypatch):
     monkeypatch.delenv("VIDFLOW_ALLOW_CODE", raising=False)
     marker = tmp_path / "ran"
     (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef fn(batch):\n    return batch\n")
-    for stage in (f"'os:system': 'touch {marker}'", f"call: 'os:system'", "'evilmod:fn': {}", "call: evilmod:fn"):
+    for stage in (f"'os:system': 'touch {marker}'", "call: 'os:system'", "'evilmod:fn': {}", "call: evilmod:fn"):
         p = write(tmp_path, f"sources: [{{synthetic: {{frames: 1}}}}]\nstages: [{{{stage}}}]\n")
         with pytest.raises(ConfigError, match="--allow-code") as ei:
             Pipeline.from_yaml(str(p))

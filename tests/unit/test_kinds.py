@@ -52,7 +52,7 @@ def test_kind_names_are_unique_identifiers_and_sections_are_declared():
 
 
 def test_package_exports_and_engines_come_from_the_table():
-    for sec, k, spec in ENTRIES:
+    for _sec, _k, spec in ENTRIES:
         name = spec.rpartition(":")[2]
         assert name in vidflow.__all__ and getattr(vidflow, name) is _lazy.resolve(spec)
     for name in vidflow.__all__:
