@@ -5,6 +5,7 @@ read from ``kinds.py`` and the constructors themselves, so the three never disag
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from . import _lazy, _validate
@@ -54,8 +55,9 @@ def _default(p: _validate.Param) -> str:
 
 
 def _summary(target: Any) -> str:
-    doc = (target.__doc__ or "").strip().split("\n\n")[0]
-    return " ".join(doc.split())
+    """The docstring's first sentence."""
+    doc = " ".join((target.__doc__ or "").strip().split("\n\n")[0].split())
+    return re.split(r"(?<=[A-Za-z0-9)`'\"])\.\s+(?=[A-Z`])", doc)[0].rstrip(".") + "." if doc else ""
 
 
 def describe_kind(section: str, kind: str) -> str:
@@ -106,7 +108,8 @@ def kinds_markdown() -> str:
            "## Top-level settings", "", "| key | type | default | meaning |", "|---|---|---|---|"]
     for k, s in SETTINGS.items():
         bound = f" (>= {s.minimum:g})" if s.minimum is not None else ""
-        out.append(f"| `{k}` | {_validate.describe(s.annotation)} | `{_validate.show(s.default)}` | {s.doc}{bound} |")
+        ty = _validate.describe(s.annotation).replace("|", "\\|")
+        out.append(f"| `{k}` | {ty} | `{_validate.show(s.default)}` | {s.doc}{bound} |")
     sources_id = "Each source item may also carry `id:` (an int or a string; default: its position)."
     for section in (*YAML_SECTIONS, "muxer"):
         out += ["", f"## {section}", ""]
