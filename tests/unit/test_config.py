@@ -216,3 +216,31 @@ def test_unwritable_sink_folder(tmp_path):
     with pytest.raises(ConfigError, match="not writable") as ei:
         build(load_config(write(tmp_path, f"sources: [{{synthetic: {{frames: 1}}}}]\nsinks: [{{jsonl: {ro}/x/f.jsonl}}]\n")))
     assert ei.value.path == "sinks[0].jsonl.path"
+
+
+def test_scalar_checks_never_coerce():
+    """Over any YAML-like value: int takes ints only (not bools, floats or text), float takes
+    ints and floats, bool only booleans, str only text; a refusal names the path."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from vidflow._validate import check
+
+    values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                                     max_size=3), max_leaves=5)
+    accepts = {int: lambda v: type(v) is int, float: lambda v: type(v) in (int, float), bool: lambda v: type(v) is bool,
+               str: lambda v: type(v) is str, list[int] | None: lambda v: v is None or (
+                   type(v) is list and all(type(x) is int for x in v))}
+
+    @given(values)
+    def run(v):
+        for ann, ok in accepts.items():
+            if ok(v):
+                check(v, ann, "k")
+            else:
+                with pytest.raises(ConfigError) as ei:
+                    check(v, ann, "a.k")
+                assert ei.value.path == "a.k" and "expected" in str(ei.value)
+
+    run()
