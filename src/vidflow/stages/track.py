@@ -186,10 +186,8 @@ class Tracker:
         sl = slots[fw]
         steps = self._advance(sl, fnum[fw])
         ndet = bounds[fw + 1] - bounds[fw]
-        if g_n == len(slots):
-            sel = slice(None)
-        else:
-            sel = ranges(bounds[fw], ndet)
+        # the wave's detections (sorted rows): all of them when the wave is the whole batch
+        sel: slice | np.ndarray = slice(None) if g_n == len(slots) else ranges(bounds[fw], ndet)
         rows, score = order[sel], det[sel, 1]
         cls, boxes = det[sel, 2].astype(np.int64), det[sel, 3:7]
         feats = None if det_feats is None else det_feats[sel]

@@ -23,6 +23,7 @@ import torch
 from ...batch import FrameInfo
 from ...errors import SourceError
 from ...stats import SourceCounters
+from ..base import ColorMatrix, PixelFormat
 
 __all__ = ["FrameMsg", "RingMsg", "ShmRing", "StatsMsg", "SourceAttrs", "EndMsg", "OpenMsg", "CloseMsg",
            "StopMsg", "SlotRef", "FreeMsg", "STATS_EVERY", "COUNTER_FIELDS", "counters_of", "attrs_of"]
@@ -60,13 +61,25 @@ class FrameMsg:
     gen: int
     slot: int
     info: FrameInfo
-    format: str
-    matrix: str
+    format: PixelFormat
+    matrix: ColorMatrix
     full_range: bool
 
     def __post_init__(self) -> None:
         if self.slot < 0 or self.gen < 1:
             raise ValueError(f"FrameMsg: expected gen >= 1 and slot >= 0, got gen={self.gen} slot={self.slot}")
+
+    def __reduce__(self) -> tuple:
+        # one flat tuple on the wire (a frame message crosses per frame: ~10x cheaper to pickle
+        # than the dataclasses' default state dicts); rebuilt, and checked again, on arrival
+        i = self.info
+        return (_frame_msg, (self.sid, self.gen, self.slot, i.frame_num, i.pts, i.ntp_ns, i.width, i.height,
+                             self.format, self.matrix, self.full_range))
+
+
+def _frame_msg(sid: int | str, gen: int, slot: int, num: int, pts: float, ntp: int, w: int, h: int,
+               fmt: PixelFormat, matrix: ColorMatrix, full: bool) -> FrameMsg:
+    return FrameMsg(sid, gen, slot, FrameInfo(sid, num, pts, ntp, w, h), fmt, matrix, full)
 
 
 @dataclass(frozen=True)
@@ -139,9 +152,14 @@ class StopMsg:
 
 @dataclass(frozen=True)
 class SlotRef:
+    """Slot ``slot`` of source ``sid``'s ring generation ``gen``."""
+
     sid: int | str
     gen: int
     slot: int
+
+    def __reduce__(self) -> tuple:
+        return (SlotRef, (self.sid, self.gen, self.slot))       # one per frame too: a flat tuple
 
 
 @dataclass(frozen=True)
@@ -167,7 +185,7 @@ def counters_of(src: Any, *, decoded: int, ended: bool = False, failed: bool = F
     else:                                  # TRANSITIONAL: a source whose stats() is still a dict
         d = dict(raw or {})
         state = _LEGACY_STATES.get(str(d.get("state") or getattr(src, "state", "") or ""), "running")
-        c = SourceCounters(state=state, state_since=float(d.get("state_since") or getattr(src, "state_since", 0.0)),
+        c = SourceCounters(state=state, state_since=float(d.get("state_since") or getattr(src, "state_since", 0.0) or 0.0),
                            decoded=int(d.get("frames", d.get("decoded", decoded)) or 0),
                            decode_errors=int(d.get("decode_errors") or 0),
                            corrupt_frames=int(d.get("corrupt_frames") or 0),

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ...batch import FrameInfo
-from ...errors import as_source_error
+from ...errors import SourceError, as_source_error
 from ._ring import new_ring, unlink_quietly
 from ._wire import (
     STATS_EVERY,
@@ -30,6 +30,7 @@ from ._wire import (
     FreeMsg,
     OpenMsg,
     RingMsg,
+    ShmRing,
     StatsMsg,
     StopMsg,
     attrs_of,
@@ -78,25 +79,31 @@ class _Runner:
         c = counters_of(self.source, decoded=self.sent, ended=ended, failed=failed)
         return None if c is None else StatsMsg(self.sid, c, attrs_of(self.source))
 
-    def _new_ring(self, shape1: tuple) -> None:
+    def _new_ring(self, shape1: tuple) -> torch.Tensor:
         name = f"vidflow-{os.getpid()}-{id(self):x}-{self.gen + 1}"
-        self.ring, payload = new_ring((self.slots, *shape1), self.device, name)
-        if self.device.type != "cuda":
-            self._files.append(payload.path)   # not unlinked here: the pipeline may not have mapped it yet
+        self.ring, payload = ring, payload = new_ring((self.slots, *shape1), self.device, name)
+        if isinstance(payload, ShmRing):   # not unlinked here: the pipeline may not have mapped it yet
+            self._files.append(payload.path)
         with self.cond:
             self.gen += 1
             self.free = deque(range(self.slots))
         self.out.put(RingMsg(self.sid, self.gen, payload))
+        return ring
+
+    def _ring_for(self, shape: tuple) -> torch.Tensor:
+        """The ring, a new one when the frame size changed (the first frame: the first ring)."""
+        if self.ring is None or tuple(self.ring.shape[1:]) != tuple(shape):
+            return self._new_ring(tuple(shape))
+        return self.ring
 
     def _alloc(self, shape: tuple) -> torch.Tensor | None:
         """The source's decoder writes its next picture straight into a free ring slot (called on
         this runner's thread, before the frame is yielded); None when closed."""
-        if self.ring is None or tuple(self.ring.shape[1:]) != tuple(shape):
-            self._new_ring(tuple(shape))
+        ring = self._ring_for(tuple(shape))
         slot = self._slot()
         if slot is None:
             return None
-        view = self.ring[slot]
+        view = ring[slot]
         self._direct[view.data_ptr()] = (self.gen, slot)
         return view
 
@@ -113,7 +120,7 @@ class _Runner:
             return None if self.closed else self.free.popleft()
 
     def _run(self) -> None:
-        err: BaseException | None = None
+        err: SourceError | None = None
         side: Any = contextlib.nullcontext()
         stream = None
         if self.device.type == "cuda":
@@ -127,13 +134,12 @@ class _Runner:
                     if placed is not None:               # decoded into its slot, stream synced
                         gen, slot = placed
                     else:
-                        if self.ring is None or self.ring.shape[1:] != f.data.shape:
-                            self._new_ring(tuple(f.data.shape))
-                        slot = self._slot()
-                        if slot is None:
+                        ring = self._ring_for(tuple(f.data.shape))
+                        free = self._slot()
+                        if free is None:
                             break
-                        gen = self.gen
-                        self.ring[slot].copy_(f.data)
+                        gen, slot = self.gen, free
+                        ring[slot].copy_(f.data)
                         if stream is not None:
                             stream.synchronize()
                     i = f.info
