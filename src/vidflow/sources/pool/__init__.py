@@ -33,8 +33,8 @@ Workers are started with ``python -c`` running ``_worker.main`` with this proces
 (not ``multiprocessing``'s spawn), so a user's script is never re-imported and needs no
 ``if __name__ == "__main__"`` guard, and the worker imports the same vidflow as the pipeline.
 
-Files: ``client.py`` (the pipeline side: ``DecodePool``, workers, routes, releases,
-``PooledSource``), ``_worker.py`` (the process: runners, ring slots, main loop), ``_ring.py``
+Files: ``client.py`` (the pipeline side: ``DecodePool``, workers, routes, releases),
+``_handle.py`` (``PooledSource``), ``_worker.py`` (the process: runners, ring slots, main loop), ``_ring.py``
 (CUDA IPC / ``/dev/shm`` rings), ``_wire.py`` (every message, a frozen dataclass).
 """
 
