@@ -1,14 +1,18 @@
 #!/usr/bin/env python
-"""CPU cost of the Tracker stage (ms per frame) on synthetic detections: 5/20/50/100 objects per
-frame, batches of 8 and 64 frames, each batch one frame of each of ``batch`` sources (as the muxer
+"""CPU cost of the Tracker stage (ms per batch and per frame), today's all-streams tracker ("new")
+beside the per-source one it replaced ("old", ``tests/reference/track_v1.py``), on the same
+machine, on the same synthetic detections: 10/15/20 objects per frame (default), batches of 64
+frames, each batch one frame of each of ``batch`` sources (as the muxer
 fills batches at steady state; ``--sources 1`` = one source, the worst case: no two frames of a
 batch can be processed together). Objects move with noisy constant velocity; 10 % are missed, 20 %
 score low (ByteTrack's second pass), a few false positives per frame. Prints one JSON line per
-measurement: the median over ``--reps`` repetitions of the per-frame time of the timed batches.
+measurement: the median over ``--reps`` repetitions of the per-batch time of the timed batches,
+with the host CPU named.
 
-    python benchmarks/track.py                        # torch.set_num_threads(1)
-    python benchmarks/track.py --objects 20 --batches 8 --reps 7
-    VIDFLOW_SRC=/path/to/other/checkout/src python benchmarks/track.py   # another version
+    python benchmarks/track.py                        # 64 streams x 10/15/20 objects, old and new
+    python benchmarks/track.py --objects 5 20 50 100 --batches 8 64 --reps 7
+    python benchmarks/track.py --impl new             # only today's
+    VIDFLOW_SRC=/path/to/other/checkout/src python benchmarks/track.py   # another version as "new"
 """
 
 from __future__ import annotations
@@ -23,10 +27,38 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.environ.get("VIDFLOW_SRC", os.path.join(os.path.dirname(__file__), "..", "src")))
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, os.environ.get("VIDFLOW_SRC", os.path.join(_ROOT, "src")))
+sys.path.insert(1, _ROOT)                       # tests.reference (the old tracker)
 
 from vidflow.batch import Batch, FrameInfo, Objects  # noqa: E402
 from vidflow.stages.track import Tracker  # noqa: E402
+
+
+def cpu_name() -> str:
+    """The host CPU's model name and logical core count (from /proc/cpuinfo)."""
+    import platform
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} logical cores)"
+
+
+def trackers(impls: list[str]) -> dict:
+    out = {}
+    for impl in impls:
+        if impl == "new":
+            out[impl] = Tracker
+        else:
+            from tests.reference.track_v1 import ReferenceTracker
+            out[impl] = ReferenceTracker
+    return out
 
 
 def make_batches(n_objects: int, batch: int, count: int, seed: int = 0, sources: int | None = None) -> list[Batch]:
@@ -73,35 +105,47 @@ def make_batches(n_objects: int, batch: int, count: int, seed: int = 0, sources:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--objects", type=int, nargs="+", default=[5, 20, 50, 100])
-    ap.add_argument("--batches", type=int, nargs="+", default=[8, 64])
-    ap.add_argument("--frames", type=int, default=640, help="timed frames per repetition (over all sources)")
+    ap.add_argument("--objects", type=int, nargs="+", default=[10, 15, 20])
+    ap.add_argument("--batches", type=int, nargs="+", default=[64])
+    ap.add_argument("--impl", nargs="+", choices=["old", "new"], default=["old", "new"])
+    ap.add_argument("--frames", type=int, default=1280, help="timed frames per repetition (over all sources)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed batches first (tracks are confirmed)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--sources", type=int, default=None, help="sources per batch (default: the batch size)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    cpu = cpu_name()
+    impls = trackers(args.impl)
     for n in args.objects:
         for bs in args.batches:
             timed = max(1, args.frames // bs)
             batches = make_batches(n, bs, args.warmup + timed, sources=args.sources)
-            tracked = 0
-            per_frame = []
-            for _ in range(args.reps):
-                tr = Tracker()
-                for b in batches[:args.warmup]:
-                    tr(b)
-                t0 = time.perf_counter()
-                for b in batches[args.warmup:]:
-                    res = tr(b)
-                per_frame.append((time.perf_counter() - t0) * 1000 / (timed * bs))
-                tracked = float((res.objects.object_id >= 0).float().mean())
             dets = sum(len(b.objects) for b in batches) / (len(batches) * bs)
-            print(json.dumps({"bench": "track", "objects": n, "detections_per_frame": round(dets, 1), "batch": bs,
-                              "sources": args.sources or bs,                              "frames": timed * bs, "reps": args.reps, "ms_per_frame": round(statistics.median(per_frame), 4),
-                              "ms_per_frame_min": round(min(per_frame), 4), "tracked_fraction_last_batch": round(tracked, 3),
-                              "torch_threads": args.threads}), flush=True)
+            per_batch: dict[str, list[float]] = {k: [] for k in impls}
+            tracked = {}
+            for _ in range(args.reps):          # interleaved: both see the same machine load
+                for impl, cls in impls.items():
+                    tr = cls()
+                    for b in batches[:args.warmup]:
+                        tr(b)
+                    t0 = time.perf_counter()
+                    for b in batches[args.warmup:]:
+                        res = tr(b)
+                    per_batch[impl].append((time.perf_counter() - t0) * 1000 / timed)
+                    tracked[impl] = float((res.objects.object_id >= 0).float().mean())
+            for impl, xs in per_batch.items():
+                ms = statistics.median(xs)
+                print(json.dumps({"bench": "track", "impl": impl, "objects": n, "detections_per_frame": round(dets, 1),
+                                  "batch": bs, "sources": args.sources or bs, "batches_timed": timed, "reps": args.reps,
+                                  "ms_per_batch": round(ms, 3), "ms_per_batch_min": round(min(xs), 3),
+                                  "ms_per_frame": round(ms / bs, 4),
+                                  "tracked_fraction_last_batch": round(tracked[impl], 3),
+                                  "torch_threads": args.threads, "cpu": cpu}), flush=True)
+            if len(per_batch) == 2:
+                old, new = statistics.median(per_batch["old"]), statistics.median(per_batch["new"])
+                print(json.dumps({"bench": "track", "objects": n, "batch": bs, "speedup_old_over_new": round(old / new, 2)}),
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,7 @@
-"""GPU: crops, secondary models, gallery and tracker keep tensors on the device; association
-timing (CPU vs device) and crop timing printed (run with ``-s``)."""
+"""GPU: crops, secondary models, gallery and tracker keep tensors on the device, with the same
+results as on the CPU (timings live in benchmarks/track.py, not here)."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import torch
@@ -43,29 +41,32 @@ def scene_batches(n_objects: int, batches: int, bs: int = 8, device="cuda", rend
     return out
 
 
-def test_tracker_on_device_matches_cpu_and_prints_association_timing(cuda_device):
-    ref = [Tracker()(b.replace(images=b.images.cpu(), objects=b.objects.to("cpu"))) for b in scene_batches(12, 4)]
+def test_tracker_on_device_matches_cpu(cuda_device):
+    """CUDA batches in, CUDA columns out, the same ids and boxes as the same batches on the CPU;
+    64 streams in one batch too."""
+    on_cpu = Tracker()
+    ref = [on_cpu(b.replace(images=b.images.cpu(), objects=b.objects.to("cpu"))) for b in scene_batches(12, 4)]
     tr = Tracker()
     for b, r in zip(scene_batches(12, 4), ref):
         out = tr(b).objects
         assert out.device.type == "cuda" and out.attrs[TRACKER_BBOX].device.type == "cuda"
         assert torch.equal(out.object_id.cpu(), r.objects.object_id)
-    tr = Tracker(assoc_device="device")
-    for b, r in zip(scene_batches(12, 4), ref):
-        assert torch.equal(tr(b).objects.object_id.cpu(), r.objects.object_id)
-    print()
-    for n in (10, 30, 100):
-        batches = scene_batches(n, 12)
-        for mode in ("cpu", "device"):
-            tr = Tracker(assoc_device=mode)
-            tr(batches[0]), tr(batches[1])  # warm-up
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for b in batches[2:]:
-                tr(b)
-            torch.cuda.synchronize()
-            ms = (time.perf_counter() - t0) * 1000 / (10 * 8)
-            print(f"association {n:3d} objects/frame, batch 8, assoc on {mode:6s}: {ms:6.2f} ms/frame")
+        assert torch.equal(out.attrs[TRACKER_BBOX].cpu(), r.objects.attrs[TRACKER_BBOX])
+    many = []                     # 64 streams: the same scene, shifted a little per stream
+    for i, b in enumerate(scene_batches(10, 6, bs=1, device="cpu")):
+        o, n = b.objects, len(b.objects)
+        shift = torch.arange(64, dtype=torch.float32).repeat_interleave(n)[:, None] * 0.5
+        objs = Objects.create(frame_idx=torch.arange(64).repeat_interleave(n), bbox=o.bbox.repeat(64, 1) + shift,
+                              confidence=o.confidence.repeat(64), class_id=o.class_id.repeat(64))
+        infos = tuple(FrameInfo(j, i, i / 30, 0, 1920, 1080) for j in range(64))
+        many.append(Batch(images=torch.zeros(64, 3, 4, 4, dtype=torch.uint8, device=cuda_device), frames=infos,
+                          objects=objs.to(cuda_device)))
+    cpu, gpu = Tracker(), Tracker()
+    for b in many:
+        a = gpu(b).objects
+        r = cpu(b.replace(images=b.images.cpu(), objects=b.objects.to("cpu"))).objects
+        assert a.object_id.device.type == "cuda" and torch.equal(a.object_id.cpu(), r.object_id)
+    assert (r.object_id >= 0).float().mean() > 0.5
 
 
 def test_crops_and_secondary_models_stay_on_device(cuda_device):
@@ -79,15 +80,6 @@ def test_crops_and_secondary_models_stay_on_device(cuda_device):
         # same sample points; float32 coordinates near x=1900 differ in the last bits (~1e-4 px),
         # times pixel gradients up to 255/px: a few hundredths of a level
         torch.testing.assert_close(crop_resize(b.images, boxes, fi, (64, 64), method="roi_align"), g, atol=0.05, rtol=0)
-    for method in ("gather", "roi_align") if have_roi_align() else ("gather",):
-        crop_resize(b.images, boxes, fi, (64, 64), method=method)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(20):
-            crop_resize(b.images, boxes, fi, (64, 64), method=method)
-        torch.cuda.synchronize()
-        print(f"\ncrop_resize {method}: {len(boxes)} crops from 4x1080p -> 64x64: "
-              f"{(time.perf_counter() - t0) * 1000 / 20:.3f} ms")
     emb = Embedder("demo", every=2)
     out = emb(Tracker()(b))
     v = out.objects.attrs["embed.vector"]

@@ -1,13 +1,17 @@
 """Decode processes (``Pipeline(decode_processes=K)``, ``vidflow.sources.pool``) on the CPU:
 frames cross the process boundary through shared memory; every frame arrives, intact, in order;
-failures stay with their source; a dead worker fails only its sources; nothing is left behind."""
+failures stay with their source; a dead worker fails only its sources; counters come back as
+``SourceCounters``; nothing is left behind. Public APIs only; no sleeps, no time windows: waits
+are ``wait_until(condition, timeout)``."""
 
 from __future__ import annotations
 
 import glob
 import os
+import signal
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -16,9 +20,54 @@ from vidflow import Pipeline
 from vidflow.errors import DecodeError
 from vidflow.mux import Muxer
 from vidflow.sources.file import FileSource
+from vidflow.sources.pool import DecodePool, PooledSource, poolable
+from vidflow.stats import SourceCounters
 from vidflow.testing import FakeSource, MemorySink, frame_value
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``cond`` until true; fail after ``timeout`` s (a bound against hangs, not a timing)."""
+    end = time.monotonic() + timeout
+    ev = threading.Event()
+    while not cond():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        ev.wait(0.01)
+
+
+class Taker:
+    """``deliver``/``finish`` callbacks for a DecodePool that the test controls: frames are
+    checked and released at once (``refuse(n)``: refuse frame n instead), ends recorded."""
+
+    def __init__(self, refuse: Callable[[int], bool] = lambda n: False) -> None:
+        self.got: dict = {}
+        self.refused: dict = {}
+        self.ended: dict = {}
+        self.refuse = refuse
+        self.lock = threading.Lock()
+
+    def deliver(self, sid):
+        def take(frame) -> bool:
+            with self.lock:
+                n = frame.info.frame_num
+                if self.refuse(n):
+                    self.refused.setdefault(sid, []).append(n)
+                    return False
+                self.got.setdefault(sid, []).append((n, int(frame.data.float().mean().round())))
+            frame.release()
+            return True
+        return take
+
+    def finish(self, sid):
+        def end(err) -> None:
+            self.ended[sid] = err
+        return end
+
+    def count(self, sid) -> int:
+        with self.lock:
+            return len(self.got.get(sid, ()))
 
 
 def _shm_files() -> set[str]:
@@ -78,31 +127,26 @@ def test_a_failing_pooled_source_fails_alone():
 
 
 def test_a_killed_decode_process_fails_its_sources_and_the_others_go_on():
-    slow = [FakeSource(None, delay=0.01, uri=f"fake://a{i}") for i in range(2)]
-    p = Pipeline([slow[0], slow[1], FakeSource(None, delay=0.01, uri="fake://b")], Muxer(batch_size=2),
-                 [], [MemorySink()], device="cpu", decode_processes=2, strict=False)
-    killed = False
-    t0 = time.monotonic()
-    for _ in p:
-        pool = p._pool
-        if not killed and p.summary.sources[0].frames > 5:
-            victim = pool._where[0]                      # noqa: SLF001 - the process carrying source 0
-            victim.proc.kill()
-            killed = True
-            t_kill = time.monotonic()
-            others = [sid for sid, w in pool._where.items() if w is not victim]   # noqa: SLF001
-            assert others
-        if killed and time.monotonic() - t_kill > 1.5:
-            break
-        assert time.monotonic() - t0 < 60
-    st = p.summary.sources
-    assert st[0].state == "failed" and "decode process" in str(st[0].error) and "exited" in str(st[0].error)
-    assert "fake://a0" in str(st[0].error)
-    for sid in others:
-        assert st[sid].state == "running" and st[sid].error is None
-    frames_then = {sid: st[sid].frames for sid in others}
-    p.stop()
-    assert all(frames_then[sid] > 0 for sid in others)
+    pool, t = DecodePool(2, "cpu", slots=4), Taker()
+    try:
+        for sid, uri in ((0, "fake://a0"), (1, "fake://a1"), (2, "fake://b")):
+            pool.open(sid, FakeSource(None, delay=0.002, uri=uri), t.deliver(sid), t.finish(sid))
+        wait_until(lambda: all(t.count(s) > 5 for s in range(3)), what="frames from every source")
+        victim = pool.where(0)
+        others = [s for s in range(3) if pool.where(s) != victim]
+        assert victim is not None and others and pool.alive() == [True, True]
+        os.kill(pool.pids()[victim], signal.SIGKILL)
+        wait_until(lambda: 0 in t.ended, what="source 0 failed")
+        err = t.ended[0]
+        assert isinstance(err, DecodeError) and "decode process" in str(err) and "exited" in str(err)
+        assert "fake://a0" in str(err) and err.source_id == 0
+        assert pool.where(0) is None and not pool.alive()[victim]
+        then = {s: t.count(s) for s in others}
+        wait_until(lambda: all(t.count(s) > then[s] + 5 for s in others), what="the other sources going on")
+        assert all(s not in t.ended for s in others)
+    finally:
+        pool.shutdown()
+    assert all(t.ended[s] is None for s in others)       # closed by the shutdown: no error
 
 
 def test_remove_a_pooled_source_while_running():
@@ -118,25 +162,41 @@ def test_remove_a_pooled_source_while_running():
 
 
 def test_live_pooled_source_drops_oldest_and_gives_its_slots_back():
-    class Slow:
+    src = FakeSource(150, live=True)
+    holder: dict = {}
+
+    class Hold:
+        """Holds the first batch until the source has decoded all it has: its queue (2) overflows."""
+
+        def __init__(self) -> None:
+            self.first = True
+
         def __call__(self, batch):
-            time.sleep(0.02)
+            if self.first:
+                self.first = False
+                wait_until(lambda: holder["p"].summary.sources[0].decoded == 150, what="all frames decoded")
             return batch
 
-    src = FakeSource(150, live=True)
-    p = Pipeline([src], Muxer(batch_size=1), [Slow()], [MemorySink()], device="cpu", queue_size=2,
+    p = Pipeline([src], Muxer(batch_size=1), [Hold()], [MemorySink()], device="cpu", queue_size=2,
                  decode_processes=1)
-    done = threading.Event()
-    out = {}
-
-    def run():
-        out["s"] = p.run()
-        done.set()
-
-    threading.Thread(target=run, daemon=True).start()
-    assert done.wait(60), "a live pooled source stalled (slots not given back?)"
-    st = out["s"].sources[0]
+    holder["p"] = p
+    st = p.run().sources[0]
     assert st.dropped > 0 and st.frames + st.dropped == st.decoded == 150
+
+
+def test_refused_frames_give_their_slots_back():
+    """deliver() refusing a frame (a full live queue) gives its slot back: with 3 slots and 2 of
+    every 3 frames refused, the source still runs to its end, every frame offered once."""
+    pool, t = DecodePool(1, "cpu", slots=3), Taker(refuse=lambda n: n % 3 != 0)
+    try:
+        pool.open(0, FakeSource(150), t.deliver(0), t.finish(0))
+        wait_until(lambda: 0 in t.ended, what="the end of the source")
+    finally:
+        pool.shutdown()
+    assert t.ended[0] is None
+    assert [n for n, _ in t.got[0]] == list(range(0, 150, 3))
+    assert sorted(t.refused[0] + [n for n, _ in t.got[0]]) == list(range(150))
+    assert all(v == frame_value(0, n) for n, v in t.got[0])
 
 
 def test_unpicklable_pooled_source_fails_by_name():
@@ -156,16 +216,36 @@ def test_decode_processes_argument_checked():
         Pipeline([], device="cpu", decode_processes=-1)
 
 
-def test_worker_processes_end_with_the_pipeline():
-    p = Pipeline([FakeSource(10)], Muxer(batch_size=4), [], [MemorySink()], device="cpu", decode_processes=2)
-    it = iter(p)
-    next(it)
-    pids = p._pool.pids()           # noqa: SLF001
-    assert len(pids) == 2
-    for _ in it:
-        pass
-    for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+def _gone(pid: int) -> bool:
+    return not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_worker_processes_end_with_the_pool_and_the_pipeline():
+    pool, t = DecodePool(2, "cpu"), Taker()
+    pool.open(0, FakeSource(10), t.deliver(0), t.finish(0))
+    pids = pool.pids()
+    assert len(pids) == 2 and pool.alive() == [True, True]
+    wait_until(lambda: 0 in t.ended, what="the end of the source")
+    pool.shutdown()
+    assert all(_gone(pid) for pid in pids)
+    # through a pipeline: its decode processes are children of this process, gone after the run
+    before = set(_children())
+    Pipeline([FakeSource(10)], Muxer(batch_size=4), [], [MemorySink()], device="cpu", decode_processes=2).run()
+    assert all(_gone(pid) for pid in set(_children()) - before)
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    out = []
+    for d in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(d) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            out.append(int(d.split("/")[2]))
+    return out
 
 
 class SizeChangingSource(FakeSource):
@@ -197,14 +277,26 @@ def test_a_size_change_sends_a_new_ring_and_loses_nothing():
     assert widths[:7] == [64] * 7 and set(widths[7:]) == {128}
 
 
+class ElsewhereSource(FakeSource):
+    """A FakeSource that fails unless it decodes in another process than the one that made it."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.made_in = os.getpid()
+
+    def frames(self, *, device, source_id):
+        if os.getpid() == self.made_in:
+            raise DecodeError("decoded in the pipeline's own process", source_id=source_id, uri=self.uri)
+        yield from super().frames(device=device, source_id=source_id)
+
+
 def test_sources_added_to_a_running_pooled_pipeline():
     p = Pipeline([FakeSource(None, delay=0.002)], Muxer(batch_size=2), [], [MemorySink()], device="cpu",
                  decode_processes=2)
     added = None
     for _ in p:
         if added is None and p.summary.sources[0].frames >= 4:
-            added = p.add_source(FakeSource(15, uri="fake://late"))
-            assert added in p._pooled                              # noqa: SLF001 - in a decode process
+            added = p.add_source(ElsewhereSource(15, uri="fake://late"))   # fails if run in this process
         if added is not None and p.summary.sources[added].frames == 15:
             p.stop()
     st = p.summary.sources[added]
@@ -214,19 +306,79 @@ def test_sources_added_to_a_running_pooled_pipeline():
 def test_a_ring_is_mapped_even_when_the_worker_has_moved_on(monkeypatch):
     """The pipeline maps a ring late (slow receiver) after the worker already made the next one:
     the first ring's file must still be there (once it was unlinked early: the receiver failed and
-    the run hung)."""
-    import vidflow.sources.pool as pool
+    the run hung). The receiver maps the first ring only once the second one's file exists."""
+    import vidflow.sources.pool.client as client
 
-    real = pool._open_ring
+    real = client.open_ring
+    before = _shm_files()
+    first = []
 
-    def slow(payload):
-        time.sleep(0.5)
+    def late(payload):
+        if not first:
+            first.append(payload)
+            wait_until(lambda: len(_shm_files() - before) >= 2, what="the second ring's file")
         return real(payload)
 
-    monkeypatch.setattr(pool, "_open_ring", slow)
+    monkeypatch.setattr(client, "open_ring", late)
     sink = MemorySink(keep_images=True)
     p = Pipeline([SizeChangingSource(6, 1)], Muxer(batch_size=2, size=(64, 48)), [], [sink], device="cpu",
                  decode_processes=1)
     s = p.run()
-    assert s.sources[0].frames == 6 and s.sources[0].error is None
+    assert first and s.sources[0].frames == 6 and s.sources[0].error is None
     assert [k for k, _ in _frames_by_source(sink)[0]] == list(range(6))
+    assert _shm_files() <= before
+
+
+class CountingSource(FakeSource):
+    """Reports ``SourceCounters`` as wave-2 sources do (3 decode errors, its own decoded count)."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.decoded = 0
+        self.backend = None
+
+    def frames(self, *, device, source_id):
+        self.backend = "fake-decoder"
+        for f in super().frames(device=device, source_id=source_id):
+            self.decoded += 1
+            yield f
+
+    def stats(self) -> SourceCounters:
+        return SourceCounters(state="running", decoded=self.decoded, decode_errors=3, last_error="3 bad packets")
+
+
+class DictSource(FakeSource):
+    """An older source whose stats() is a dict (read through _wire's one adapter)."""
+
+    def stats(self) -> dict:
+        return {"state": "backoff", "reconnects": 2, "stalls": 1, "decode_errors": 4, "last_error": None}
+
+
+class BrokenStats(FakeSource):
+    def stats(self):
+        raise RuntimeError("counters unavailable")
+
+
+def test_counters_cross_the_boundary_as_source_counters():
+    pool, t = DecodePool(1, "cpu"), Taker()
+    try:
+        srcs = {0: CountingSource(20), 1: DictSource(7), 2: BrokenStats(9)}
+        handles = {sid: pool.open(sid, src, t.deliver(sid), t.finish(sid)) for sid, src in srcs.items()}
+        assert all(isinstance(h, PooledSource) and poolable(h) for h in handles.values())
+        assert handles[0].uri == "fake://source" and handles[0].live is False
+        assert handles[0].stats() == SourceCounters()                  # nothing reported yet: starting
+        wait_until(lambda: len(t.ended) == 3, what="the end of every source")
+    finally:
+        pool.shutdown()
+    assert all(err is None for err in t.ended.values())
+    c = handles[0].stats()
+    assert isinstance(c, SourceCounters)
+    assert (c.state, c.decoded, c.decode_errors, c.last_error) == ("ended", 20, 3, "3 bad packets")
+    assert handles[0].backend == "fake-decoder" and handles[0].state == "ended"
+    assert srcs[0].decoded == 20 and srcs[0].backend == "fake-decoder"    # mirrored onto the pipeline's copy
+    d = handles[1].stats()
+    assert (d.state, d.reconnects, d.stalls, d.decode_errors, d.last_error, d.decoded) == ("ended", 2, 1, 4, "", 7)
+    assert t.count(2) == 9 and handles[2].stats() == SourceCounters()   # stats() failing loses no frame
+    assert pool.where(0) is None and pool.stats(0) is None                # ended: the pool forgot it
+    with pytest.raises(TypeError, match="decode process"):
+        handles[0].frames(device=torch.device("cpu"), source_id=0)

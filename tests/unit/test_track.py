@@ -154,3 +154,10 @@ def test_empty_batches_and_bad_arguments():
                {"appearance_weight": 2}):
         with pytest.raises(ValueError):
             Tracker(**kw)
+
+
+def test_assoc_device_is_deprecated_and_changes_nothing():
+    frames = [(0, i, [box(10 + 5 * i, 20), box(200, 40 + 3 * i)]) for i in range(12)]
+    with pytest.warns(DeprecationWarning, match="assoc_device"):
+        old_style = Tracker(assoc_device="device")
+    assert run(old_style, frames) == run(Tracker(), frames)

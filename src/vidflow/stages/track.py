@@ -25,27 +25,28 @@ tracker's filtered box goes to ``attrs["track.bbox"]`` (the detector box for unt
 ``tracker_confidence`` is the IoU of the detection with the track's predicted box (1 for a new
 track). ``reset(source_id)`` drops a source's tracks (the pipeline calls it when a source ends).
 
-Association runs on the host, in NumPy: the batch's detections cross to the host once per batch
-(one ``[N,7]`` float64 copy) and the results go back to ``batch.device`` once (one ``[N,6]``
-copy); no torch op runs per frame. The frames of a batch are processed in *waves*: runs of
-consecutive frames of distinct sources, which are independent, so each wave's Kalman
-predict/update, IoU of the candidate (track, detection) pairs, gating, births, deaths and id
-assignment are single NumPy operations over all its frames (a batch of 64 frames of 64 sources is
-one wave). Candidate pairs come from a sort of the detections by (frame, x1), so the cost is linear
-in the objects per frame (pairs whose x ranges do not overlap have IoU 0 and could never match;
-with ``iou=0`` every pair of a frame is kept). Within a pass, frames where no two allowed pairs
-share a track or a detection take those pairs directly (they are the optimum); the others run
-``scipy.optimize.linear_sum_assignment`` on the frame's matrix, as before. The results are the
-same as the per-frame torch version this replaced (same ids on 145k randomised detections, boxes
-to 1e-4 px); benchmarks/track.py prints ms per frame (about 15x less at 20 objects per frame).
-``assoc_device="device"`` is still accepted and runs the same host code (the on-device variant
-was slower at every size measured: launch-bound tiny kernels).
+Association runs on the host, in NumPy, for **all streams at once**: the batch's detections
+cross to the host once per batch (one ``[N,7]`` float64 copy) and the results go back to
+``batch.device`` once (one ``[N,6]`` copy); no torch op runs per frame. The tracks of every
+source live in one set of columns (``_trackbank.Bank``). The frames of a batch are processed in
+*waves*: wave ``k`` holds the ``k``-th frame of each source in the batch (a batch of 64 frames of
+64 sources is one wave); each wave's Kalman predict/update (block-diagonal covariances:
+``_kalman``), IoU of the candidate (track, detection) pairs, gating, births, deaths and id
+assignment are single NumPy operations over all its frames, with one gather of the sources'
+tracks before and one concatenation after. Candidate pairs come from a sort of the detections by
+(frame, x1), so the cost is linear in the objects per frame (pairs whose x ranges do not overlap
+have IoU 0 and could never match; with ``iou=0`` every pair of a frame is kept). Within a pass,
+frames where no two allowed pairs share a track or a detection take those pairs directly (they are
+the optimum); only the others run ``scipy.optimize.linear_sum_assignment`` on the frame's matrix.
+The ids and boxes are those of the per-source version this replaced
+(``tests/reference/track_v1.py``, checked by ``tests/unit/test_track_reference.py``);
+``benchmarks/track.py`` prints both side by side. ``assoc_device`` is deprecated (it never
+changed anything: the association always ran on the host).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import warnings
 
 import numpy as np
 import torch
@@ -53,32 +54,13 @@ import torch
 from ..batch import TRACKER_BBOX, Batch
 from . import _kalman as kf
 from ._assign import BIG, match, pair_iou
+from ._trackbank import Bank, Columns, ranges
+from ._trackbank import starts as _starts
 
 __all__ = ["Tracker"]
 
 _NO_INT = np.zeros(0, dtype=np.int64)
-
-
-@dataclass
-class _Tracks:
-    """Tracks of one source, as NumPy columns: ``mean [T,8]``, ``cov [T,8,8]`` (float64), ``tid [T]``
-    (-1 while tentative), ``hits``/``tsu`` (hits, frames since update), ``cls [T]`` (int64),
-    ``feat [T,E]`` (float32, unit rows; ``None`` without appearance)."""
-
-    mean: np.ndarray = field(default_factory=lambda: np.zeros((0, 8)))
-    cov: np.ndarray = field(default_factory=lambda: np.zeros((0, 8, 8)))
-    tid: np.ndarray = field(default_factory=lambda: _NO_INT)
-    hits: np.ndarray = field(default_factory=lambda: _NO_INT)
-    tsu: np.ndarray = field(default_factory=lambda: _NO_INT)
-    cls: np.ndarray = field(default_factory=lambda: _NO_INT)
-    feat: np.ndarray | None = None
-    next_id: int = 0
-    frames: int = 0
-    last_frame: int | None = None
-
-    def __len__(self) -> int:
-        return self.tid.shape[0]
-
+_ASSOC_DEVICES = ("auto", "cpu", "device")
 
 
 class Tracker:
@@ -94,8 +76,8 @@ class Tracker:
             appearance cost; ``None`` = motion only.
         appearance_weight: weight of the appearance cost in ``[0, 1]``.
         per_class: only match detections of the track's class.
-        assoc_device: ``"auto"``, ``"cpu"`` or ``"device"``; all three run the association on the
-            host in NumPy (one transfer each way per batch), kept for configuration compatibility.
+        assoc_device: deprecated, ignored (the association always runs on the host); removed in
+            the next release.
         name: stage name (prefix of ``"track.bbox"``).
     """
 
@@ -103,8 +85,7 @@ class Tracker:
 
     def __init__(self, *, max_age: int = 30, min_hits: int = 3, iou: float = 0.3, high: float = 0.5,
                  low: float = 0.1, appearance: str | None = None, appearance_weight: float = 0.5,
-                 per_class: bool = True, assoc_device: Literal["auto", "cpu", "device"] = "auto",
-                 name: str = "track") -> None:
+                 per_class: bool = True, assoc_device: str | None = None, name: str = "track") -> None:
         if max_age < 0 or min_hits < 1:
             raise ValueError(f"Tracker: expected max_age >= 0 and min_hits >= 1, got {max_age}, {min_hits}")
         if not 0.0 <= iou <= 1.0:
@@ -113,21 +94,21 @@ class Tracker:
             raise ValueError(f"Tracker: expected 0 <= low <= high, got low={low}, high={high}")
         if not 0.0 <= appearance_weight <= 1.0:
             raise ValueError(f"Tracker: expected 0 <= appearance_weight <= 1, got {appearance_weight}")
-        if assoc_device not in ("auto", "cpu", "device"):
-            raise ValueError(f"Tracker: assoc_device must be one of 'auto', 'cpu', 'device', got {assoc_device!r}")
+        if assoc_device is not None:
+            if assoc_device not in _ASSOC_DEVICES:
+                raise ValueError(f"Tracker: assoc_device must be one of {_ASSOC_DEVICES}, got {assoc_device!r}")
+            warnings.warn("Tracker(assoc_device=...) is deprecated and ignored (the association always runs "
+                          "on the host); remove it: it goes in the next release", DeprecationWarning, stacklevel=2)
         self.max_age, self.min_hits, self.iou = int(max_age), int(min_hits), float(iou)
         self.high, self.low = float(high), float(low)
         self.appearance, self.appearance_weight = appearance, float(appearance_weight)
-        self.per_class, self.assoc_device, self.name = bool(per_class), assoc_device, name
-        self._states: dict[int | str, _Tracks] = {}
+        self.per_class, self.name = bool(per_class), name
+        self._bank = Bank()
 
     # lifecycle -------------------------------------------------------------------------------
     def reset(self, source_id: int | str | None = None) -> None:
         """Forget the tracks of ``source_id`` (all sources when ``None``); its ids restart at 0."""
-        if source_id is None:
-            self._states.clear()
-        else:
-            self._states.pop(source_id, None)
+        self._bank.drop(source_id)
 
     def close(self) -> None:
         self.reset()
@@ -135,10 +116,10 @@ class Tracker:
     def tracks(self, source_id: int | str) -> dict[str, torch.Tensor]:
         """Current tracks of a source (for inspection): ``{"object_id" [T], "bbox" [T,4] f32,
         "age_missed" [T]}``; tentative tracks have ``object_id == -1``."""
-        st = self._states.get(source_id) or _Tracks()
-        return {"object_id": torch.from_numpy(st.tid.copy()),
-                "bbox": torch.from_numpy(kf.xyah_to_xyxy(st.mean).astype(np.float32)),
-                "age_missed": torch.from_numpy(st.tsu.copy())}
+        c = self._bank.tracks_of(source_id)
+        return {"object_id": torch.from_numpy(c.tid.copy()),
+                "bbox": torch.from_numpy(kf.xyah_to_xyxy(c.mean).astype(np.float32)),
+                "age_missed": torch.from_numpy(c.tsu.copy())}
 
     # the stage ---------------------------------------------------------------------------------
     def __call__(self, batch: Batch) -> Batch:
@@ -157,74 +138,82 @@ class Tracker:
         out = np.zeros((n, 6))
         out[:, 0] = -1
         out[:, 2:6] = packed[:, 3:7]
-        order = np.argsort(packed[:, 0], kind="stable")  # rows grouped by frame, frames in batch order
-        bounds = np.searchsorted(packed[order, 0], np.arange(len(batch.frames) + 1) - 0.5)
-        det = packed[order]
-        det_feats = None if feats is None else feats[order]
-        # waves: runs of consecutive frames of distinct sources, independent of each other
-        start, seen = 0, set()
-        for i, info in enumerate(batch.frames):
-            if info.source_id in seen:
-                self._wave(batch.frames[start:i], bounds[start:i + 1], order, det, det_feats, out)
-                start, seen = i, set()
-            seen.add(info.source_id)
-        if batch.frames:
-            self._wave(batch.frames[start:], bounds[start:], order, det, det_feats, out)
+        frames = batch.frames
+        if frames:
+            order = np.argsort(packed[:, 0], kind="stable")  # rows grouped by frame, frames in batch order
+            bounds = np.searchsorted(packed[order, 0], np.arange(len(frames) + 1) - 0.5)
+            det = packed[order]
+            det_feats = None if feats is None else feats[order]
+            slots = self._bank.slot_of([f.source_id for f in frames])
+            fnum = np.fromiter((f.frame_num for f in frames), dtype=np.int64, count=len(frames))
+            # wave k: the k-th frame of each source in the batch (sources are independent)
+            by_slot = np.argsort(slots, kind="stable")
+            srt = slots[by_slot]
+            wave = np.empty(len(frames), dtype=np.int64)
+            wave[by_slot] = np.arange(len(frames)) - np.searchsorted(srt, srt, side="left")
+            if not wave.any():                # the usual case: one frame per source
+                self._wave(np.arange(len(frames)), slots, fnum, bounds, order, det, det_feats, out)
+            else:
+                for k in range(int(wave.max()) + 1):
+                    self._wave(np.flatnonzero(wave == k), slots, fnum, bounds, order, det, det_feats, out)
         res = torch.from_numpy(out).to(batch.device)
         new = objs.replace(object_id=res[:, 0].long(), tracker_confidence=res[:, 1].float(),
                            attrs={**objs.attrs, TRACKER_BBOX: res[:, 2:6].float().contiguous()})
         return batch.replace(objects=new)
 
-    def _state(self, sid: int | str, frame_num: int) -> tuple[_Tracks, int]:
-        """The source's tracks and the number of predict steps to this frame."""
-        st = self._states.get(sid)
-        if st is not None and st.last_frame is not None and frame_num < st.last_frame:
-            st = None  # the source went back in time (restarted): start over
-        if st is None:
-            st = self._states[sid] = _Tracks()
-        steps = 1 if st.last_frame is None else frame_num - st.last_frame
-        st.last_frame = frame_num
-        st.frames += 1
-        return st, min(steps, self.max_age + 2)
+    def _advance(self, sl: np.ndarray, fn: np.ndarray) -> np.ndarray:
+        """Sources ``sl [G]`` (distinct slots) reach frames ``fn [G]``: a source that went back in
+        time (restarted) starts over; returns the predict steps of each (at most max_age + 2)."""
+        bank = self._bank
+        last = bank.last[sl]
+        back = (last >= 0) & (fn < last)
+        if back.any():
+            bank.restart(sl[back])
+            last = bank.last[sl]
+        steps = np.where(last < 0, 1, fn - last)
+        bank.last[sl] = fn
+        bank.frames[sl] += 1
+        return np.minimum(steps, self.max_age + 2)
 
-    def _wave(self, infos: tuple, bounds: np.ndarray, order: np.ndarray, det: np.ndarray,
-              det_feats: np.ndarray | None, out: np.ndarray) -> None:
-        """One frame of each of ``G`` distinct sources, all at once. ``det [N,7]`` (rows sorted by
-        frame; this wave's are ``bounds[0]:bounds[-1]``, frame ``g``'s ``bounds[g]:bounds[g+1]``),
+    def _wave(self, fw: np.ndarray, slots: np.ndarray, fnum: np.ndarray, bounds: np.ndarray,
+              order: np.ndarray, det: np.ndarray, det_feats: np.ndarray | None, out: np.ndarray) -> None:
+        """One frame of each of ``G`` distinct sources, all at once: batch frames ``fw [G]``
+        (increasing), ``slots``/``fnum [B]`` (bank slot and frame number of every batch frame),
+        ``det [N,7]`` (rows sorted by frame; frame ``i``'s are ``bounds[i]:bounds[i+1]``),
         ``order [N]`` (batch row of each sorted row); writes ``out [N,6]`` (batch rows)."""
-        g_n = len(infos)
-        sts, steps = zip(*(self._state(f.source_id, f.frame_num) for f in infos))
-        ntr = np.array([len(st) for st in sts])
-        ndet = np.diff(bounds)
-        d0 = bounds[0]
-        rows, score = order[d0:bounds[-1]], det[d0:bounds[-1], 1]
-        cls, boxes = det[d0:bounds[-1], 2].astype(np.int64), det[d0:bounds[-1], 3:7]
-        feats = None if det_feats is None else det_feats[d0:bounds[-1]]
-        n_t, n_d = int(ntr.sum()), len(rows)
+        bank = self._bank
+        g_n = len(fw)
+        sl = slots[fw]
+        steps = self._advance(sl, fnum[fw])
+        ndet = bounds[fw + 1] - bounds[fw]
+        # the wave's detections (sorted rows): all of them when the wave is the whole batch
+        sel: slice | np.ndarray = slice(None) if g_n == len(slots) else ranges(bounds[fw], ndet)
+        rows, score = order[sel], det[sel, 1]
+        cls, boxes = det[sel, 2].astype(np.int64), det[sel, 3:7]
+        feats = None if det_feats is None else det_feats[sel]
+        cols, ntr = bank.take(sl)
+        n_t, n_d = len(cols), len(rows)
         gt = np.repeat(np.arange(g_n), ntr)  # group (frame of the wave) of each track
         gd = np.repeat(np.arange(g_n), ndet)
-        cat = (lambda xs: xs[0].copy()) if g_n == 1 else np.concatenate
-        mean, cov = cat([st.mean for st in sts]), cat([st.cov for st in sts])
-        tid, hits, tsu, tcls = (cat([getattr(st, k) for st in sts]) for k in ("tid", "hits", "tsu", "cls"))
+        mean, cov, tid, hits, tsu, tcls = cols.mean, cols.cov, cols.tid, cols.hits, cols.tsu, cols.cls
         tfeat = None
         if feats is not None:
-            e = feats.shape[1]
-            tfeat = cat([st.feat if st.feat is not None else np.zeros((len(st), e), np.float32) for st in sts])
+            tfeat = cols.feat if cols.feat is not None else np.zeros((n_t, feats.shape[1]), np.float32)
         # 1. predict (each track the steps of its source)
         if n_t:
-            stp = np.array(steps)[gt]
+            stp = steps[gt]
             for k in range(int(stp.max())):
-                sel = None if k < stp.min() else np.flatnonzero(stp > k)
-                if sel is None:
+                sel_k = None if k < stp.min() else np.flatnonzero(stp > k)
+                if sel_k is None:
                     mean[tsu > 0, 7] = 0.0  # no height velocity while lost (as ByteTrack)
                     kf.predict(mean, cov)
                     tsu += 1
                 else:
-                    m, c = mean[sel], cov[sel]
-                    m[tsu[sel] > 0, 7] = 0.0
+                    m, c = mean[sel_k], cov[sel_k]
+                    m[tsu[sel_k] > 0, 7] = 0.0
                     kf.predict(m, c)
-                    mean[sel], cov[sel] = m, c
-                    tsu[sel] += 1
+                    mean[sel_k], cov[sel_k] = m, c
+                    tsu[sel_k] += 1
         # 2. costs of every (track, detection) pair of the same frame, track-major per frame
         is_high = score >= self.high
         free_t, free_d = np.ones(n_t, dtype=bool), np.ones(n_d, dtype=bool)
@@ -316,15 +305,13 @@ class Tracker:
             d = np.concatenate([d, born])
             ious = np.concatenate([ious, np.ones(nb)])
         # 6. confirmation: ids in order of confirmation (track order), unique per source
-        frames = np.array([st.frames for st in sts])
+        frames = bank.frames[sl]
         promote = (tid < 0) & (tsu == 0) & ((hits >= self.min_hits) | (frames[gt] <= self.min_hits))
         if promote.any():
             p = np.flatnonzero(promote)
             pg = gt[p]
-            next_id = np.array([st.next_id for st in sts])
-            tid[p] = next_id[pg] + np.arange(len(p)) - np.searchsorted(pg, pg)
-            for g, k in zip(*np.unique(pg, return_counts=True)):
-                sts[g].next_id += int(k)
+            tid[p] = bank.next_id[sl][pg] + np.arange(len(p)) - np.searchsorted(pg, pg)
+            bank.next_id[sl] += np.bincount(pg, minlength=g_n)
         # 7. outputs for detections on confirmed tracks
         if len(t):
             ok = tid[t] >= 0
@@ -332,18 +319,11 @@ class Tracker:
             out[r, 0] = tid[t]
             out[r, 1] = ious[ok]
             out[r, 2:6] = kf.xyah_to_xyxy(mean[t])
-        # 8. drop the dead, hand each source its tracks back
+        # 8. drop the dead, put the wave's tracks back (grouped by source, in track order)
+        kept = Columns(mean, cov, tid, hits, tsu, tcls, tfeat)
         if not alive.all():
-            mean, cov, tid, hits, tsu, tcls, gt = (x[alive] for x in (mean, cov, tid, hits, tsu, tcls, gt))
-            if tfeat is not None:
-                tfeat = tfeat[alive]
-        cuts = _starts(np.bincount(gt, minlength=g_n))
-        for g, st in enumerate(sts):
-            a, b = cuts[g], cuts[g + 1]
-            st.mean, st.cov, st.tid, st.hits, st.tsu, st.cls = (
-                mean[a:b], cov[a:b], tid[a:b], hits[a:b], tsu[a:b], tcls[a:b])
-            if tfeat is not None:
-                st.feat = tfeat[a:b]
+            kept, gt = kept.rows(alive), gt[alive]
+        bank.put(sl, kept, gt)
 
     def _pairs(self, tb: np.ndarray, boxes: np.ndarray, gt: np.ndarray, gd: np.ndarray, ndet: np.ndarray,
                dstart: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -368,13 +348,6 @@ class Tracker:
         cnt = np.maximum(hi - lo, 0)
         pt = np.repeat(np.arange(len(tb)), cnt)
         return pt, srt[np.arange(len(pt)) + np.repeat(lo - _starts(cnt)[:-1], cnt)]
-
-
-def _starts(counts: np.ndarray) -> np.ndarray:
-    """``[G]`` counts -> ``[G+1]`` offsets (0, c0, c0+c1, ...)."""
-    out = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
