@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -64,7 +65,8 @@ class HttpError(Exception):
         self.status, self.field, self.message = status, field, redact_uri(message)
 
     def body(self) -> dict:
-        return {"error": redact_uri(str(self)), "field": self.field, "status": self.status}
+        text = f"{self.field}: {self.message}" if self.field else self.message
+        return {"error": redact_uri(text), "field": self.field, "status": self.status}
 
 
 def source_item_for_url(url: str, field: str = "camera_url") -> dict:
@@ -131,6 +133,10 @@ class Control:
         kind = next(iter(item))
         if kind not in kinds:
             raise HttpError(400, f"source.{kind}", f"unknown kind; allowed over HTTP: {', '.join(kinds)}")
+        args = item[kind]
+        path = args.get("path") if isinstance(args, dict) else args
+        if kind == "file" and isinstance(path, str) and not os.path.exists(path):
+            raise HttpError(400, "source.file.path", f"no such file: {path}")
         try:
             src = _glue.build_source(item)
         except ConfigError as e:
@@ -206,7 +212,12 @@ def routes(control: Control, *, enabled: bool = True) -> list[Route]:
             if change != "camera_add":
                 raise HttpError(400, "value.change", f"expected 'camera_add' on /stream/add, got {change!r}")
             item = source_item_for_url(url, "value.camera_url")
-            await run_in_threadpool(control.add, item, cam, name=value.get("camera_name") or cam)
+            try:
+                await run_in_threadpool(control.add, item, cam, name=value.get("camera_name") or cam)
+            except HttpError as e:
+                if e.field.startswith("source"):       # in DeepStream's terms: the URL is wrong
+                    e.field = "value.camera_url"
+                raise
         except HttpError as e:
             return _ds(e.status, "STREAM_ADD_FAIL", {"error": str(e.body()["error"]), "field": e.field})
         return _ds(200, "STREAM_ADD_SUCCESS")
