@@ -8,6 +8,7 @@ the fallbacks below are never taken and can be deleted (keep the two function na
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -25,8 +26,13 @@ def snapshot(pipe: Any) -> RunSummary:
     snap = getattr(pipe, "snapshot", None)
     if callable(snap):
         return snap()
-    # FALLBACK (remove with Pipeline.snapshot): a shallow copy of each SourceStats; counters are
-    # ints written by single writers, so a copy is a consistent-enough view for monitoring.
+    # FALLBACK (remove with Pipeline.snapshot): refresh the live counters (drops, a reconnecting
+    # source's own state and last error: the pipeline copies them only for a progress callback,
+    # which `vidflow serve` does not set), then a shallow copy of each SourceStats.
+    refresh = getattr(pipe, "_refresh", None)
+    if callable(refresh) and getattr(pipe, "progress", None) is None and running(pipe.summary):
+        with contextlib.suppress(Exception):
+            refresh()
     s = pipe.summary
     out = RunSummary(batches=s.batches, started=s.started, wall_s=s.wall_s, interrupted=s.interrupted)
     for sid, st in list(s.sources.items()):
