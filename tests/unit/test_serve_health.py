@@ -38,7 +38,7 @@ def test_fps_is_the_rate_over_the_window_not_since_start():
     assert m.sources()["a"].fps == pytest.approx(30.0, rel=0.02)
 
 
-def test_stalled_when_nothing_waits_blocked_when_frames_wait_or_drop():
+def test_stalled_when_nothing_waits_blocked_when_frames_wait_or_drop(caplog):
     clk = Clock()
     m = Monitor(stall_after_s=10.0, clock=clk)
     m.sample(summary(quiet=("running", 50, 50, 0), full=("running", 58, 50, 0), drops=("running", 90, 50, 40),
@@ -53,6 +53,10 @@ def test_stalled_when_nothing_waits_blocked_when_frames_wait_or_drop():
     assert h["drops"].state == "blocked"
     assert h["fine"].state == "running"
     assert h["quiet"].since_frame_s == pytest.approx(11.0)
+    said = [r.getMessage() for r in caplog.records if r.name == "vidflow.serve.health"]
+    assert any("source full: running -> blocked" in m and "not restarted" in m for m in said)
+    assert any("source quiet: running -> stalled" in m for m in said)
+    assert not any("source fine" in m for m in said)
 
 
 def test_not_judged_before_stall_after_s_and_states_are_canonical():

@@ -20,6 +20,7 @@ The probes (Kubernetes style; each returns ``(ok, details)``):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -27,7 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import redact_uri
 from ..stats import RunSummary
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Monitor", "SourceHealth", "STATES", "canonical_state"]
 
@@ -113,7 +117,14 @@ class Monitor:
                 health[sid] = self._judge(sid, st, tr, now)
             for sid in [s for s in self._tracks if s not in summary.sources]:
                 del self._tracks[sid]
-            self._health = health
+            old, self._health = self._health, health
+        for sid, h in health.items():                   # report changes of judgement once each
+            before = old.get(sid)
+            if before is not None and before.state != h.state and {"blocked", "stalled"} & {h.state, before.state}:
+                level = logging.WARNING if h.state in ("blocked", "stalled") else logging.INFO
+                log.log(level, "source %s: %s -> %s (%d frames waiting, %s)", redact_uri(sid), before.state, h.state,
+                        h.backlog, "downstream is full, not restarted for" if h.state == "blocked"
+                        else "no frames from the source" if h.state == "stalled" else "frames flow again")
 
     def _judge(self, sid: Any, st: Any, tr: _Track, now: float) -> SourceHealth:
         state = canonical_state(st.state)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 try:
-    from ..ops.tile import grid_for, tile           # where the tiler may move (REVIEW F7)
+    from ..ops.tile import grid_for, tile  # where the tiler may move (REVIEW F7)
 except ImportError:
     from ..sinks.tiler import grid_for, tile
 
