@@ -19,9 +19,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -54,6 +56,11 @@ def _cuda_index(pipe: Any) -> int | None:
     return dev.index if dev.index is not None else 0
 
 
+def _low_priority() -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)    # Linux: this thread only
+
+
 class _Parts:
     """What the app serves from, built once per server."""
 
@@ -71,7 +78,9 @@ class _Parts:
                                       registry=self.registry,
                                       buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0))
         self.viewer = Viewer(view)
-        self.encoder = anyio.CapacityLimiter(1)       # one encoder thread at a time
+        # one encoder thread, at the lowest CPU priority (Linux: per thread), so the live view
+        # takes only CPU the pipeline leaves
+        self.encoder = ThreadPoolExecutor(1, thread_name_prefix="vidflow-view-encoder", initializer=_low_priority)
         self.control = Control(pipe, monitor)
 
 
@@ -112,7 +121,7 @@ def build_app(parts: _Parts, *, token: str | None, loopback: bool, control: bool
         src = request.query_params.get("source") or None
         parts.view.watch()
         for _ in range(40):                       # the sink copies from the next batch on
-            got = await anyio.to_thread.run_sync(parts.viewer.jpeg, src, limiter=parts.encoder)
+            got = await asyncio.get_running_loop().run_in_executor(parts.encoder, parts.viewer.jpeg, src)
             if got is not None:
                 return Response(got[0], media_type="image/jpeg", headers={"Cache-Control": "no-store"})
             await asyncio.sleep(0.05)
@@ -126,7 +135,7 @@ def build_app(parts: _Parts, *, token: str | None, loopback: bool, control: bool
             while True:
                 parts.view.watch()
                 t0 = time.monotonic()
-                got = await anyio.to_thread.run_sync(parts.viewer.jpeg, src, limiter=parts.encoder)
+                got = await asyncio.get_running_loop().run_in_executor(parts.encoder, parts.viewer.jpeg, src)
                 if got is None or got[1]["seq"] == last_seq:
                     await asyncio.sleep(period / 2)
                     continue
@@ -155,6 +164,7 @@ def build_app(parts: _Parts, *, token: str | None, loopback: bool, control: bool
             yield
         finally:
             task.cancel()
+            parts.encoder.shutdown(wait=False, cancel_futures=True)
 
     async def livez(request: Request) -> JSONResponse:     # no pipeline details without a token
         await run_in_threadpool(fresh)
