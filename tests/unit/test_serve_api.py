@@ -3,6 +3,7 @@ field, DeepStream's bodies, control off, auth, body limit, Host and Origin rules
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -152,3 +153,18 @@ def test_token_body_limit_host_origin(running):
     r = c.post("/api/v1/sources", json={"uri": "rtsp://x/y"}, headers={**ok, "Origin": "http://evil.example"})
     assert r.status_code == 403
     assert c.get("/livez", headers={"Host": "evil.example"}).status_code == 403    # DNS rebinding
+
+
+def test_view_websocket_refuses_other_origins(running):
+    import websockets.sync.client as wsc
+
+    pipe, srv, c = running()
+    host = srv.url.split("://", 1)[1]
+    with wsc.connect(f"ws://{host}/view/ws", origin=f"http://{host}") as ws:
+        head = json.loads(ws.recv(timeout=20))
+        jpeg = ws.recv(timeout=20)
+        assert head["seq"] >= 1 and jpeg[:2] == b"\xff\xd8"
+        ws.send(json.dumps({"ack": head["seq"], "shown_ms": 12.0}))
+    with pytest.raises(Exception):  # noqa: B017 - refused at the handshake or closed with 4403
+        with wsc.connect(f"ws://{host}/view/ws", origin="http://evil.example") as ws:
+            ws.recv(timeout=10)

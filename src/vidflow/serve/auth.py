@@ -10,7 +10,8 @@
   headers on a page or a WebSocket). The cookie is accepted for reading only; requests that
   change something (POST, DELETE) need the header. Also: request bodies over ``max_body``
   bytes get 413; a request from a browser page of another origin (its ``Origin`` header) that
-  would change something gets 403 (no cross-site requests against a loopback server); on a
+  would change something, or that opens the view's WebSocket, gets 403 (no cross-site
+  requests against a loopback server); on a
   loopback bind the ``Host`` header must be a loopback name (DNS rebinding).
 """
 
@@ -129,8 +130,10 @@ class Guard:
                 return await _send_error(scope, send, 403, "Host header: this server answers loopback names only")
         changes = scope["type"] == "http" and method not in _READ_METHODS
         origin = h.get("origin")
-        if changes and origin is not None and origin.split("://", 1)[-1] != h.get("host", ""):
-            return await _send_error(scope, send, 403, "Origin: cross-site requests that change state are refused")
+        if (changes or scope["type"] == "websocket") and origin is not None \
+                and origin.split("://", 1)[-1] != h.get("host", ""):
+            return await _send_error(scope, send, 403, "Origin: cross-site requests that change state, and "
+                                                       "cross-site WebSockets, are refused")
         if self.token is not None and path not in _OPEN_PATHS:
             auth = h.get("authorization", "")
             bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
