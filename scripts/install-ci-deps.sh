@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages vidflow's end-to-end tests need: GStreamer's RTSP server (run by
 # tests/e2e/rtsp_server.py with the system /usr/bin/python3) and the plugins it uses to encode
-# H.264 test streams. Idempotent and quiet: does nothing when everything is already there.
+# H.264 test streams, and Debian's Chromium for the live page's browser test. Idempotent and quiet: does nothing when everything is already there.
 # Debian/Ubuntu only (apt-get); needs root or passwordless sudo.
 set -euo pipefail
 
@@ -12,6 +12,11 @@ PACKAGES=(
   gstreamer1.0-plugins-good
   gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad
+  # the live page's browser test (tests/e2e/test_serve.py): Debian's Chromium, driven by
+  # Playwright (pip, the 'test' extra) through executable_path=/usr/bin/chromium; Playwright's
+  # own browser download is never used. A font so the page's text renders.
+  chromium
+  fonts-dejavu-core
 )
 
 missing=()
