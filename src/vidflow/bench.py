@@ -106,7 +106,8 @@ def _load_model(model: str, dev: torch.device) -> tuple[Any, tuple[int, int], st
 
     eng, md = load_model(model, device=dev, half=dev.type == "cuda")
     size = md.get("input_size") or (640, 640)
-    return eng, (int(size[0]), int(size[1])), head_for(md) or "yolov8"
+    fmt = head_for(md)
+    return eng, (int(size[0]), int(size[1])), fmt if fmt in ("yolov8", "yolov5", "end2end") else "yolov8"
 
 
 def _size(text: str) -> tuple[int, int]:
