@@ -133,7 +133,8 @@ class Detector:
 
     # lazy set-up on the batch's device ------------------------------------------------------
     def _load(self, device: torch.device) -> None:
-        self.engine, md = load_model(self.model, device=device, half=self.half, backend=self.backend)
+        demo = "semantic" if self.head == "semantic" else "detector"
+        self.engine, md = load_model(self.model, device=device, half=self.half, backend=self.backend, demo=demo)
         self.meta = md
         self._device = device
         self._size = self.size or md.get("input_size") or (640, 640)
