@@ -64,7 +64,17 @@ def _ul_root() -> Path | None:
     return Path(p) if p and (Path(p) / "ultralytics").is_dir() else None
 
 
+_REFS: dict = {}
+
+
 def _reference(model: str, task: str, frames_rgb):
+    key = (model, id(frames_rgb))
+    if key not in _REFS:
+        _REFS[key] = _reference_uncached(model, task, frames_rgb)
+    return _REFS[key]
+
+
+def _reference_uncached(model: str, task: str, frames_rgb):
     """Ultralytics' predictions: per frame (boxes [n,4], cls [n], conf [n], masks [n,H,W] | kpts [n,K,3])."""
     root = _ul_root()
     if root is None:
