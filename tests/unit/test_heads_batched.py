@@ -209,3 +209,20 @@ def test_semantic_head_class_map_at_source_resolution():
     assert cmap.shape == (1, 64, 128) and cmap.dtype == torch.int32 and len(out.objects) == 0
     assert (cmap[0, :, :63] == 0).all() and (cmap[0, :, 65:] == 1).all()
     assert probs.shape == (1, 64, 128, 2) and torch.allclose(probs.sum(-1), torch.ones(1, 64, 128))
+
+
+def test_tracker_keeps_masks_and_keypoints_with_their_objects():
+    from vidflow.stages.track import Tracker
+    tr = Tracker()
+    for i in range(3):
+        bbox = torch.tensor([[10.0 + i, 10.0, 30.0 + i, 40.0], [50.0, 5.0, 70.0, 25.0 + i]])
+        data = torch.zeros(2, 30, 20, dtype=torch.bool)
+        data[0, :5] = True
+        data[1, :, :3] = True
+        objs = Objects.create(frame_idx=torch.zeros(2, dtype=torch.int64), bbox=bbox, confidence=torch.tensor([0.9, 0.8]),
+                              masks=Masks(data, torch.ceil(bbox[:, :2]).long()), keypoints=bbox.reshape(2, 2, 2).repeat(1, 1, 2)[..., :3])
+        b = Batch(images=torch.zeros(1, 3, 80, 100, dtype=torch.uint8), frames=(FrameInfo(0, i, i / 30, width=100, height=80),),
+                  objects=objs)
+        out = tr(b).objects
+    assert (out.object_id >= 0).all()
+    assert out.masks is not None and torch.equal(out.masks.data, data) and torch.equal(out.keypoints, objs.keypoints)
