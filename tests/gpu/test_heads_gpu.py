@@ -136,7 +136,7 @@ def _vidflow(model: str, frames_rgb, half: bool):
 
 def _match(ref, objs, k):
     """Greedy same-class one-to-one matching at IoU >= 0.9: list of (ref index, ours index)."""
-    rb, rc, rs, _ = ref
+    rb, rc, rs, _ = (t.to(objs.device) if t is not None else None for t in ref)
     sel = (objs.frame_idx == k).nonzero().squeeze(1)
     ob, oc = objs.bbox[sel], objs.class_id[sel]
     if not len(rb) or not len(ob):
@@ -170,6 +170,7 @@ def test_parity_with_ultralytics(frames, task, ext, half):
         h, w = scene[0].shape[:2]
         full = objs.masks.full(w, h) if task == "seg" else None
         for k, r in enumerate(ref):
+            r = tuple(t.to(objs.device) for t in r)
             pairs, sel = _match(r, objs, k)
             n_ref, n_ours, n_match = n_ref + len(r[0]), n_ours + len(sel), n_match + len(pairs)
             for i, j in pairs:
