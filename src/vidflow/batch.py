@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .ops.masks import Masks
+
 __all__ = ["FrameInfo", "Objects", "Batch", "TRACKER_BBOX"]
 
 #: ``Objects.attrs`` key under which a tracker keeps its own (smoothed) box, ``[N,4]`` xyxy.
@@ -83,6 +85,9 @@ class Objects:
     ``object_id``  [N] int64  track id, -1 when untracked
     ``tracker_confidence`` [N] f32
     ``attrs``                 ``{"<stage>.<name>": Tensor[N, ...]}``
+    ``masks``                 :class:`~vidflow.ops.masks.Masks` (box-cropped instance
+                              masks, source pixels) or None
+    ``keypoints`` [N,K,3] f32 x, y (source pixels), score; or None
     ========================  =====================================================
 
     Index like a tensor: ``objs[objs.confidence > 0.5]``, ``objs[idx]``, ``objs[2:5]``.
@@ -95,6 +100,8 @@ class Objects:
     object_id: torch.Tensor
     tracker_confidence: torch.Tensor
     attrs: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    masks: Masks | None = None
+    keypoints: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check(self.frame_idx, "Objects.frame_idx", shape=(None,), dtype=torch.int64)
@@ -115,6 +122,14 @@ class Objects:
                 raise ValueError(f"Objects.attrs[{k!r}]: expected a tensor with leading dim {n}, got {got}")
             if v.device != dev:
                 raise ValueError(f"Objects.attrs[{k!r}]: expected device {dev}, got {v.device}")
+        if self.masks is not None:
+            if not isinstance(self.masks, Masks) or len(self.masks) != n or self.masks.device != dev:
+                got = f"{len(self.masks)} on {self.masks.device}" if isinstance(self.masks, Masks) else type(self.masks).__name__
+                raise ValueError(f"Objects.masks: expected Masks of {n} objects on {dev}, got {got}")
+        if self.keypoints is not None:
+            _check(self.keypoints, "Objects.keypoints", shape=(n, None, 3), dtype=torch.float32)
+            if self.keypoints.device != dev:
+                raise ValueError(f"Objects.keypoints: expected device {dev}, got {self.keypoints.device}")
         object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
 
     # construction -------------------------------------------------------------------------
@@ -127,7 +142,8 @@ class Objects:
     def create(cls, *, frame_idx: torch.Tensor, bbox: torch.Tensor, confidence: torch.Tensor | None = None,
                class_id: torch.Tensor | None = None, object_id: torch.Tensor | None = None,
                tracker_confidence: torch.Tensor | None = None,
-               attrs: Mapping[str, torch.Tensor] | None = None) -> Objects:
+               attrs: Mapping[str, torch.Tensor] | None = None, masks: Masks | None = None,
+               keypoints: torch.Tensor | None = None) -> Objects:
         """Build a table, filling missing columns (confidence 1, class 0, object_id -1, tracker 0)
         and casting dtypes (bbox float32, ids int64)."""
         frame_idx = torch.as_tensor(frame_idx).to(torch.int64)
@@ -140,12 +156,13 @@ class Objects:
         return cls(frame_idx=frame_idx.reshape(-1), bbox=torch.as_tensor(bbox, device=dev).to(torch.float32),
                    confidence=col(confidence, 1.0, torch.float32), class_id=col(class_id, 0, torch.int64),
                    object_id=col(object_id, -1, torch.int64),
-                   tracker_confidence=col(tracker_confidence, 0.0, torch.float32), attrs=dict(attrs or {}))
+                   tracker_confidence=col(tracker_confidence, 0.0, torch.float32), attrs=dict(attrs or {}),
+                   masks=masks, keypoints=None if keypoints is None else keypoints.to(dev, torch.float32))
 
     @classmethod
     def cat(cls, parts: Sequence[Objects], frame_offsets: Sequence[int] | None = None) -> Objects:
         """Concatenate tables; ``frame_offsets[i]`` is added to ``parts[i].frame_idx``.
-        Attributes missing from some parts are dropped."""
+        Attributes (and masks / keypoints) missing from some parts are dropped."""
         if not parts:
             raise ValueError("Objects.cat: expected at least one table")
         keys = set(parts[0].attrs)
@@ -153,7 +170,9 @@ class Objects:
             keys &= set(p.attrs)
         fi = [p.frame_idx + (frame_offsets[i] if frame_offsets else 0) for i, p in enumerate(parts)]
         return cls(frame_idx=torch.cat(fi), **{c: torch.cat([getattr(p, c) for p in parts]) for c in _COLUMNS[1:]},
-                   attrs={k: torch.cat([p.attrs[k] for p in parts]) for k in sorted(keys)})
+                   attrs={k: torch.cat([p.attrs[k] for p in parts]) for k in sorted(keys)},
+                   masks=Masks.cat([p.masks for p in parts]) if all(p.masks is not None for p in parts) else None,
+                   keypoints=_cat_keypoints([p.keypoints for p in parts]))
 
     # access -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -171,7 +190,9 @@ class Objects:
             if index.dtype == torch.bool:       # one nonzero (one sync) for all the columns
                 index = index.nonzero().squeeze(1)
         return Objects(**{c: getattr(self, c)[index] for c in _COLUMNS},
-                       attrs={k: v[index] for k, v in self.attrs.items()})
+                       attrs={k: v[index] for k, v in self.attrs.items()},
+                       masks=None if self.masks is None else self.masks[index],
+                       keypoints=None if self.keypoints is None else self.keypoints[index])
 
     def for_frame(self, i: int) -> Objects:
         """The objects of frame ``i`` of the batch (``frame_idx`` kept as is)."""
@@ -186,12 +207,22 @@ class Objects:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Objects:
         return Objects(**{c: getattr(self, c).to(device, non_blocking=non_blocking) for c in _COLUMNS},
-                       attrs={k: v.to(device, non_blocking=non_blocking) for k, v in self.attrs.items()})
+                       attrs={k: v.to(device, non_blocking=non_blocking) for k, v in self.attrs.items()},
+                       masks=None if self.masks is None else self.masks.to(device, non_blocking=non_blocking),
+                       keypoints=None if self.keypoints is None else self.keypoints.to(device, non_blocking=non_blocking))
 
     def __repr__(self) -> str:
         cols = ", ".join(f"{c}={_shape(getattr(self, c))}" for c in _COLUMNS)
         attrs = ", ".join(f"{k!r}: {_shape(v)}" for k, v in self.attrs.items())
-        return f"Objects(n={len(self)}, device={self.device}, {cols}, attrs={{{attrs}}})"
+        extra = (f", masks={self.masks!r}" if self.masks is not None else "") + (
+            f", keypoints={_shape(self.keypoints)}" if self.keypoints is not None else "")
+        return f"Objects(n={len(self)}, device={self.device}, {cols}, attrs={{{attrs}}}{extra})"
+
+
+def _cat_keypoints(parts: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    if any(p is None for p in parts) or len({p.shape[1] for p in parts}) != 1:  # type: ignore[union-attr]
+        return None
+    return torch.cat(parts)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, repr=False)

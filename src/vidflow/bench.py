@@ -102,18 +102,12 @@ def _measure(work: _Work, dev: torch.device, args: argparse.Namespace, per_frame
 
 
 def _load_model(model: str, dev: torch.device) -> tuple[Any, tuple[int, int], str]:
-    from .engines import load_engine
+    from .engines.load import head_for, load_model
 
-    meta: dict[str, Any] = {}
-    if model == "demo":
-        from .demo_models import load_demo
-        m, meta = load_demo(device=dev)
-        eng = load_engine(m, device=dev, half=dev.type == "cuda")
-    else:
-        eng = load_engine(model, device=dev, half=dev.type == "cuda")
-    md = {**getattr(eng, "metadata", {}), **meta}
-    size = eng.input_size or md.get("input_size") or (640, 640)
-    return eng, (int(size[0]), int(size[1])), md.get("format") or "yolov8"
+    eng, md = load_model(model, device=dev, half=dev.type == "cuda")
+    size = md.get("input_size") or (640, 640)
+    fmt = head_for(md)
+    return eng, (int(size[0]), int(size[1])), fmt if fmt in ("yolov8", "yolov5", "end2end") else "yolov8"
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -82,13 +82,16 @@ def _gallery(clips: list[Any], embedder: Any, device: torch.device) -> Any:
 
 def run_demo(out_dir: str = "out/demo", *, device: str = "auto", streams: int = 4, frames: int | None = None,
              size: tuple[int, int] | None = None, detector: Any = "demo", embedder: Any = "demo",
-             print_fn: Callable[[str], None] | None = print) -> dict[str, Any]:
+             task: str = "detect", print_fn: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Run the demo; returns ``{"sources": {id: {...}}, "wall_s", "fps", "files"}``.
 
     ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda"``. ``streams``: number of generated cameras.
     ``frames``: frames per clip (default 60 on the CPU, 300 on a GPU). ``size``: clip size
     ``(W, H)`` (default 640x360 on the CPU, 1920x1080 on a GPU). ``detector`` / ``embedder``:
     the ``model`` of the Detector / Embedder stages (default: vidflow's demo models).
+    ``task``: ``"detect"`` | ``"segment"`` | ``"pose"`` | ``"semantic"``: the detector's head
+    (segment and pose need a model of that kind, e.g. an exported YOLO11n-seg / -pose: vidflow
+    ships no such model; ``semantic`` runs vidflow's own demo semantic model by default).
     ``print_fn``: where the table goes (``None``: nowhere).
     """
     from .device import resolve_device
@@ -107,6 +110,11 @@ def run_demo(out_dir: str = "out/demo", *, device: str = "auto", streams: int = 
 
     if streams < 1:
         raise ValueError(f"streams must be >= 1, got {streams}")
+    if task not in ("detect", "segment", "pose", "semantic"):
+        raise ValueError(f"task: expected detect, segment, pose or semantic, got {task!r}")
+    if task in ("segment", "pose") and isinstance(detector, str) and detector == "demo":
+        raise ValueError(f"task {task!r} needs a {task} model (vidflow ships none): pass the model, e.g. "
+                         f"yolo11n-{'seg' if task == 'segment' else 'pose'}.onnx (docs/MODELS.md)")
     say = print_fn or (lambda s: None)
     dev = resolve_device(device)
     gpu = dev.type == "cuda"
@@ -128,7 +136,7 @@ def run_demo(out_dir: str = "out/demo", *, device: str = "auto", streams: int = 
     pipe = Pipeline(
         sources=[FileSource(c.path) for c in clips],
         muxer=Muxer(batch_size=streams * (2 if gpu else 1), max_wait_ms=30, size=(w, h)),
-        stages=[Detector(detector), Tracker(), emb, Identify(gallery), Annotate()],
+        stages=[Detector(detector, head=None if task == "detect" else task), Tracker(), emb, Identify(gallery), Annotate()],
         sinks=[JsonlSink(out / "frames.jsonl"),
                VideoSink(out / "annotated.mp4", fps=fps, rows=rows, cols=cols, size=mosaic, draw=False)],
         device=dev)

@@ -18,6 +18,13 @@ column                                          dtype, shape (N = objects of the
 ``classification-<s>``                          ``(N,M,1)`` label ids, from ``attrs["<s>.label"]`` (``[N]`` or ``[N,M]``)
 ``classification-confidence-<s>``               ``(N,M,1)``, from ``attrs["<s>.confidence"]`` when present
 ``classification-label-<s>``                    uint8 ``(N,M,L)``, names from ``labels["<s>"]`` when present
+``instance-segmentation``                       float32 ``(N,rows,cols)``: each object's mask, cropped to its box:
+                                                row 0, col 0 = source pixel (ceil(x1), ceil(y1)) of
+                                                ``bbox`` (``Objects.masks``; 0/1 values)
+``instance-segmentation-valid``                 uint8 ``(N,1)``, 1 where the object has a mask
+``keypoints``                                   float32 ``(N,K,3)`` x, y (source pixels), score
+``seg-class-map``                               int32 ``(rows,cols)``, from ``tensors["<s>.class_map"]``
+``seg-class-probability-matrix``                float32 ``(rows,cols,classes)``, from ``tensors["<s>.class_probs"]``
 ``infer-tensor-frame-<s>.<layer>``              ``batch.tensors["<s>.<layer>"][i]`` (a view)
 ``infer-tensor-object-<s>.<name>``              every other ``attrs["<s>.<name>"]``, ``(N, ...)``
 ==============================================  ===============================================
@@ -41,7 +48,7 @@ import torch
 from .batch import TRACKER_BBOX, Batch, Objects
 
 __all__ = ["to_frames", "from_frames", "objects_from_columns", "to_columns", "eos_message", "is_eos",
-           "decode_labels", "FRAME_COLUMNS", "OBJECT_COLUMNS"]
+           "decode_labels", "tensors_from_frames", "FRAME_COLUMNS", "OBJECT_COLUMNS"]
 
 Message = dict[str, Any]
 Translator = Callable[[Batch, int, Message], None]
@@ -55,6 +62,16 @@ OBJECT_COLUMNS = ("bbox", "class-id", "confidence", "object-id", "tracker-confid
 _CLS, _CLS_CONF, _CLS_LABEL = "classification-", "classification-confidence-", "classification-label-"
 _T_FRAME, _T_OBJ = "infer-tensor-frame-", "infer-tensor-object-"
 _EOS = "end-of-stream"
+_MASK, _MASK_OK, _KPTS = "instance-segmentation", "instance-segmentation-valid", "keypoints"
+_SEG_MAP, _SEG_PROB = "seg-class-map", "seg-class-probability-matrix"
+_FRAME_SUFFIX = {".class_map": _SEG_MAP, ".class_probs": _SEG_PROB}
+
+
+def _frame_column(key: str) -> str:
+    for suffix, col in _FRAME_SUFFIX.items():
+        if key.endswith(suffix):
+            return col
+    return _T_FRAME + key
 
 
 # ---- labels ---------------------------------------------------------------------------------
@@ -91,6 +108,11 @@ def _object_columns(batch: Batch) -> dict[str, torch.Tensor]:
         "object-id": o.object_id[:, None], "tracker-confidence": o.tracker_confidence[:, None],
         "object-label": _labels_of(o.class_id, batch.labels.get("objects", ())), "detector-bbox": o.bbox,
     }
+    if o.masks is not None:
+        cols[_MASK] = o.masks.data.to(torch.float32)
+        cols[_MASK_OK] = torch.ones(n, 1, dtype=torch.uint8, device=o.device)
+    if o.keypoints is not None:
+        cols[_KPTS] = o.keypoints
     attrs = dict(o.attrs)
     if TRACKER_BBOX in attrs:
         cols["tracker-bbox"] = attrs.pop(TRACKER_BBOX)
@@ -142,7 +164,7 @@ def to_frames(batch: Batch, *, translators: Iterable[Translator] = ()) -> list[M
         for k, parts in split.items():
             msg[k] = parts[i]
         for k, t in batch.tensors.items():
-            msg[_T_FRAME + k] = t[i]
+            msg[_frame_column(k)] = t[i]
         for tr in translators:
             tr(batch, i, msg)
         out.append(msg)
@@ -182,7 +204,7 @@ def to_columns(batch: Batch) -> dict[str, Any]:
         "source-frame-height": torch.tensor([f.height for f in fr], dtype=torch.int64),
     })
     for name, t in batch.tensors.items():
-        out[_T_FRAME + name] = t
+        out[_frame_column(name)] = t
     return out
 
 
@@ -240,6 +262,19 @@ def objects_from_columns(columns: Mapping[str, Any], *, frame_idx: Any = 0,
         return None if v is None else _flat(_as_tensor(v, dev), n)
 
     attrs: dict[str, torch.Tensor] = {}
+    masks = keypoints = None
+    if columns.get(_MASK) is not None:
+        from .ops.masks import Masks
+        data = _as_tensor(columns[_MASK], dev)
+        if data.dim() != 3 or data.shape[0] != n:
+            raise ValueError(f"{_MASK}: expected shape (N, rows, cols) with N={n}, got {tuple(data.shape)}")
+        data = data > 0.5
+        ok = columns.get(_MASK_OK)
+        if ok is not None:
+            data = data & (_flat(_as_tensor(ok, dev), n) > 0)[:, None, None]
+        masks = Masks(data, torch.ceil(bbox[:, :2]).clamp(min=0).to(torch.int64))
+    if columns.get(_KPTS) is not None:
+        keypoints = _as_tensor(columns[_KPTS], dev).to(torch.float32)
     for name, v in columns.items():
         if name == "tracker-bbox":
             attrs[TRACKER_BBOX] = _as_tensor(v, dev).reshape(n, 4)
@@ -252,12 +287,13 @@ def objects_from_columns(columns: Mapping[str, Any], *, frame_idx: Any = 0,
         elif name.startswith(_T_OBJ):
             attrs[name[len(_T_OBJ):]] = _as_tensor(v, dev)
     return Objects.create(frame_idx=fi, bbox=bbox, confidence=get("confidence"), class_id=get("class-id"),
-                          object_id=get("object-id"), tracker_confidence=get("tracker-confidence"), attrs=attrs)
+                          object_id=get("object-id"), tracker_confidence=get("tracker-confidence"), attrs=attrs,
+                          masks=masks, keypoints=keypoints)
 
 
 def _is_object_column(name: str) -> bool:
     return name in ("bbox", "class-id", "confidence", "object-id", "tracker-confidence", "tracker-bbox",
-                    "detector-bbox") or (name.startswith((_CLS, _T_OBJ)) and not name.startswith(_CLS_LABEL))
+                    "detector-bbox", _MASK, _MASK_OK, _KPTS) or (name.startswith((_CLS, _T_OBJ)) and not name.startswith(_CLS_LABEL))
 
 
 def from_frames(messages: Sequence[Message], *, device: torch.device | str | None = None) -> Objects:
@@ -284,14 +320,38 @@ def from_frames(messages: Sequence[Message], *, device: torch.device | str | Non
                 t = _as_tensor(m[name], dev)
                 if name == "tracker-bbox":
                     t = t.reshape(-1, 4)
+                elif name in (_MASK, _KPTS):
+                    pass
                 elif not name.startswith(_T_OBJ):  # one value (or M) per object: normalise the shape
                     t = _flat(t, ns[i])
                 parts.append(t)
             elif ns[i]:
                 raise ValueError(f"messages[{i}]: column {name!r} missing (other frames have it)")
+        if name == _MASK:   # crops of different batches: pad to the largest
+            h = max(p.shape[1] for p in parts)
+            w = max(p.shape[2] for p in parts)
+            parts = [torch.nn.functional.pad(p, (0, w - p.shape[2], 0, h - p.shape[1])) for p in parts]
         cols[name] = torch.cat(parts)
     fi = torch.repeat_interleave(torch.arange(len(frames)), torch.tensor(ns)).to(dev)
     return objects_from_columns(cols, frame_idx=fi, device=dev)
+
+
+def tensors_from_frames(messages: Sequence[Message], *, name: str = "detect",
+                        device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """The per-frame tensors of frame messages, stacked: ``seg-class-map`` ->
+    ``"<name>.class_map" [B, rows, cols]``, ``seg-class-probability-matrix`` ->
+    ``"<name>.class_probs"``, ``infer-tensor-frame-<key>`` -> ``key`` (the inverse of what
+    :func:`to_frames` writes; a column must be in every frame message)."""
+    frames = [m for m in messages if not is_eos(m)]
+    back = {_SEG_MAP: f"{name}.class_map", _SEG_PROB: f"{name}.class_probs"}
+    keys = sorted({k for m in frames for k in m if k in back or k.startswith(_T_FRAME)})
+    out: dict[str, torch.Tensor] = {}
+    for k in keys:
+        missing = [i for i, m in enumerate(frames) if k not in m]
+        if missing:
+            raise ValueError(f"messages[{missing[0]}]: column {k!r} missing (other frames have it)")
+        out[back.get(k, k[len(_T_FRAME):])] = torch.stack([_as_tensor(m[k], device) for m in frames])
+    return out
 
 
 # ---- end of stream --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from vidflow.stages.detect import Detector
 pytestmark = pytest.mark.gpu
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = [ROOT / ".models", Path("/work/shared/models")]
+MODELS = [ROOT / ".models", ROOT / "models", Path("/work/shared/models")]
 FRAMES, BATCH = 48, 16
 
 

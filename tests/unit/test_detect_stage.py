@@ -85,7 +85,7 @@ def test_tiny_model_as_stage(exported, kind):
                    backend="torch" if kind == "onnx-torch" else "auto")
     batch = _batch()
     out = det(batch)
-    assert det._size == (64, 64)
+    assert det.input_size == (64, 64)
     assert out.labels["objects"] == ("red", "blue")
     f0, f1 = _expected()
     o = out.objects
@@ -175,7 +175,7 @@ def test_demo_model_loads_by_default():
     img = torch.zeros(1, 3, 240, 320, dtype=torch.uint8)
     out = det(Batch(images=img, frames=(FrameInfo(0, 0, 0.0, width=320, height=240),)))
     assert out.labels["objects"] == ("box", "disc", "triangle")
-    assert det._size == (320, 320) and det._format == "yolov8"
+    assert det.input_size == (320, 320) and det.active_head.format == "yolov8"
 
 
 def test_runs_through_vidflow_run(exported, tmp_path):

@@ -174,3 +174,27 @@ def test_batch_buckets_pad_and_slice_back():
         assert b["output0"].shape[0] == n
         torch.testing.assert_close(a["output0"], b["output0"], rtol=1e-5, atol=1e-5)
     assert seen == [1, 1, 3, 4, 5, 8, 11, 16]
+
+
+def test_onnx_conv_transpose_converts_to_torch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from vidflow.engines.onnx import OnnxEngine
+
+    class Up(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.ConvTranspose2d(3, 4, 2, stride=2)
+            self.b = torch.nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2)
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    p = tmp_path / "up.onnx"
+    torch.onnx.export(Up().eval(), (torch.rand(1, 3, 8, 8),), str(p), input_names=["images"],
+                      output_names=["output0"], opset_version=17, dynamo=False,
+                      dynamic_axes={"images": {0: "b"}, "output0": {0: "b"}})
+    x = torch.rand(2, 3, 8, 8)
+    ref = OnnxEngine(p, device="cpu")(x)["output0"]
+    got = OnnxEngine(p, device="cpu", backend="torch")(x)["output0"]
+    assert got.shape == (2, 2, 32, 32)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)

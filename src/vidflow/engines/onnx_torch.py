@@ -164,6 +164,23 @@ def _conv(x, a, c):
               groups=a.get("group", 1))
 
 
+def _conv_transpose(x, a, c):
+    w = x[1]
+    b = x[2] if len(x) > 2 else None
+    nd = w.dim() - 2
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or "output_shape" in a:
+        raise NotImplementedError("ConvTranspose auto_pad=SAME_* / output_shape")
+    pads = a.get("pads", [0] * 2 * nd)
+    fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[nd]
+    sym = pads[:nd] == pads[nd:]
+    y = fn(x[0], w, b, stride=a.get("strides", 1), padding=pads[:nd] if sym else 0,
+           output_padding=a.get("output_padding", 0), groups=a.get("group", 1), dilation=a.get("dilations", 1))
+    if not sym:   # crop begin/end pads per spatial axis
+        idx = [slice(None), slice(None)] + [slice(pads[i], y.shape[2 + i] - pads[i + nd]) for i in range(nd)]
+        y = y[tuple(idx)]
+    return y
+
+
 def _pool(kind):
     def op(x, a, c):
         k = a["kernel_shape"]
@@ -363,7 +380,7 @@ def _reduce(fn):
 
 
 _OPS: dict[str, Callable] = {
-    "Conv": _conv, "MaxPool": _pool("max"), "AveragePool": _pool("avg"),
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "MaxPool": _pool("max"), "AveragePool": _pool("avg"),
     "GlobalAveragePool": _unary(lambda t: t.mean(dim=tuple(range(2, t.dim())), keepdim=True)),
     "Resize": _resize, "Pad": _pad, "Reshape": _reshape, "Split": _split, "Slice": _slice, "Gather": _gather,
     "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Cast": _cast, "Expand": _expand,

@@ -240,7 +240,11 @@ class Annotate:
 
     def __init__(self, *, labels: bool = True, ids: bool = True, identities: bool = True,
                  identity: str = "identify", thickness: int | None = None, scale: int | None = None,
+                 masks: bool = True, keypoints: bool = True, alpha: float = 0.45, kpt_conf: float = 0.5,
                  name: str = "draw") -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.masks, self.keypoints, self.alpha, self.kpt_conf = bool(masks), bool(keypoints), float(alpha), float(kpt_conf)
         if thickness is not None and thickness < 1:
             raise ValueError(f"thickness must be >= 1 or None, got {thickness}")
         if scale is not None and (not isinstance(scale, int) or scale < 1):
@@ -287,10 +291,21 @@ class Annotate:
         key = torch.where(objs.object_id >= 0, objs.object_id, objs.class_id)
         colors = pal[key.remainder(len(PALETTE))]
         boxes = batch.source_to_image(objs.bbox, objs.frame_idx)
+        if self.masks and objs.masks is not None:     # translucent, under the outlines and captions
+            from ._overlay import blend_masks
+            blend_masks(batch, objs.masks, objs.frame_idx, colors, self.alpha)
         canvas = _Canvas(batch.images)
         base = canvas.add_colors(colors)
         color_id = base + torch.arange(n, device=dev)
         _box_outlines(canvas, boxes, objs.frame_idx, color_id, thickness)
+        if self.keypoints and objs.keypoints is not None:
+            from ._overlay import keypoint_rects
+            rects, fid, obj = keypoint_rects(batch, objs.keypoints, objs.frame_idx, radius=thickness + 1,
+                                             conf=self.kpt_conf, skeleton=batch.labels.get("skeleton", ()),
+                                             line=max(0, thickness // 2))
+            r = rects.round().long()
+            side = 2 * (thickness + 1) + 2
+            _rects(canvas, r, fid, color_id[obj], side, side)
         texts = self.captions(batch)
         if any(texts):
             gh = _font.GLYPH_H * scale

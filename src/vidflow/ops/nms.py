@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["nms", "batched_nms", "nms_pure", "batched_nms_pure", "box_iou", "HAS_TORCHVISION"]
+__all__ = ["nms", "batched_nms", "nms_pure", "batched_nms_pure", "nms_padded", "box_iou", "HAS_TORCHVISION"]
 
 try:  # optional dependency
     import torchvision.ops as _tvops
@@ -141,3 +141,54 @@ def _check(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor) -> Non
     n = boxes.shape[0]
     if scores.shape != (n,) or idxs.shape != (n,):
         raise ValueError(f"scores/idxs: expected shape ({n},), got {tuple(scores.shape)} / {tuple(idxs.shape)}")
+
+
+def nms_padded(boxes: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, iou_threshold: float, *,
+               check_every: int = 4, max_elements: int = 1 << 27) -> torch.Tensor:
+    """Greedy NMS of a whole batch at once, frames side by side: ``boxes [B,K,4]`` xyxy, already
+    sorted by descending score within each frame (ties: lower index first), ``groups [B,K]`` (a
+    box only suppresses boxes of its own group, e.g. its class), ``valid [B,K]`` bool (padding
+    rows False). Returns ``keep [B,K]`` bool on the device.
+
+    Same definition as :func:`batched_nms_pure` per frame (IoU compared in float64, strictly
+    greater than the threshold suppresses). The greedy answer is the fixed point of
+    ``keep[i] = valid[i] and not any(keep[j] and M[j, i] for j < i)``; each step is one batched
+    op for all frames, and convergence is checked (one tiny host sync) every ``check_every``
+    steps, so a batch typically costs one or two syncs whatever its size. Frames are processed in
+    chunks of at most ``max_elements`` IoU entries."""
+    if boxes.dim() != 3 or boxes.shape[2] != 4:
+        raise ValueError(f"boxes: expected shape (B, K, 4), got {tuple(boxes.shape)}")
+    b, k = boxes.shape[:2]
+    if groups.shape != (b, k) or valid.shape != (b, k):
+        raise ValueError(f"groups/valid: expected shape ({b}, {k}), got {tuple(groups.shape)} / {tuple(valid.shape)}")
+    if b == 0 or k == 0:
+        return valid.clone()
+    step = max(1, int(max_elements) // max(k * k, 1))
+    out = [_padded_chunk(boxes[s:s + step], groups[s:s + step], valid[s:s + step], iou_threshold,
+                         max(1, int(check_every))) for s in range(0, b, step)]
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def _padded_chunk(boxes: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, thr: float,
+                  every: int) -> torch.Tensor:
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    lt = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
+    rb = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    iou = inter / (area[:, :, None] + area[:, None, :] - inter)
+    m = iou.double() > float(thr)
+    del iou, inter, wh, lt, rb
+    m &= groups[:, :, None] == groups[:, None, :]
+    m &= valid[:, :, None]
+    m = torch.triu(m, diagonal=1)                    # m[b, j, i]: j (before i) would suppress i
+    keep = valid.clone()
+    mf = m.to(torch.float16 if m.is_cuda else torch.float32)
+    k = keep.shape[1]
+    for it in range(k + 1):
+        new = valid & ~(torch.bmm(keep.to(mf.dtype)[:, None, :], mf)[:, 0] > 0)
+        if (it + 1) % every == 0 or it == k:
+            if torch.equal(new, keep):
+                return new
+        keep = new
+    return keep

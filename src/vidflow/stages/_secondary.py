@@ -42,9 +42,9 @@ def resolve_model(model: Any, device: torch.device) -> Callable[[torch.Tensor], 
     """An engine for ``model`` on ``device``: a path or an ``nn.Module``
     (``vidflow.engines.load_engine``), or any callable ``Tensor -> outputs``."""
     if isinstance(model, (str, os.PathLike, torch.nn.Module)):
-        from ..engines import load_engine  # the engines package owns file formats and modules
+        from ..engines.load import load_model  # one loader for every stage ("demo", metadata, refusals)
 
-        return load_engine(model, device=device)
+        return load_model(model, device=device)[0]
     if callable(model):
         return model
     raise ValueError(f"model: expected a path, an nn.Module or a callable, got {type(model).__name__}")

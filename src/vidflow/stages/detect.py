@@ -1,56 +1,76 @@
-"""``Detector``: the object-detection stage (YAML ``detect:``).
+"""``Detector``: the detection / segmentation / pose stage (YAML ``detect:``).
 
-Per batch: letterbox/resize the batch images to the model input on the device (one call),
-run the engine, decode the raw output with a YOLO-family head, map boxes back to **source**
-pixels through the letterbox placement and each frame's ``region``, clip them to the source
-frame, and put them in ``batch.objects`` (replacing the table; ``object_id`` = -1).
+Per batch: letterbox/resize the batch images to the model input on the device (one call), run
+the engine, decode the raw outputs of the **whole batch at once** with a head
+(:mod:`vidflow.heads`), map boxes (and keypoints, masks) back to **source** pixels through the
+letterbox placement and each frame's ``region``, clip them to the source frame, and put them in
+``batch.objects`` (replacing the table; ``object_id`` = -1).
 
-``batch.labels["objects"]`` gets the class names. With ``keep_input`` / ``keep_output`` the
-preprocessed input ``"<name>.input" [B,3,H,W]`` and every raw output ``"<name>.<output>"``
+Heads: ``head="yolov8"`` (also YOLO11), ``"yolov5"``, ``"end2end"``, ``"segment"`` (masks in
+``objects.masks``), ``"pose"`` (``objects.keypoints``), ``"semantic"`` (``batch.tensors
+["<name>.class_map"]`` and, with ``probabilities=True``, ``"<name>.class_probs"``), or any
+object following :class:`vidflow.heads.base.Head`. By default the head comes from the model's
+metadata (Ultralytics exports carry ``task``), else ``yolov8``.
+
+``batch.labels["objects"]`` gets the class names, ``batch.labels["keypoints"]`` /
+``["skeleton"]`` the keypoint names and skeleton (pose). With ``keep_input`` / ``keep_output``
+the preprocessed input ``"<name>.input" [B,3,H,W]`` and every raw output ``"<name>.<output>"``
 go into ``batch.tensors`` as they are (no copy).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 
 from ..batch import Batch, Objects
-from ..engines.base import size_from
-from ..heads.yolo import FORMATS, decode
+from ..engines.load import DEMO, head_for, load_model
+from ..heads.base import HEADS, Head, HeadResult
 from ..ops.geometry import clip_boxes, input_to_image, preprocess
 
 __all__ = ["Detector"]
 
-DEMO = "demo"
-
 
 class Detector:
-    """Run a YOLO-family detector on every batch.
+    """Run a detector (or a segmentation / pose model) on every batch.
 
     ``model``: ``"demo"`` (vidflow's own shapes detector), a path (``.onnx``, ``.torchscript``),
-    an ``nn.Module`` or an engine. ``format``: ``"yolov8"`` (``[B,4+C,N]``, also YOLO11),
-    ``"yolov5"`` (``[B,N,5+C]``), ``"end2end"`` (``[B,N,6]``). ``size=(W, H)`` of the model input
-    (default: the model's metadata, else 640x640). ``conf``: a float or one value per class.
-    ``labels``: class names (default: the model's metadata). ``half``: float16 on CUDA.
-    ``color``: channel order the model expects. ``letterbox=False`` resizes without keeping the
-    aspect ratio. ``classes``: keep only these class ids. ``mean``/``std``: optional
-    normalisation after scaling to 0..1. ``output``: which output to decode (default: the first).
+    an ``nn.Module`` or an engine. ``head``: see the module text (``format=`` is the old name,
+    still accepted with a DeprecationWarning). ``size=(W, H)`` of the model input (default: the
+    model's metadata, else 640x640). ``conf``: a float or one value per class. ``labels``:
+    class names (default: the model's metadata). ``half``: float16 on CUDA. ``color``: channel
+    order the model expects. ``letterbox=False`` resizes without keeping the aspect ratio.
+    ``classes``: keep only these class ids. ``mean``/``std``: optional normalisation after
+    scaling to 0..1. ``output``: which output to decode (default: the first 3-d one).
+    ``masks=False`` skips instance masks of a segment head; ``kpt_shape``, ``keypoint_names``,
+    ``skeleton`` override the pose model's metadata.
     """
 
-    def __init__(self, model: Any = DEMO, *, format: Literal["yolov8", "yolov5", "end2end"] | None = None,
+    def __init__(self, model: Any = DEMO, *, head: str | Head | None = None, format: str | None = None,
                  size: Sequence[int] | int | None = None, conf: float | Sequence[float] = 0.25,
                  iou: float = 0.7, max_det: int = 300, labels: Sequence[str] | None = None, half: bool = False,
                  color: Literal["rgb", "bgr"] = "rgb", letterbox: bool = True, keep_input: bool = False,
                  keep_output: bool = False, classes: Sequence[int] | None = None, agnostic: bool = False,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  output: str | None = None, backend: Literal["auto", "onnxruntime", "torch"] = "auto",
+                 masks: bool = True, probabilities: bool = False, kpt_shape: Sequence[int] | None = None,
+                 keypoint_names: Sequence[str] | None = None, skeleton: Sequence[Sequence[int]] | None = None,
                  name: str = "detect") -> None:
-        if format is not None and format not in FORMATS:
-            raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
+        if format is not None:
+            warnings.warn("Detector(format=...) is now head=...", DeprecationWarning, stacklevel=2)
+            if head is not None and head != format:
+                raise ValueError(f"head={head!r} and format={format!r}: give one (format is the old name)")
+            head = format
+        if head == "detect":
+            head = "yolov8"
+        if isinstance(head, str) and head not in HEADS:
+            raise ValueError(f"head: expected one of {', '.join(HEADS)} or a Head object, got {head!r}")
+        if head is not None and not isinstance(head, str) and not callable(head):
+            raise ValueError(f"head: expected a name or a Head (a callable), got {type(head).__name__}")
         if color not in ("rgb", "bgr"):
             raise ValueError(f"color: expected 'rgb' or 'bgr', got {color!r}")
         if backend not in ("auto", "onnxruntime", "torch"):
@@ -71,7 +91,7 @@ class Detector:
         if isinstance(model, (str, os.PathLike)) and os.fspath(model) != DEMO and not os.path.isfile(model):
             raise ValueError(f"model: file not found: {os.fspath(model)!r} (or use model: demo)")
         self.model = model
-        self.format = format
+        self.head = head
         self.size = size
         self.conf = conf
         self.iou = float(iou)
@@ -87,28 +107,61 @@ class Detector:
         self.mean, self.std = mean, std
         self.output = output
         self.backend = backend
+        self.masks = bool(masks)
+        self.probabilities = bool(probabilities)
+        self.kpt_shape = tuple(int(v) for v in kpt_shape) if kpt_shape is not None else None
+        self.keypoint_names = tuple(keypoint_names) if keypoint_names is not None else None
+        self.skeleton = tuple(tuple(int(v) for v in e) for e in skeleton) if skeleton is not None else None
         self.name = name
         self.engine: Any = None
+        self.meta: dict[str, Any] = {}
         self._device: torch.device | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """The model input ``(W, H)`` in use (None before the model is loaded)."""
+        return getattr(self, "_size", None)
+
+    @property
+    def active_head(self) -> Any:
+        """The head object in use (None before the model is loaded)."""
+        return getattr(self, "_head", None)
+
+    @property
+    def format(self) -> str | None:  # the old name
+        return self.head if isinstance(self.head, str) else None
 
     # lazy set-up on the batch's device ------------------------------------------------------
     def _load(self, device: torch.device) -> None:
-        from ..engines import load_engine
-
-        meta: dict[str, Any] = {}
-        model = self.model
-        if isinstance(model, str) and model == DEMO:
-            from ..demo_models import load_demo
-            model, meta = load_demo(device=device)
-        kw: dict[str, Any] = {}
-        if isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".onnx"):
-            kw["backend"] = self.backend
-        self.engine = load_engine(model, device=device, half=self.half, **kw)
+        demo = "semantic" if self.head == "semantic" else "detector"
+        self.engine, md = load_model(self.model, device=device, half=self.half, backend=self.backend, demo=demo)
+        self.meta = md
         self._device = device
-        md = {**getattr(self.engine, "metadata", {}), **meta}
-        self._size = self.size or getattr(self.engine, "input_size", None) or size_from(md) or (640, 640)
-        self._format = self.format or md.get("format") or "yolov8"
-        self._labels = self.labels or getattr(self.engine, "labels", None) or (tuple(md["labels"]) if md.get("labels") else None)
+        self._size = self.size or md.get("input_size") or (640, 640)
+        self._labels = self.labels or md.get("labels")
+        self._head = self._make_head(md)
+
+    def _make_head(self, md: dict[str, Any]) -> Any:
+        h = self.head if self.head is not None else (head_for(md) or "yolov8")
+        if not isinstance(h, str):
+            return h
+        common = dict(conf=self.conf, iou=self.iou, max_det=self.max_det, classes=self.classes,
+                      agnostic=self.agnostic, output=self.output)
+        if h == "segment":
+            from ..heads.yolo_seg import SegmentHead
+            return SegmentHead(**common)
+        if h == "pose":
+            from ..heads.yolo_pose import PoseHead
+            ks = self.kpt_shape or md.get("kpt_shape")
+            if ks is None:
+                raise ValueError(f"{self.name}: head 'pose' needs kpt_shape (the model's metadata has none): "
+                                 f"set kpt_shape: [keypoints, 3]")
+            return PoseHead(kpt_shape=ks, **common)
+        if h == "semantic":
+            from ..heads.semantic import SemanticHead
+            return SemanticHead(output=self.output)
+        from ..heads.yolo import YoloHead
+        return YoloHead(h, **common)
 
     def __call__(self, batch: Batch) -> Batch:
         """``batch`` -> a new batch with ``objects`` from this detector (input not modified)."""
@@ -127,30 +180,29 @@ class Detector:
         return batch, x, place, self.engine(x)
 
     def finish(self, pending: tuple) -> Batch:
-        """The second half: decode the model's output (YOLO head, NMS), map boxes to source pixels."""
+        """The second half: decode the model's outputs with the head, map to source pixels."""
         batch, x, place, outs = pending
         if x.is_cuda:                 # made on the launching thread's stream, read on this one
             cur = torch.cuda.current_stream(x.device)
             for t in (x, *outs.values()):
                 t.record_stream(cur)
-        key = self.output or next(iter(outs))
-        if key not in outs:
-            raise ValueError(f"output: {key!r} is not an output of the model; it has {list(outs)}")
-        raw = outs[key]
-        det = decode(raw, format=self._format, conf=self.conf, iou=self.iou, max_det=self.max_det,
-                     classes=self.classes, agnostic=self.agnostic)
-        boxes = batch.image_to_source(input_to_image(det.bbox, place), det.frame_idx)
-        boxes = clip_boxes(boxes, batch.source_sizes()[det.frame_idx])
-        ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        objs = Objects.create(frame_idx=det.frame_idx, bbox=boxes, confidence=det.confidence,
-                              class_id=det.class_id)[ok]
-        labels = self._labels or _default_labels(raw, self._format)
-        tensors = dict(batch.tensors)
+        if self.output is not None and self.output not in outs:
+            raise ValueError(f"output: {self.output!r} is not an output of the model; it has {list(outs)}")
+        res = self._head(outs, len(batch))
+        if not isinstance(res, HeadResult):
+            raise ValueError(f"{self.name}: the head returned {type(res).__name__}, expected a HeadResult")
+        from ._detect_map import build
+        objs, tensors, labels = build(self, batch, x, place, res)
+        if not labels.get("objects"):
+            num = getattr(self._head, "num_classes", None)
+            n = num(outs) if callable(num) else 0
+            labels["objects"] = tuple(str(i) for i in range(max(n, 0)))
+        tensors = {**batch.tensors, **tensors}
         if self.keep_input:
             tensors[f"{self.name}.input"] = x
         if self.keep_output:
             tensors.update({f"{self.name}.{k}": v for k, v in outs.items()})
-        return batch.replace(objects=objs, tensors=tensors, labels={**batch.labels, "objects": labels})
+        return batch.replace(objects=objs, tensors=tensors, labels={**batch.labels, **labels})
 
     def warmup(self, batch_size: int, device: torch.device) -> None:
         """Prepare the engine for every batch size up to ``batch_size`` (``Pipeline`` calls this
@@ -168,9 +220,5 @@ class Detector:
 
     def __repr__(self) -> str:
         m = self.model if isinstance(self.model, (str, os.PathLike)) else type(self.model).__name__
-        return f"Detector(model={m!r}, format={self.format}, conf={self.conf}, iou={self.iou}, name={self.name!r})"
-
-
-def _default_labels(raw: torch.Tensor, fmt: str) -> tuple[str, ...]:
-    n = raw.shape[1] - 4 if fmt == "yolov8" else raw.shape[2] - 5 if fmt == "yolov5" else 0
-    return tuple(str(i) for i in range(max(n, 0)))
+        h = self.head if isinstance(self.head, (str, type(None))) else type(self.head).__name__
+        return f"Detector(model={m!r}, head={h}, conf={self.conf}, iou={self.iou}, name={self.name!r})"
