@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install the system packages vidflow's end-to-end tests need: GStreamer's RTSP server (run by
 # tests/e2e/rtsp_server.py with the system /usr/bin/python3) and the plugins it uses to encode
-# H.264 test streams, and Debian's Chromium for the live page's browser test. Idempotent and quiet: does nothing when everything is already there.
+# H.264 test streams; Debian's Chromium for the live page's browser test; mosquitto and
+# redis-server for the broker sink tests (the tests start their own instances on free ports, so
+# the packages' system services are stopped again). Idempotent and quiet: does nothing when
+# everything is already there.
 # Debian/Ubuntu only (apt-get); needs root or passwordless sudo.
 set -euo pipefail
 
@@ -17,6 +20,9 @@ PACKAGES=(
   # own browser download is never used. A font so the page's text renders.
   chromium
   fonts-dejavu-core
+  mosquitto
+  mosquitto-clients
+  redis-server
 )
 
 missing=()
@@ -43,3 +49,10 @@ if ! { $SUDO apt-get update -qq && \
   exit 1
 fi
 echo "install-ci-deps: installed ${missing[*]}"
+# brokers: the tests run their own on free ports; a packaged service left running is harmless
+# but not needed, so stop it where a service manager started one
+for svc in mosquitto redis-server; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $SUDO systemctl stop "$svc" >/dev/null 2>&1 || true
+  fi
+done

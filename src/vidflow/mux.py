@@ -129,14 +129,15 @@ class Muxer:
         max_wait_ms: a batch goes out at most this long after its first frame arrived.
         size: ``(width, height)`` of the batch images; ``None`` takes the first frame's size.
         keep_aspect: scale each frame to fit, centred, padding with black (``FrameInfo.region``
-            records where it lies) instead of stretching it to ``size``.
+            records where it lies) instead of stretching it to ``size`` (the default, like
+            DeepStream's nvstreammux ``enable-padding``; ``False`` stretches).
         pool: batch buffers kept for reuse. A buffer is reused only once no batch view of it is
             alive, so holding batches never sees them overwritten; more are allocated if needed.
         clock: monotonic clock in seconds (tests pass a fake one).
     """
 
     def __init__(self, batch_size: int = 8, max_wait_ms: float = 30.0, size: Sequence[int] | None = None, *,
-                 keep_aspect: bool = False, pool: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
+                 keep_aspect: bool = True, pool: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if float(max_wait_ms) < 0:

@@ -11,7 +11,9 @@ from vidflow.testing import FakeSource, MemorySink, frame_value
 
 def run(sources, stages=(), batch_size=4, **kw):
     sink = MemorySink()
-    pipe = Pipeline(sources, Muxer(batch_size=batch_size, max_wait_ms=20), stages, [sink], device="cpu", **kw)
+    # keep_aspect=False: the pixel checks below read pixel (0, 0) of every frame, stretched to the batch size
+    pipe = Pipeline(sources, Muxer(batch_size=batch_size, max_wait_ms=20, keep_aspect=False), stages, [sink],
+                    device="cpu", **kw)
     return pipe, sink, pipe.run
 
 

@@ -145,3 +145,149 @@ def test_errors(tmp_path):
         for b in scene_batches(3, 1):
             sink.write(b)
         sink.close()
+
+
+# ---- faithful output: timing and size follow the sources; killed writers leave playable files --
+def _frames_at(n, *, w, h, bw=None, bh=None, region=None, fps=25.0, sid=0, start=0):
+    """Single-source batches of ``n`` frames: a ``w x h`` source shown in a ``bw x bh`` batch image."""
+    bw, bh = bw or w, bh or h
+    for i in range(start, start + n):
+        img = torch.full((1, 3, bh, bw), 40, dtype=torch.uint8)
+        img[:, :, :, : bw // 2] = 200
+        yield Batch(images=img, frames=(FrameInfo(sid, i, i / fps, 0, w, h, region),), objects=Objects.empty("cpu"))
+
+
+def _probe(path):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        ts = [float(f.pts * f.time_base) for f in c.decode(s)]
+        return s.codec_context.width, s.codec_context.height, ts
+
+
+def test_timing_follows_the_source_pts(tmp_path):
+    with VideoSink(tmp_path / "v", tiled=False, draw=False) as sink:
+        for b in _frames_at(50, w=320, h=240, fps=25.0):
+            sink.write(b)
+    w, h, ts = _probe(tmp_path / "v" / "0.mp4")
+    assert (w, h) == (320, 240) and len(ts) == 50
+    assert ts[-1] - ts[0] == pytest.approx(49 / 25, abs=1e-3)      # 25 fps, 2 s: not 30 fps / 1.63 s
+    with VideoSink(tmp_path / "c", tiled=False, draw=False, fps=10) as sink:   # forced constant rate
+        for b in _frames_at(20, w=64, h=48, fps=25.0):
+            sink.write(b)
+    ts = _probe(tmp_path / "c" / "0.mp4")[2]
+    assert ts[-1] - ts[0] == pytest.approx(1.9, abs=1e-3)
+
+
+def test_size_follows_the_source_no_upscale_aspect_kept(tmp_path):
+    # a 320x240 source the muxer scaled up to 640x480: written at 320x240 unless upscale=True
+    with VideoSink(tmp_path / "a", tiled=False, draw=False) as sink:
+        for b in _frames_at(3, w=320, h=240, bw=640, bh=480, region=(0, 0, 640, 480)):
+            sink.write(b)
+    assert _probe(tmp_path / "a" / "0.mp4")[:2] == (320, 240)
+    with VideoSink(tmp_path / "b", tiled=False, draw=False, upscale=True) as sink:
+        for b in _frames_at(3, w=320, h=240, bw=640, bh=480, region=(0, 0, 640, 480)):
+            sink.write(b)
+    assert _probe(tmp_path / "b" / "0.mp4")[:2] == (640, 480)
+    # a 16:9 source letterboxed in a 4:3 batch image: the file is the 16:9 picture, no bars
+    with VideoSink(tmp_path / "c", tiled=False, draw=False) as sink:
+        for b in _frames_at(3, w=640, h=360, bw=640, bh=480, region=(0, 60, 640, 420)):
+            sink.write(b)
+    assert _probe(tmp_path / "c" / "0.mp4")[:2] == (640, 360)
+
+
+def test_tiled_default_size_from_sources(tmp_path):
+    out = tmp_path / "t.mp4"
+    with VideoSink(out, draw=False) as sink:
+        for a, b in zip(_frames_at(4, w=320, h=240, sid=0), _frames_at(4, w=320, h=240, sid=1)):
+            sink.write(Batch(images=torch.cat([a.images, b.images]), frames=a.frames + b.frames,
+                             objects=Objects.empty("cpu")))
+    w, h, ts = _probe(out)
+    assert (w, h) == (640, 240) and len(ts) == 4 and ts[-1] - ts[0] == pytest.approx(3 / 25, abs=1e-3)
+
+
+def test_overlay_draws_camera_name_time_fps(tmp_path):
+    for ov in (False, True):
+        with VideoSink(tmp_path / f"o{ov}", tiled=False, draw=False, overlay=ov, names={0: "gate"}) as sink:
+            for b in _frames_at(3, w=320, h=240):
+                sink.write(b)
+    plain, over = decode(tmp_path / "oFalse" / "0.mp4")[2], decode(tmp_path / "oTrue" / "0.mp4")[2]
+    band = np.abs(over[2:14, 2:200].astype(int) - plain[2:14, 2:200].astype(int)).mean()
+    assert band > 20 and np.abs(over[100:].astype(int) - plain[100:].astype(int)).mean() < 2
+
+
+KILL_CHILD = """
+import os, sys, time
+sys.path[:0] = [{root!r}, {src!r}]
+from tests.unit.test_video_sink import _frames_at
+from vidflow.sinks.video import VideoSink
+sink = VideoSink({path!r}, tiled=False, draw=False, encoder="pyav", keyframe_s=1.0)
+for b in _frames_at(150, w=160, h=120, fps=25.0):
+    sink.write(b)
+while sink.stats()["written"] < 150:
+    time.sleep(0.01)
+print("written", flush=True)
+time.sleep(600)
+"""
+
+
+def test_killed_writer_leaves_a_playable_file(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    code = KILL_CHILD.format(root=str(root), src=str(root / "src"), path=str(tmp_path / "k"))
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "written"
+    finally:
+        p.kill()
+        p.wait(10)
+    w, h, ts = _probe(tmp_path / "k" / "0.mp4")        # never finalised, still opens and decodes
+    assert (w, h) == (160, 120)
+    assert 100 <= len(ts) <= 150 and ts == sorted(ts)   # at most the last fragments (+ x264 lookahead) lost
+
+
+def test_encoder_failure_is_isolated_until_close(tmp_path):
+    (tmp_path / "f").write_text("not a folder")
+    sink = VideoSink(tmp_path / "f" / "out.mp4", rows=1, cols=1, encoder="pyav")
+    for b in scene_batches(4, 1):
+        sink.write(b)                                   # never raises with on_error="isolate"
+    from tests.unit._brokers import wait_until
+    wait_until(lambda: sink.stats()["state"] == "failed", what="the encoder failure")
+    with pytest.raises(SinkError, match="video"):
+        sink.close()
+
+
+def test_captions_placed_apart():
+    from vidflow.sinks._labels import place_labels
+
+    # five boxes stacked 4 px apart: their "above" spots collide, the placement spreads them
+    boxes = np.array([[50, 40 + 4 * i, 150, 100 + 4 * i] for i in range(5)], np.float32)
+    wh = np.full((5, 2), (60, 10), np.float32)
+    pos = place_labels(boxes, wh, np.zeros(5, int), (320, 240))
+    rects = [(x, y, x + 60, y + 10) for x, y in pos]
+    for i in range(5):
+        assert 0 <= rects[i][0] and rects[i][2] <= 320 and 0 <= rects[i][1] and rects[i][3] <= 240
+        for j in range(i):
+            a, b = rects[i], rects[j]
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]), (a, b)
+    # other frames don't collide with this one
+    pos2 = place_labels(boxes[[0, 0]], wh[:2], np.array([0, 1]), (320, 240))
+    assert np.array_equal(pos2[0], pos2[1])
+
+
+def test_small_source_captions_stay_legible(tmp_path):
+    # a 160x120 source shown 4x larger in the batch: captions are drawn 4x so that the written
+    # 160x120 file still has 8 px glyphs (a caption band of >= 8 rows in the box colour)
+    img = torch.full((1, 3, 480, 640), 128, dtype=torch.uint8)
+    objs = Objects.create(frame_idx=torch.tensor([0]), bbox=torch.tensor([[40.0, 50.0, 120.0, 110.0]]),
+                          class_id=torch.tensor([0]), object_id=torch.tensor([3]))
+    b = Batch(images=img, frames=(FrameInfo(0, 0, 0.0, 0, 160, 120, (0, 0, 640, 480)),), objects=objs,
+              labels={"objects": ("box",)})
+    with VideoSink(tmp_path / "s", tiled=False) as sink:
+        sink.write(b)
+    frame = decode(tmp_path / "s" / "0.mp4")[0]
+    assert frame.shape == (120, 160, 3)
+    color = np.array(PALETTE[3 % len(PALETTE)], np.float32)
+    rows = [y for y in range(0, 50) if (np.abs(frame[y, 40:100].astype(np.float32) - color).mean(1) < 40).mean() > 0.3]
+    assert len(rows) >= 8, rows

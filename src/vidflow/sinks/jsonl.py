@@ -1,114 +1,138 @@
-"""``JsonlSink``: one JSON line per frame.
+"""``JsonlSink``: one JSON line per frame (or per event), written off the pipeline's thread.
 
-Schema (DESIGN.md)::
+Default schema (``format="jsonl"``, DESIGN.md)::
 
     {"source_id": 0, "frame_num": 12, "pts": 0.4, "width": 1920, "height": 1080,
      "objects": [{"bbox": [x1, y1, x2, y2], "class_id": 1, "label": "disc", "confidence": 0.93,
                   "object_id": 4, "attrs": {"color.label": "red", "embed.vector": [...]}}]}
 
-Boxes are in source pixels. The object table crosses to the host once per batch.
+Any encoder of ``sinks/encoders.py`` can be chosen instead (``format="vidflow.v1"``,
+``"deepstream-minimal"``, ``"events"``...). Records are built from the batch's columns
+(``records.host_frames``: the object table crosses to the host once per batch), encoded with
+orjson, and written by a :class:`~vidflow.sinks.base.ThreadedSink` worker.
+
+Faults: each batch's lines go out in one ``os.write`` loop on an ``O_APPEND`` descriptor; if a
+write fails part-way (disk full, quota, I/O error) the file is truncated back to the end of the
+last complete line, so it never ends in a partial record; the sink is then marked failed (its
+``on_error`` policy decides whether the pipeline stops). A hard kill loses at most the batch being
+written, never a line's integrity beyond the last one. Free space is checked when the file is
+opened: below ``warn_free_bytes`` a warning names the file.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import os
+import shutil
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Literal
 
-import torch
-
-from ..batch import TRACKER_BBOX, Batch
+from ..batch import Batch
 from ..errors import SinkError
+from .base import ThreadedSink
+from .encoders import Encoder, JsonlEncoder, make_encoder
+from .records import host_frames
 
 __all__ = ["JsonlSink", "frame_records"]
 
-
-def _round(x: Any, nd: int) -> Any:
-    if isinstance(x, float):
-        return round(x, nd)
-    if isinstance(x, list):
-        return [_round(v, nd) for v in x]
-    return x
+log = logging.getLogger(__name__)
 
 
 def frame_records(batch: Batch, *, attrs: bool = True, decimals: int = 2) -> list[dict[str, Any]]:
-    """The JSON-ready records of a batch, one per frame in batch order."""
-    objs = batch.objects
-    names = batch.labels.get("objects", ())
-    # one host transfer for the whole table (float64 holds the int64 ids exactly below 2**53)
-    table = torch.cat([objs.frame_idx[:, None].double(), objs.bbox.double(), objs.class_id[:, None].double(),
-                       objs.confidence[:, None].double(), objs.object_id[:, None].double()], 1).cpu().numpy()
-    host = {"frame_idx": table[:, 0].astype(int).tolist(), "bbox": table[:, 1:5].astype("float32").tolist(),
-            "class_id": table[:, 5].astype(int).tolist(), "confidence": table[:, 6].astype("float32").tolist(),
-            "object_id": table[:, 7].astype(int).tolist()}
-    extra: dict[str, list] = {}
-    if attrs:
-        for key, v in objs.attrs.items():
-            if key == TRACKER_BBOX:
-                continue
-            vals = v.detach().cpu()
-            vals = vals.float() if vals.is_floating_point() else vals
-            lst = vals.tolist()
-            stage = key.rsplit(".", 1)[0]
-            if key.endswith(".label") and stage in batch.labels:
-                lab = batch.labels[stage]
-                lst = [lab[i] if isinstance(i, int) and 0 <= i < len(lab) else i for i in lst]
-            extra[key] = lst
-    per_frame: list[list[dict]] = [[] for _ in batch.frames]
-    nd, nn = decimals, len(names)
-    # the hot loop of the sink (~700 objects per batch of 64): plain round() on each value, as
-    # _round would, without its recursion
-    for j, (fi, b, cid, conf, oid) in enumerate(zip(host["frame_idx"], host["bbox"], host["class_id"],
-                                                    host["confidence"], host["object_id"])):
-        o = {"bbox": [round(b[0], nd), round(b[1], nd), round(b[2], nd), round(b[3], nd)], "class_id": cid,
-             "label": names[cid] if 0 <= cid < nn else str(cid), "confidence": round(conf, 4), "object_id": oid}
-        if extra:
-            o["attrs"] = {k: _round(v[j], 4) for k, v in extra.items()}
-        per_frame[fi].append(o)
-    return [{"source_id": f.source_id, "frame_num": f.frame_num, "pts": round(f.pts, 6), "width": f.width,
-             "height": f.height, "objects": per_frame[i]} for i, f in enumerate(batch.frames)]
+    """The JSON-ready DESIGN.md records of a batch, one per frame in batch order."""
+    return JsonlEncoder(attrs=attrs, decimals=decimals).records(host_frames(batch, attrs=attrs))
 
 
-class JsonlSink:
-    """Writes one line per frame to ``path`` (parent folders created). Lines of one source come
-    in frame order; the file is flushed after every batch and closed by :meth:`close`.
+class JsonlSink(ThreadedSink):
+    """Writes one line per frame to ``path`` (parent folders created; an existing file is
+    replaced unless ``append=True``). Lines of one source come in frame order.
 
     Args:
         path: output file.
-        attrs: include per-object attributes (embeddings, classifier labels...) under ``"attrs"``.
-        decimals: rounding of box coordinates.
+        format: an encoder name or object (``sinks.encoders.ENCODERS``); ``"jsonl"`` is the
+            DESIGN.md record.
+        attrs: include per-object attributes (embeddings, classifier labels...).
+        decimals: rounding of box coordinates (``format="jsonl"`` only).
+        warn_free_bytes: warn when the disk holding ``path`` has less free space at start.
+        queue_size / when_full / on_error: see :class:`~vidflow.sinks.base.ThreadedSink`.
     """
 
-    def __init__(self, path: str | Path, *, attrs: bool = True, decimals: int = 2) -> None:
+    def __init__(self, path: str | os.PathLike, *, format: str | Encoder = "jsonl", attrs: bool = True,
+                 decimals: int = 2, append: bool = False, warn_free_bytes: int = 1 << 30, queue_size: int = 8,
+                 when_full: Literal["block", "drop_oldest"] = "block",
+                 on_error: Literal["isolate", "stop"] = "isolate", name: str = "jsonl") -> None:
+        super().__init__(name=name, queue_size=queue_size, when_full=when_full, on_error=on_error)
         self.path = Path(path)
-        self.attrs = bool(attrs)
-        self.decimals = int(decimals)
-        self._f: IO[str] | None = None
-        self.lines = 0
+        self.attrs, self.decimals, self.append = bool(attrs), int(decimals), bool(append)
+        self.encoder = (JsonlEncoder(attrs=self.attrs, decimals=self.decimals) if format == "jsonl"
+                        else make_encoder(format))
+        self.warn_free_bytes = int(warn_free_bytes)
+        self._fd: int | None = None
+        self._lines = 0
+        self._bytes = 0
+        self._seqs: dict[Any, int] = {}
 
-    def write(self, batch: Batch) -> None:
-        if self._f is None:
+    @property
+    def lines(self) -> int:
+        """Complete lines written so far."""
+        return self._lines
+
+    def _next_seq(self, sid: Any) -> int:
+        n = self._seqs.get(sid, 0)
+        self._seqs[sid] = n + 1
+        return n
+
+    def _open(self) -> int:
+        if self._fd is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._f = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if self.append else os.O_TRUNC)
+                self._fd = os.open(self.path, flags, 0o644)
             except OSError as e:
-                raise SinkError(f"jsonl: cannot open {self.path}: {e}") from e
-        with torch.no_grad():
-            recs = frame_records(batch, attrs=self.attrs, decimals=self.decimals)
-        self._f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in recs))
-        self._f.flush()
-        self.lines += len(recs)
+                raise SinkError(f"{self.name}: cannot open {self.path}: {e}") from e
+            self._bytes = os.fstat(self._fd).st_size
+            try:
+                free = shutil.disk_usage(self.path.parent).free
+            except OSError:
+                free = None
+            if free is not None and free < self.warn_free_bytes:
+                log.warning("%s: only %.1f MB free on the disk of %s (warning threshold %.1f MB)", self.name,
+                            free / 1e6, self.path, self.warn_free_bytes / 1e6)
+        return self._fd
 
-    def close(self) -> None:
-        if self._f is None:        # nothing written: still leave an (empty) file behind
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.touch()
+    def _write_lines(self, payloads: list[bytes]) -> None:
+        if not payloads:
             return
-        self._f.close()
-        self._f = None
+        fd = self._open()
+        data = memoryview(b"\n".join(payloads) + b"\n")
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(fd, data[done:])
+        except OSError as e:
+            try:                      # cut the partial record: the file ends on a complete line
+                os.ftruncate(fd, self._bytes)
+            except OSError as e2:
+                log.error("%s: could not remove a partial record from %s: %s", self.name, self.path, e2)
+            raise SinkError(f"{self.name}: writing {self.path} failed: {e}") from e
+        self._bytes += len(data)
+        self._lines += len(payloads)
 
-    def __enter__(self) -> JsonlSink:
-        return self
+    def _process(self, batch: Batch) -> None:
+        frames = host_frames(batch, attrs=self.attrs)
+        self._write_lines([p for _, p in self.encoder.encode(frames, self._next_seq)])
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def _end_source(self, source_id: int | str) -> None:
+        self._write_lines([p for _, p in self.encoder.end_source(source_id, self._next_seq)])
+
+    def _finish(self) -> None:
+        if self._fd is None and self._error is None:     # nothing written: still leave an empty file
+            self._open()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def stats(self) -> dict[str, Any]:
+        s = super().stats()
+        s.update(path=str(self.path), lines=self._lines, bytes=self._bytes)
+        return s

@@ -1,204 +1,107 @@
 """``VideoSink``: annotated frames to H.264/HEVC MP4, one file per source or one tiled mosaic.
 
-On the batch device the sink draws (optional, on a copy), tiles or crops each frame, and starts
-one copy to the host (into pinned memory, asynchronously, on CUDA): that copy is the encoder's
-input and the only time a full frame leaves the device. Encoding runs on a worker thread fed
-by a bounded queue, so ``write`` returns as soon as the copy is queued; when the encoder falls
-behind, ``write`` waits (back-pressure, no frame is lost). A failure on the worker is raised as
-``SinkError`` from the next ``write`` or from ``close``.
+On the batch device, in ``write``: draw boxes and captions (optional, on a copy), cut each
+source's frame out of the batch image (its ``FrameInfo.region``) or tile the sources, add the
+overlay (camera name, time, fps; optional), and start one copy to the host (pinned memory,
+asynchronous on CUDA). Encoding and muxing run on the sink's worker
+(:class:`~vidflow.sinks.base.ThreadedSink`: started on the first write; ``when_full="block"``
+by default, so no frame is lost; a failure is isolated or stops the pipeline per ``on_error``).
+
+Faithful by default: timestamps are the sources' own ``pts`` (so a 25 fps source gives a 25 fps
+file of the same duration; ``fps=`` forces a constant rate), each file has its source's size
+(a frame the muxer scaled up is scaled back down; ``upscale=True`` keeps the batch size), captions stay legible (glyphs >= 8 px in the file,
+placed apart: ``sinks/_labels.py``), the aspect ratio is kept (letterboxed cells in the mosaic), and the mosaic's cells have the size of
+the largest source, capped at ``max_size``. Output is fragmented MP4 (a keyframe and fragment
+every ``keyframe_s``): a killed process leaves a file that plays up to its last fragment;
+``close()`` finalises it. yuv420p, BT.709 limited range, tagged as such.
 
 The encoder is NVENC through PyNvVideoCodec when ``encoder="nvenc"`` (or ``"auto"`` and the GPU
-has one: :func:`nvenc_available`), else FFmpeg's libx264/libx265 through PyAV. Output is
-yuv420p, BT.709 limited range, tagged as such in the stream.
+has one: :func:`nvenc_available`), else FFmpeg's libx264/libx265 through PyAV.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import queue
-import threading
-from fractions import Fraction
+import time
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..batch import Batch
 from ..errors import SinkError
+from ._writers import CODECS, NvencWriter, PyAvWriter, nvenc_available, rgb_to_nv12
+from .base import ThreadedSink
 from .tiler import Tiler, grid_for
 
 __all__ = ["VideoSink", "nvenc_available"]
 
-_CODECS = {"h264": ("libx264", "h264"), "hevc": ("libx265", "hevc")}
 _ENCODERS = ("auto", "nvenc", "pyav")
 
 
-@functools.lru_cache(maxsize=1)
-def nvenc_available() -> bool:
-    """Whether PyNvVideoCodec is importable and can open an NVENC session on this GPU (the H100
-    and H200 have no NVENC: False there). Probed once, on a throwaway thread: PyNvVideoCodec may
-    make a CUDA context of its own current on the calling thread, and torch work on that thread
-    would then run in the wrong context ("invalid resource handle")."""
-    if not torch.cuda.is_available():
-        return False
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            import PyNvVideoCodec as nvc  # noqa: N813
-
-            enc = nvc.CreateEncoder(256, 256, "NV12", True, codec="h264")
-            del enc
-            result.append(True)
-        except Exception:  # noqa: BLE001 - any failure means "no usable NVENC"
-            result.append(False)
-
-    t = threading.Thread(target=probe, name="vidflow-nvenc-probe", daemon=True)
-    t.start()
-    t.join(timeout=30)
-    return bool(result and result[0])
+def _even(v: int) -> int:
+    return max(2, int(v) // 2 * 2)
 
 
-class _PyAvWriter:
-    """One MP4 file written by FFmpeg (libx264/libx265) through PyAV; input RGB ``[H,W,3]``."""
-
-    def __init__(self, path: Path, width: int, height: int, fps: float, codec: str, bitrate: int | None) -> None:
-        import av
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        names = [n for n in _CODECS[codec] if n in av.codecs_available]
-        if not names:
-            raise SinkError(f"no {codec} encoder in this FFmpeg build (looked for {', '.join(_CODECS[codec])})")
-        self.container = av.open(str(path), mode="w")
-        opts = {"preset": "veryfast"} if names[0] in ("libx264", "libx265") else {}
-        self.stream = self.container.add_stream(names[0], rate=Fraction(fps).limit_denominator(1001), options=opts)
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
-        if bitrate:
-            self.stream.bit_rate = int(bitrate)
-        cc = self.stream.codec_context
-        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited
-        self.n = 0
-
-    def write(self, rgb: np.ndarray) -> None:
-        import av
-
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709")
-        frame.pts = self.n
-        self.n += 1
-        for p in self.stream.encode(frame):
-            self.container.mux(p)
-
-    def close(self) -> None:
-        for p in self.stream.encode(None):
-            self.container.mux(p)
-        self.container.close()
-
-
-class _NvencWriter:
-    """NVENC through PyNvVideoCodec: NV12 host input, Annex-B output remuxed into MP4 by PyAV
-    at close. Input is NV12 ``[H*3//2, W]`` uint8 (converted on the device before the copy)."""
-
-
-    def __init__(self, path: Path, width: int, height: int, fps: float, codec: str, bitrate: int | None) -> None:
-        import PyNvVideoCodec as nvc  # noqa: N813
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.fps, self.codec = path, fps, codec
-        self.raw_path = path.with_suffix(path.suffix + f".{codec}")
-        kw = {"codec": codec, "fps": str(round(fps)), "preset": "p4"}
-        if bitrate:
-            kw["bitrate"] = str(int(bitrate))
-        self.enc = nvc.CreateEncoder(width, height, "NV12", True, **kw)
-        self.raw = open(self.raw_path, "wb")  # noqa: SIM115 - closed in close()
-
-    def write(self, nv12: np.ndarray) -> None:
-        self.raw.write(bytes(self.enc.Encode(nv12)))
-
-    def close(self) -> None:
-        import av
-
-        self.raw.write(bytes(self.enc.EndEncode()))
-        self.raw.close()
-        tb = Fraction(1, 1) / Fraction(self.fps).limit_denominator(1001)
-        with av.open(str(self.raw_path), format=self.codec) as src, av.open(str(self.path), "w") as dst:
-            ins = src.streams.video[0]
-            out = dst.add_stream_from_template(ins)
-            out.time_base = tb
-            for i, pkt in enumerate(p for p in src.demux(ins) if p.size):
-                pkt.pts = pkt.dts = i
-                pkt.time_base = tb
-                pkt.stream = out
-                dst.mux(pkt)
-        os.remove(self.raw_path)
-
-
-def _rgb_to_nv12(img: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[3,H,W]`` RGB -> uint8 ``[H*3//2, W]`` NV12, BT.709 limited range (H, W even)."""
-    x = img.float()
-    r, g, b = x[0], x[1], x[2]
-    y = 16 + 0.1826 * r + 0.6142 * g + 0.0620 * b
-    u = 128 - 0.1006 * r - 0.3386 * g + 0.4392 * b
-    v = 128 + 0.4392 * r - 0.3989 * g - 0.0403 * b
-    uv = torch.stack([u, v], -1)  # [H,W,2]
-    h, w = y.shape
-    uv = uv.view(h // 2, 2, w // 2, 2, 2).mean((1, 3)).reshape(h // 2, w)
-    return torch.cat([y, uv]).round_().clamp_(0, 255).to(torch.uint8)
-
-
-class VideoSink:
+class VideoSink(ThreadedSink):
     """Write batches to MP4.
 
-    ``path``: with ``tiled=True`` the output file (e.g. ``out/annotated.mp4``); with
-    ``tiled=False`` a folder (one ``<source_id>.mp4`` per source) or a pattern containing
-    ``{source_id}``. ``fps``: output frame rate. ``tiled``: one ``rows x cols`` mosaic of
-    ``size=(width, height)`` (rows/cols default to the squarest grid for the sources of the first
-    batch); else one file per source at the size of its frame in the batch image.
-    ``draw``: draw boxes and captions (``ops.draw.Annotate``) on a copy of the images first (leave
-    it False when an ``Annotate`` stage already drew). ``codec``: ``"h264"`` or ``"hevc"``.
-    ``bitrate``: bits/s (``None``: the encoder's default quality). ``encoder``: ``"auto"``
-    (NVENC when available, else PyAV), ``"nvenc"``, ``"pyav"``. ``queue_size``: frames waiting for
-    the encoder before ``write`` blocks.
+    ``path``: with ``tiled=True`` the output file; with ``tiled=False`` a folder (one
+    ``<source_id>.mp4`` per source) or a pattern containing ``{source_id}``. ``fps``: ``None``
+    (default) follows the sources' timestamps; a number forces that constant rate. ``size``:
+    mosaic ``(width, height)``; ``None`` = cells of the largest source's size, capped at
+    ``max_size``. ``upscale``: keep frames the muxer scaled up at the batch size (default: back
+    to the source's size). ``draw``: draw boxes and captions on a copy first (leave False when an
+    ``Annotate`` stage already drew). ``overlay``: camera name (``names[source_id]``, else the
+    id), time (wall clock when known, else pts) and measured fps on each frame or cell.
+    ``codec``: ``"h264"`` / ``"hevc"``; ``bitrate`` bits/s; ``encoder``: ``"auto"`` | ``"nvenc"``
+    | ``"pyav"``; ``keyframe_s``: fragment length; ``fragmented=False`` writes a classic MP4
+    (not playable after a kill). ``queue_size``: batches waiting for the encoder.
     """
 
-    def __init__(self, path: str | os.PathLike, *, fps: float = 30, tiled: bool = True, rows: int | None = None,
-                 cols: int | None = None, size: tuple[int, int] | list[int] = (1280, 720), draw: bool = True,
+    def __init__(self, path: str | os.PathLike, *, fps: float | None = None, tiled: bool = True,
+                 rows: int | None = None, cols: int | None = None, size: tuple[int, int] | list[int] | None = None,
+                 max_size: tuple[int, int] | list[int] = (1920, 1080), upscale: bool = False, draw: bool = True,
+                 overlay: bool = False, names: dict[Any, str] | None = None,
                  codec: Literal["h264", "hevc"] = "h264", bitrate: int | None = None,
-                 encoder: Literal["auto", "nvenc", "pyav"] = "auto", queue_size: int = 8,
-                 name: str = "video") -> None:
-        if codec not in _CODECS:
-            raise ValueError(f"codec: expected one of {sorted(_CODECS)}, got {codec!r}")
+                 encoder: Literal["auto", "nvenc", "pyav"] = "auto", keyframe_s: float = 1.0, fragmented: bool = True,
+                 queue_size: int = 8, when_full: Literal["block", "drop_oldest"] = "block",
+                 on_error: Literal["isolate", "stop"] = "isolate", name: str = "video") -> None:
+        if codec not in CODECS:
+            raise ValueError(f"codec: expected one of {sorted(CODECS)}, got {codec!r}")
         if encoder not in _ENCODERS:
             raise ValueError(f"encoder: expected one of {list(_ENCODERS)}, got {encoder!r}")
-        if not fps or fps <= 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
+        if fps is not None and fps <= 0:
+            raise ValueError(f"fps must be > 0 or None, got {fps}")
         if (rows is None) != (cols is None):
             raise ValueError("rows and cols: give both or neither")
-        if len(size) != 2 or size[0] < 2 or size[1] < 2:
-            raise ValueError(f"size must be (width, height), got {size}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        for nm, v in (("size", size), ("max_size", max_size)):
+            if v is not None and (len(v) != 2 or v[0] < 2 or v[1] < 2):
+                raise ValueError(f"{nm} must be (width, height), got {v}")
+        if keyframe_s <= 0:
+            raise ValueError(f"keyframe_s must be > 0, got {keyframe_s}")
+        super().__init__(name=name, queue_size=queue_size, when_full=when_full, on_error=on_error)
         self.path = str(path)
         if tiled and "{source_id}" in self.path:
             raise ValueError("path: a {source_id} pattern needs tiled=False")
-        self.fps, self.tiled, self.rows, self.cols = float(fps), bool(tiled), rows, cols
-        self.size = (int(size[0]) // 2 * 2, int(size[1]) // 2 * 2)  # yuv420p needs even sizes
-        self.draw, self.codec, self.bitrate, self.encoder, self.name = draw, codec, bitrate, encoder, name
+        self.fps, self.tiled, self.rows, self.cols = fps, bool(tiled), rows, cols
+        self.size = None if size is None else (_even(size[0]), _even(size[1]))
+        self.max_size = (int(max_size[0]), int(max_size[1]))
+        self.upscale, self.draw, self.overlay, self.names = bool(upscale), draw, bool(overlay), dict(names or {})
+        self.codec, self.bitrate, self.encoder = codec, bitrate, encoder
+        self.keyframe_s, self.fragmented = float(keyframe_s), bool(fragmented)
         self.frames_written = 0
         self.files: dict[int | str, Path] = {}
         self._tiler: Tiler | None = None
         self._annotate = None
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._writers: dict[Any, Any] = {}
-        self._error: BaseException | None = None
-        self._closed = False
         self._nvenc: bool | None = None
-        self._thread = threading.Thread(target=self._work, name=f"vidflow-{name}", daemon=True)
-        self._thread.start()
+        self._rate: dict[Any, list[float]] = {}      # per source: [last pts, fps estimate]
+        self._step_pts: dict[int, float] = {}
 
-    # -- producer side (pipeline thread) --------------------------------------------------
+    # -- caller side (device work) --------------------------------------------------------
     def _file(self, key: Any) -> Path:
         if self.tiled:
             return Path(self.path)
@@ -210,18 +113,15 @@ class VideoSink:
         if self._nvenc is None:
             if self.encoder == "nvenc":
                 if device.type != "cuda" or not nvenc_available():
-                    raise SinkError("encoder='nvenc' but PyNvVideoCodec/NVENC is not available on this device")
+                    raise SinkError(f"{self.name}: encoder='nvenc' but PyNvVideoCodec/NVENC is not available on this device")
                 self._nvenc = True
             else:
                 self._nvenc = self.encoder == "auto" and device.type == "cuda" and nvenc_available()
         return self._nvenc
 
-    def _submit(self, key: Any, img: torch.Tensor) -> None:
-        """Queue ``img`` uint8 ``[3,H,W]`` (any device) for file ``key``: starts the host copy."""
-        if self._use_nvenc(img.device):
-            src = _rgb_to_nv12(img)
-        else:
-            src = img.permute(1, 2, 0)
+    def _host(self, key: Any, img: torch.Tensor, pts: float) -> tuple:
+        """Start the host copy of uint8 ``[3,H,W]`` ``img`` for file ``key``."""
+        src = rgb_to_nv12(img) if self._use_nvenc(img.device) else img.permute(1, 2, 0)
         if img.is_cuda:
             host = torch.empty(src.shape, dtype=torch.uint8, pin_memory=True)
             host.copy_(src, non_blocking=True)
@@ -230,97 +130,164 @@ class VideoSink:
         else:
             host, event = torch.empty(src.shape, dtype=torch.uint8).copy_(src), None  # always a copy
         self.files.setdefault(key, self._file(key))
-        self._put((key, host, event))
+        return key, host, event, pts
 
-    def _put(self, item: Any) -> None:
-        while True:
-            self._raise_worker_error()
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+    def _fps_of(self, sid: Any, pts: float) -> float:
+        last = self._rate.get(sid)
+        if last is None:
+            self._rate[sid] = [pts, 0.0]
+            return 0.0
+        dt = pts - last[0]
+        if dt > 0:
+            inst = 1.0 / dt
+            last[1] = inst if last[1] == 0 else 0.9 * last[1] + 0.1 * inst
+        last[0] = pts
+        return last[1]
 
-    def _raise_worker_error(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            if isinstance(err, SinkError):
-                raise err
-            raise SinkError(f"{self.name}: encoder failed: {type(err).__name__}: {err}") from err
+    def _overlay(self, batch: Batch) -> None:
+        from ..ops.draw import draw_text
 
-    def write(self, batch: Batch) -> None:
-        """Draw/tile/crop ``batch`` on its device and queue the frames for encoding."""
-        if self._closed:
-            raise SinkError(f"{self.name}: write after close")
-        if self.draw and len(batch.objects):
-            if self._annotate is None:
-                from ..ops.draw import Annotate
-
-                self._annotate = Annotate()
-            batch = self._annotate(batch.replace(images=batch.images.clone()))
-        if self.tiled:
-            if self._tiler is None:
-                rows, cols = (self.rows, self.cols) if self.rows else grid_for(len({f.source_id for f in batch.frames}))
-                self._tiler = Tiler(rows, cols, self.size)
-            for mosaic in self._tiler.write(batch):
-                self._submit("tiled", mosaic)
-            return
+        texts, pos = [], []
         w, h = batch.size
         for i, f in enumerate(batch.frames):
             x0, y0, x1, y1 = f.region if f.region is not None else (0, 0, w, h)
-            x0, y0 = max(0, math.ceil(x0)), max(0, math.ceil(y0))
-            x1, y1 = min(w, math.floor(x1)), min(h, math.floor(y1))
-            x1, y1 = x0 + (x1 - x0) // 2 * 2, y0 + (y1 - y0) // 2 * 2
-            self._submit(f.source_id, batch.images[i, :, y0:y1, x0:x1])
+            fps = self._fps_of(f.source_id, f.pts)
+            t = (time.strftime("%H:%M:%S", time.gmtime(f.ntp_ns / 1e9)) + f".{f.ntp_ns // 1_000_000 % 1000:03d}"
+                 if f.ntp_ns > 1e15 else f"{f.pts:9.3f}s")
+            texts.append(f"{self.names.get(f.source_id, f.source_id)}  {t}  {fps:4.1f} fps")
+            pos.append((max(0.0, x0) + 4, max(0.0, y0) + 4))
+        scale = max(1, round((batch.frames[0].region[3] - batch.frames[0].region[1] if batch.frames[0].region
+                              else h) / 360))
+        draw_text(batch.images, texts, torch.tensor(pos, dtype=torch.float32), torch.arange(len(texts)),
+                  scale=scale, background=(0, 0, 0))
 
-    # -- consumer side (worker thread) ----------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                break
-            if self._error is not None:
-                continue  # drain after a failure; the error is raised on the producer side
-            key, host, event = item
+    def _out_height(self, batch: Batch) -> tuple[float, float]:
+        """(smallest output height of a frame, largest batch-to-output shrink factor)."""
+        w, h = batch.size
+        outs, shrink = [], 1.0
+        for f in batch.frames:
+            x0, y0, x1, y1 = f.region if f.region is not None else (0, 0, w, h)
+            rw, rh = max(1.0, x1 - x0), max(1.0, y1 - y0)
+            if self.tiled:
+                t = self._tiler_for(batch)
+                ch, cw = t.height // t.rows, t.width // t.cols
+                oh = min(ch, cw * rh / rw)
+            elif not self.upscale and f.height and rh > f.height:
+                oh = f.height
+            else:
+                oh = rh
+            outs.append(oh)
+            shrink = max(shrink, rh / oh)
+        return min(outs), shrink
+
+    def _draw(self, batch: Batch) -> None:
+        """Boxes and captions on the (copied) batch images, sized so that glyphs are >= 8 px and
+        lines >= 1 px in the written file, captions placed apart (``sinks/_labels.py``)."""
+        from ..ops.draw import Annotate
+        from ._labels import colors_for, draw_annotations
+
+        if self._annotate is None:
+            self._annotate = Annotate()
+        objs = batch.objects
+        out_h, shrink = self._out_height(batch)
+        k = math.ceil(shrink - 1e-6)
+        draw_annotations(batch.images, batch.source_to_image(objs.bbox, objs.frame_idx), objs.frame_idx,
+                         self._annotate.captions(batch), colors_for(objs.object_id, objs.class_id),
+                         scale=max(1, round(out_h / 360)) * k, thickness=max(1, round(out_h / 240)) * k)
+
+    def _tiler_for(self, batch: Batch) -> Tiler:
+        if self._tiler is None:
+            rows, cols = (self.rows, self.cols) if self.rows else grid_for(len({f.source_id for f in batch.frames}))
+            size = self.size
+            if size is None:
+                cw = max(f.width or batch.size[0] for f in batch.frames)
+                ch = max(f.height or batch.size[1] for f in batch.frames)
+                s = min(1.0, self.max_size[0] / (cw * cols), self.max_size[1] / (ch * rows))
+                size = (_even(cw * cols * s), _even(ch * rows * s))
+            self._tiler = Tiler(rows, cols, size)
+        return self._tiler
+
+    def _prepare(self, batch: Batch) -> list[tuple]:
+        with torch.no_grad():
+            if self.draw or self.overlay:
+                batch = batch.replace(images=batch.images.clone())
+            if self.draw and len(batch.objects):
+                self._draw(batch)
+            if self.overlay:
+                self._overlay(batch)
+            if self.tiled:
+                tiler = self._tiler_for(batch)
+                for f in batch.frames:
+                    self._step_pts.setdefault(f.frame_num, f.pts)
+                mosaics = tiler.write(batch)
+                return [self._host("tiled", m, self._mosaic_pts(tiler.step - len(mosaics) + k))
+                        for k, m in enumerate(mosaics)]
+            items = []
+            w, h = batch.size
+            for i, f in enumerate(batch.frames):
+                x0, y0, x1, y1 = f.region if f.region is not None else (0, 0, w, h)
+                x0, y0 = max(0, math.ceil(x0)), max(0, math.ceil(y0))
+                x1, y1 = min(w, math.floor(x1)), min(h, math.floor(y1))
+                x1, y1 = x0 + (x1 - x0) // 2 * 2, y0 + (y1 - y0) // 2 * 2
+                img = batch.images[i, :, y0:y1, x0:x1]
+                if not self.upscale and f.width and f.height and (x1 - x0 > f.width or y1 - y0 > f.height):
+                    img = self._shrink(img, _even(f.width), _even(f.height))
+                items.append(self._host(f.source_id, img, f.pts))
+            return items
+
+    def _mosaic_pts(self, step: int) -> float:
+        pts = self._step_pts.pop(step, None)
+        for k in [k for k in self._step_pts if k < step]:
+            del self._step_pts[k]
+        return pts if pts is not None else step / (self.fps or 30.0)
+
+    @staticmethod
+    def _shrink(img: torch.Tensor, w: int, h: int) -> torch.Tensor:
+        x = img[None].float() if img.is_cuda else img[None].contiguous(memory_format=torch.channels_last)
+        out = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        return out.round_().clamp_(0, 255).to(torch.uint8)[0] if img.is_cuda else out[0]
+
+    # -- worker side ----------------------------------------------------------------------
+    def _process(self, items: list[tuple]) -> None:
+        for key, host, event, pts in items:
+            if event is not None:
+                event.synchronize()
+            arr = host.numpy()
+            wr = self._writers.get(key)
+            if wr is None:
+                h, w = (arr.shape[0] * 2 // 3, arr.shape[1]) if self._nvenc else arr.shape[:2]
+                cls = NvencWriter if self._nvenc else PyAvWriter
+                wr = self._writers[key] = cls(self.files[key], w, h, self.fps or 30.0, self.codec, self.bitrate,
+                                              fragmented=self.fragmented, keyframe_s=self.keyframe_s,
+                                              timing="rate" if self.fps else "pts")
+            wr.write(arr, pts)
+            self.frames_written += 1
+
+    def _finish(self) -> None:
+        errors = []
+        for wr in self._writers.values():
             try:
-                if event is not None:
-                    event.synchronize()
-                arr = host.numpy()
-                wr = self._writers.get(key)
-                if wr is None:
-                    h, w = (arr.shape[0] * 2 // 3, arr.shape[1]) if self._nvenc else arr.shape[:2]
-                    cls = _NvencWriter if self._nvenc else _PyAvWriter
-                    wr = self._writers[key] = cls(self.files[key], w, h, self.fps, self.codec, self.bitrate)
-                wr.write(arr)
-                self.frames_written += 1
-            except BaseException as e:  # noqa: BLE001 - handed to the producer thread
-                self._error = e
-
-    def close(self) -> None:
-        """Flush: emit a pending mosaic, finish encoding, close the files. Idempotent."""
-        if self._closed:
-            return
-        try:
-            if self._tiler is not None and self._error is None:
-                for mosaic in self._tiler.flush():
-                    self._submit("tiled", mosaic)
-        finally:
-            self._closed = True
-            self._queue.put(None)
-            self._thread.join()
-            errors = []
-            for wr in self._writers.values():
-                try:
-                    wr.close()
-                except Exception as e:  # noqa: BLE001 - close every file, report the first failure
-                    errors.append(e)
-            self._writers.clear()
-        self._raise_worker_error()
+                wr.close()
+            except Exception as e:  # noqa: BLE001 - close every file, report the first failure
+                errors.append(e)
+        self._writers.clear()
         if errors:
             raise SinkError(f"{self.name}: closing the video file failed: {errors[0]}") from errors[0]
+
+    def close(self) -> None:
+        """Emit a pending mosaic, finish encoding, finalise the files. Idempotent."""
+        if not self._closed and self._tiler is not None and self._error is None:
+            mosaics = self._tiler.flush()
+            if mosaics:
+                step0 = self._tiler.step - len(mosaics)
+                self._put("write", [self._host("tiled", m, self._mosaic_pts(step0 + k)) for k, m in enumerate(mosaics)])
+        super().close()
+
+    def stats(self) -> dict[str, Any]:
+        s = super().stats()
+        s.update(frames_written=self.frames_written, files={str(k): str(v) for k, v in self.files.items()})
+        return s
 
     def __enter__(self) -> VideoSink:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

@@ -1,0 +1,162 @@
+"""The video sink's encoders: FFmpeg (libx264/libx265) through PyAV, NVENC through PyNvVideoCodec."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import SinkError
+
+__all__ = ["nvenc_available", "rgb_to_nv12", "PyAvWriter", "NvencWriter", "CODECS"]
+
+_CODECS = {"h264": ("libx264", "h264"), "hevc": ("libx265", "hevc")}
+CODECS = _CODECS
+
+
+@functools.lru_cache(maxsize=1)
+def nvenc_available() -> bool:
+    """Whether PyNvVideoCodec is importable and can open an NVENC session on this GPU (the H100
+    and H200 have no NVENC: False there). Probed once, on a throwaway thread: PyNvVideoCodec may
+    make a CUDA context of its own current on the calling thread, and torch work on that thread
+    would then run in the wrong context ("invalid resource handle")."""
+    if not torch.cuda.is_available():
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            import PyNvVideoCodec as nvc  # noqa: N813
+
+            enc = nvc.CreateEncoder(256, 256, "NV12", True, codec="h264")
+            del enc
+            result.append(True)
+        except Exception:  # noqa: BLE001 - any failure means "no usable NVENC"
+            result.append(False)
+
+    t = threading.Thread(target=probe, name="vidflow-nvenc-probe", daemon=True)
+    t.start()
+    t.join(timeout=30)
+    return bool(result and result[0])
+
+
+class _PyAvWriter:
+    """One MP4 file written by FFmpeg (libx264/libx265) through PyAV; input RGB ``[H,W,3]``.
+
+    ``fragmented``: fragmented MP4 (``movflags=frag_keyframe+empty_moov``, packets flushed as
+    written) with a keyframe every ``keyframe_s``: a killed writer leaves a file that plays up to
+    its last complete fragment. Timestamps: ``pts`` seconds of each frame (``timing="pts"``:
+    the source's own timing, so duration and rate follow it) or frame count / ``fps``."""
+
+    _TB = Fraction(1, 90000)
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, codec: str, bitrate: int | None, *,
+                 fragmented: bool = True, keyframe_s: float = 1.0, timing: str = "pts") -> None:
+        import av
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        names = [n for n in _CODECS[codec] if n in av.codecs_available]
+        if not names:
+            raise SinkError(f"no {codec} encoder in this FFmpeg build (looked for {', '.join(_CODECS[codec])})")
+        fmt_opts = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"} if fragmented else {}
+        self.container = av.open(str(path), mode="w", format="mp4", options=fmt_opts)
+        gop = max(1, round(fps * keyframe_s))
+        opts = {"preset": "veryfast", "g": str(gop)} if names[0] in ("libx264", "libx265") else {}
+        self.stream = self.container.add_stream(names[0], rate=Fraction(fps).limit_denominator(1001), options=opts)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        if bitrate:
+            self.stream.bit_rate = int(bitrate)
+        cc = self.stream.codec_context
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited
+        cc.gop_size = gop
+        self.timing, self.fps = timing, float(fps)
+        if timing == "pts":
+            cc.time_base = self._TB
+            self.stream.time_base = self._TB
+        self.n = 0
+        self._last = None
+
+    def write(self, rgb: np.ndarray, pts: float = 0.0) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709")
+        if self.timing == "pts":
+            t = round(pts * 90000)
+            if self._last is not None and t <= self._last:     # a loop or a jump back: keep time moving
+                t = self._last + round(90000 / self.fps)
+            frame.pts, self._last = t, t
+            frame.time_base = self._TB
+        else:
+            frame.pts = self.n
+        self.n += 1
+        for p in self.stream.encode(frame):
+            self.container.mux(p)
+
+    def close(self) -> None:
+        for p in self.stream.encode(None):
+            self.container.mux(p)
+        self.container.close()
+
+
+class _NvencWriter:
+    """NVENC through PyNvVideoCodec: NV12 host input, Annex-B output remuxed into MP4 by PyAV
+    at close. Input is NV12 ``[H*3//2, W]`` uint8 (converted on the device before the copy)."""
+
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, codec: str, bitrate: int | None,
+                 **_: Any) -> None:
+        import PyNvVideoCodec as nvc  # noqa: N813
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.fps, self.codec = path, fps, codec
+        self.raw_path = path.with_suffix(path.suffix + f".{codec}")
+        kw = {"codec": codec, "fps": str(round(fps)), "preset": "p4"}
+        if bitrate:
+            kw["bitrate"] = str(int(bitrate))
+        self.enc = nvc.CreateEncoder(width, height, "NV12", True, **kw)
+        self.raw = open(self.raw_path, "wb")  # noqa: SIM115 - closed in close()
+
+    def write(self, nv12: np.ndarray, pts: float = 0.0) -> None:  # constant rate: fps
+        self.raw.write(bytes(self.enc.Encode(nv12)))
+
+    def close(self) -> None:
+        import av
+
+        self.raw.write(bytes(self.enc.EndEncode()))
+        self.raw.close()
+        tb = Fraction(1, 1) / Fraction(self.fps).limit_denominator(1001)
+        with av.open(str(self.raw_path), format=self.codec) as src, av.open(str(self.path), "w") as dst:
+            ins = src.streams.video[0]
+            out = dst.add_stream_from_template(ins)
+            out.time_base = tb
+            for i, pkt in enumerate(p for p in src.demux(ins) if p.size):
+                pkt.pts = pkt.dts = i
+                pkt.time_base = tb
+                pkt.stream = out
+                dst.mux(pkt)
+        os.remove(self.raw_path)
+
+
+def _rgb_to_nv12(img: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[3,H,W]`` RGB -> uint8 ``[H*3//2, W]`` NV12, BT.709 limited range (H, W even)."""
+    x = img.float()
+    r, g, b = x[0], x[1], x[2]
+    y = 16 + 0.1826 * r + 0.6142 * g + 0.0620 * b
+    u = 128 - 0.1006 * r - 0.3386 * g + 0.4392 * b
+    v = 128 + 0.4392 * r - 0.3989 * g - 0.0403 * b
+    uv = torch.stack([u, v], -1)  # [H,W,2]
+    h, w = y.shape
+    uv = uv.view(h // 2, 2, w // 2, 2, 2).mean((1, 3)).reshape(h // 2, w)
+    return torch.cat([y, uv]).round_().clamp_(0, 255).to(torch.uint8)
+
+
+
+rgb_to_nv12 = _rgb_to_nv12
+PyAvWriter = _PyAvWriter
+NvencWriter = _NvencWriter
