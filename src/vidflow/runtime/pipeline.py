@@ -186,6 +186,11 @@ class Pipeline:
             self.summary.decode_pids, self.summary.decode_cpu_s = pids, cpu
             return self.summary.copy()
 
+    @property
+    def server(self) -> Any:
+        """The HTTP server started for ``http=`` while the pipeline runs (``.url``), else None."""
+        return self._server
+
     def process_settings(self) -> AbstractContextManager[None]:
         """The process-wide settings this pipeline was made for (``torch_threads``; freezing the
         collector after warm-up when ``warmup`` is on), as a context to enter around ``run()``:
