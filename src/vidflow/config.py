@@ -58,7 +58,8 @@ SETTINGS: dict[str, Setting] = {
     "warmup": Setting(bool | None, None, "prepare every batch size before the sources start (null: on for CUDA)"),
     "progress_every": Setting(float, 1.0, "seconds between progress callbacks", 0),
     "stop_timeout": Setting(float, 10.0, "seconds allowed to drain queued batches after a stop", 0),
-    "strict_device": Setting(bool, False, "fail instead of falling back when a part cannot run on the device"),
+    "strict_device": Setting(bool, False, "raise when a stage copies an image-sized tensor to the host, naming the "
+                                          "stage and its shape"),
     "http": Setting(str | int | None, None, "serve /metrics and /healthz on 'host:port' or a port"),
 }
 TOP_LEVEL = (*SETTINGS, "sources", "muxer", "stages", "sinks")

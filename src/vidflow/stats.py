@@ -75,7 +75,12 @@ class SourceStats:
 
 @dataclass
 class RunSummary:
-    """What a run did: per-source stats, batches, wall time, latency from frame receipt to sink."""
+    """What a run did: per-source stats, batches, wall time, latency from frame receipt to sink.
+
+    ``first_batch_s`` / ``steady_s``: seconds from the start of ``run()`` to the first batch out
+    of the sinks and to steady state (``vidflow.runtime.startup``; None while not reached).
+    ``decode_pids`` / ``decode_cpu_s``: the decode processes and their CPU seconds (filled by
+    ``Pipeline.snapshot()``)."""
 
     sources: dict[int | str, SourceStats] = field(default_factory=dict)
     batches: int = 0
@@ -83,12 +88,17 @@ class RunSummary:
     wall_s: float = 0.0
     interrupted: bool = False
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    first_batch_s: float | None = None
+    steady_s: float | None = None
+    decode_pids: list[int] = field(default_factory=list)
+    decode_cpu_s: float = 0.0
 
     def copy(self) -> RunSummary:
         """A copy that shares nothing mutable with this one (``Pipeline.snapshot()`` takes it
         under the pipeline's lock): every :class:`SourceStats` and the latencies are copied."""
         return dataclasses.replace(self, sources={sid: dataclasses.replace(st) for sid, st in self.sources.items()},
-                                   latencies_ms=deque(self.latencies_ms, maxlen=self.latencies_ms.maxlen))
+                                   latencies_ms=deque(self.latencies_ms, maxlen=self.latencies_ms.maxlen),
+                                   decode_pids=list(self.decode_pids))
 
     @property
     def frames(self) -> int:
@@ -124,4 +134,7 @@ class RunSummary:
             lat = f", latency p50 {self.latency_ms(0.5):.0f} ms p95 {self.latency_ms(0.95):.0f} ms"
         lines.append(f"total: {self.frames} frames in {self.batches} batches, {self.wall_s:.1f} s, "
                      f"{self.fps:.1f} fps{lat}" + (" (interrupted)" if self.interrupted else ""))
+        if self.first_batch_s is not None:
+            steady = f"{self.steady_s:.2f} s" if self.steady_s is not None else "not reached"
+            lines.append(f"start-up: first batch {self.first_batch_s:.2f} s, steady state {steady} (after run())")
         return "\n".join(lines)
