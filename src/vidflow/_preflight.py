@@ -89,7 +89,7 @@ def _blocked(p: Path) -> str:
     """`` (the folder X cannot be entered by this user)`` for the first folder above ``p`` that
     cannot be searched, else ``""``."""
     for parent in reversed(p.absolute().parents):
-        if not os.path.lexists(parent):
+        if not os.path.isdir(parent):      # missing, or a file (reported as such by the caller)
             return ""
         if not os.access(parent, os.X_OK):
             return f" (the folder {parent} cannot be entered by this user)"

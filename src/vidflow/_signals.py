@@ -5,7 +5,7 @@
   printed, and the exit code is ``128 + signal`` (130 SIGINT, 143 SIGTERM);
 - a second signal, or ``timeout`` seconds without the run finishing: stop now
   (``stop(drain=False)``): queued work is dropped, the sinks still close, so files stay readable;
-- a third signal, or ``grace`` more seconds: the summary so far is printed and the process leaves
+- a third signal, or ``grace`` more seconds (the CLI: ``timeout`` again, at least 1 s): the summary so far is printed and the process leaves
   at once (``os._exit``); outputs are still readable, as after a hard kill (fragmented MP4, JSONL
   written a complete line at a time).
 

@@ -118,7 +118,7 @@ def _run_to_end(pipe: Any, args: argparse.Namespace) -> int:
 
     timeout = args.stop_timeout if args.stop_timeout is not None else getattr(pipe, "stop_timeout", None)
     timeout = 10.0 if timeout is None else float(timeout)
-    stopper = GracefulStop(lambda drain: _stop(pipe, drain, timeout), timeout=timeout,
+    stopper = GracefulStop(lambda drain: _stop(pipe, drain, timeout), timeout=timeout, grace=max(1.0, timeout),
                            last_words=lambda: _print_summary(pipe))
     log.info("run started", extra={"pipeline": args.pipeline, "sources": len(pipe.summary.sources),
                                    "sinks": len(pipe.sinks), "pid": os.getpid()})
@@ -130,15 +130,17 @@ def _run_to_end(pipe: Any, args: argparse.Namespace) -> int:
         pipe.summary.interrupted = True
         code = 130
     except SourceError as e:       # logged when it failed, and in the summary: named here, not repeated
-        print(f"vidflow: failed: source {e.source_id!r} (see above)", file=sys.stderr)
+        log.error("run failed: source %s failed (its error is above)", e.source_id, extra={"source": e.source_id})
         code = 1
     except SinkError as e:
         failed = _failed_sinks(pipe)
-        print(f"vidflow: failed: sink {', '.join(failed)} (see above)" if failed else f"vidflow: error: {redact_uri(e)}",
-              file=sys.stderr)
+        if failed:
+            log.error("run failed: sink %s failed (its error is above)", ", ".join(failed), extra={"sink": failed[0]})
+        else:
+            log.error("run failed: %s", e)
         code = 1
     except VidflowError as e:
-        print(f"vidflow: error: {redact_uri(e)}", file=sys.stderr)
+        log.error("run failed: %s", e)
         code = 1
     if stopper.signum is not None:
         pipe.summary.interrupted = True

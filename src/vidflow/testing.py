@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -21,7 +21,8 @@ from .errors import DecodeError
 from .scenes import Scene, load_ground_truth, make_clip
 from .sources.base import SourceFrame
 
-__all__ = ["FakeSource", "MemorySink", "FakeEngine", "Scene", "make_clip", "load_ground_truth", "frame_value"]
+__all__ = ["FakeSource", "MemorySink", "FakeEngine", "Scene", "make_clip", "load_ground_truth", "frame_value",
+           "wait_until"]
 
 
 def frame_value(source_id: int, frame_num: int) -> int:
@@ -109,3 +110,15 @@ class MemorySink:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+
+def wait_until(pred: Callable[[], Any], timeout: float = 60.0, what: str = "condition", interval: float = 0.02) -> Any:
+    """Poll ``pred`` until it returns something truthy, and return that; ``AssertionError``
+    naming ``what`` after ``timeout`` seconds (a safety net for a hung test, never a measurement)."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
