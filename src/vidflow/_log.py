@@ -24,7 +24,8 @@ from typing import IO, Any
 
 from .errors import redact_uri
 
-__all__ = ["FORMATS", "LEVELS", "KeyValueFormatter", "JsonFormatter", "setup", "status", "clear_status"]
+__all__ = ["FORMATS", "LEVELS", "KeyValueFormatter", "JsonFormatter", "setup", "setup_from_env", "teardown", "status",
+           "clear_status"]
 
 FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warning", "error")
@@ -124,10 +125,8 @@ def setup(level: str | int = "info", format: str = "text", stream: IO[str] | Non
     lvl = logging.getLevelName(level.upper()) if isinstance(level, str) else int(level)
     if not isinstance(lvl, int):
         raise ValueError(f"log level: expected one of {list(LEVELS)}, got {level!r}")
+    teardown()
     root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, "mark", False):
-            root.removeHandler(h)
     h = _Handler(stream if stream is not None else sys.stderr)
     h.setFormatter(JsonFormatter() if format == "json" else KeyValueFormatter())
     root.addHandler(h)
@@ -136,6 +135,16 @@ def setup(level: str | int = "info", format: str = "text", stream: IO[str] | Non
     os.environ[ENV_FORMAT], os.environ[ENV_LEVEL] = format, logging.getLevelName(lvl).lower()
     _handler = h
     return h
+
+
+def teardown() -> None:
+    """Remove the handler :func:`setup` installed (if any)."""
+    global _handler
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "mark", False):
+            root.removeHandler(h)
+    _handler = None
 
 
 def setup_from_env(stream: IO[str] | None = None) -> logging.Handler | None:

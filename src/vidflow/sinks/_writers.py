@@ -121,13 +121,21 @@ class _PyAvWriter:
             self.container.close()
         except Exception:  # noqa: BLE001 - the disk may still be full; the cut below matters
             pass
-        if self.fragmented:
-            try:
-                end = complete_mp4_end(self.path)
-                if end < os.path.getsize(self.path):
-                    os.truncate(self.path, end)
-            except OSError:
-                pass
+        self._cut()
+
+    def _cut(self) -> int:
+        """Cut the file back to its last complete fragment (FFmpeg does not always report a
+        write that failed part-way, e.g. the trailer on a full disk); returns the bytes cut."""
+        if not self.fragmented:
+            return 0
+        try:
+            end, size = complete_mp4_end(self.path), os.path.getsize(self.path)
+            if end < size:
+                os.truncate(self.path, end)
+                return size - end
+        except OSError:
+            pass
+        return 0
 
     def write(self, rgb: np.ndarray, pts: float = 0.0) -> None:
         try:
@@ -162,6 +170,10 @@ class _PyAvWriter:
         except BaseException:
             self._salvage()
             raise
+        cut = self._cut()
+        if cut:
+            raise SinkError(f"{self.path}: the end of the file could not be written (disk full?); "
+                            f"cut back to its last complete fragment ({cut} bytes removed)")
 
 
 class _NvencWriter:
