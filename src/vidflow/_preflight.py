@@ -85,13 +85,20 @@ def check_model(value: str, path: str, *, backend: str | None = None) -> None:
             need_module("onnxruntime", "an ONNX model (backend: torch runs it without onnxruntime on CUDA)", path)
 
 
+def _can(p: Path, mode: int) -> bool:
+    """``os.access`` for the effective user (the one that will open the file)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(p, mode, effective_ids=True)
+    return os.access(p, mode)
+
+
 def _blocked(p: Path) -> str:
     """`` (the folder X cannot be entered by this user)`` for the first folder above ``p`` that
     cannot be searched, else ``""``."""
     for parent in reversed(p.absolute().parents):
         if not os.path.isdir(parent):      # missing, or a file (reported as such by the caller)
             return ""
-        if not os.access(parent, os.X_OK):
+        if not _can(parent, os.X_OK):
             return f" (the folder {parent} cannot be entered by this user)"
     return ""
 
@@ -116,7 +123,7 @@ def check_input(value: str, path: str) -> None:
     st = _stat(p, value, path)
     if stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"{value} is a folder, expected a file", path)
-    if not os.access(p, os.R_OK):
+    if not _can(p, os.R_OK):
         raise ConfigError(f"{value}: permission denied (not readable by this user)", path)
 
 
@@ -133,7 +140,7 @@ def check_output(value: str, path: str, *, folder_ok: bool = False, warn_free_by
     if p.exists():
         if p.is_dir() and not folder_ok:
             raise ConfigError(f"{value} is a folder, expected a file path", path)
-        if not os.access(p, os.W_OK):
+        if not _can(p, os.W_OK):
             raise ConfigError(f"{value}: permission denied (not writable by this user)", path)
         warn_low_space(p, warn_free_bytes)
         return
@@ -141,20 +148,20 @@ def check_output(value: str, path: str, *, folder_ok: bool = False, warn_free_by
         if parent.exists():
             if not parent.is_dir():
                 raise ConfigError(f"{value}: {parent} is a file, not a folder", path)
-            if not os.access(parent, os.W_OK | os.X_OK):
+            if not _can(parent, os.W_OK | os.X_OK):
                 raise ConfigError(f"{value}: cannot create it, the folder {parent} is not writable by this user", path)
             warn_low_space(parent, warn_free_bytes)
             return
 
 
-_warned: set[int] = set()
+_warned: set[tuple[int, int]] = set()
 _warned_lock = threading.Lock()
 
 
 def warn_low_space(path: str | os.PathLike, threshold: int | None = None) -> int | None:
     """Free bytes on the disk holding ``path`` (an existing file or folder; None if unknown);
     a warning naming the path when below ``threshold`` (default :data:`WARN_FREE_BYTES`; 0 turns it
-    off), once per disk in this process."""
+    off), once per disk and threshold in this process."""
     threshold = WARN_FREE_BYTES if threshold is None else int(threshold)
     try:
         free = shutil.disk_usage(path).free
@@ -163,8 +170,8 @@ def warn_low_space(path: str | os.PathLike, threshold: int | None = None) -> int
         return None
     if free < threshold:
         with _warned_lock:
-            new = dev not in _warned
-            _warned.add(dev)
+            new = (dev, threshold) not in _warned
+            _warned.add((dev, threshold))
         if new:
             log.warning("only %.1f MB free on the disk of %s (warning threshold %.1f MB)", free / 1e6, path,
                         threshold / 1e6, extra={"path": str(path), "free_bytes": free, "threshold_bytes": threshold})
