@@ -160,6 +160,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"vidflow: config error: {redact_uri(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:        # Ctrl-C while models load: nothing started, nothing to close
+        return 130
     return _run_to_end(pipe, args)
 
 
