@@ -251,7 +251,8 @@ def _check_args(target: Any, args: dict[str, Any], path: str, section: str, ctx:
             _preflight.check_model(v, f"{path}.{k}", backend=args.get("backend"))
         elif isinstance(v, str) and _is_path(p.annotation):
             if _PATHS_IN[section] == "output":
-                _preflight.check_output(v, f"{path}.{k}", folder_ok=args.get("tiled") is False)
+                _preflight.check_output(v, f"{path}.{k}", folder_ok=args.get("tiled") is False,
+                                        warn_free_bytes=args.get("warn_free_bytes"))
             elif section == "sources":
                 _preflight.check_input(v, f"{path}.{k}")
     if args.get("decoder") == "nvdec":
