@@ -49,6 +49,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
     progress = _Progress() if not args.quiet else None
+    if args.torch_threads is not None:
+        args.set = [*(args.set or []), f"torch_threads={args.torch_threads}"]
     try:
         pipe = Pipeline.from_yaml(args.pipeline, args.set or None, progress=progress)
     except ConfigError as e:
@@ -120,7 +122,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"vidflow demo: {e}", file=sys.stderr)
         return 2
-    run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames)
+    try:
+        run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames,
+                 torch_threads=args.torch_threads)
+    except ValueError as e:
+        print(f"vidflow demo: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -203,7 +210,7 @@ def info_text(facts: dict) -> str:
         ("NVDEC", nvdec_s),
         ("encode", f"libx264 {_yes(facts.get('libx264'))}, NVENC {_yes(facts.get('nvenc'))}"),
         ("onnxruntime", f"{facts.get('onnxruntime')} ({', '.join(facts.get('onnxruntime_providers') or [])})"
-                        if facts.get("onnxruntime") else "not installed: pip install vidflow[onnx]"),
+                        if facts.get("onnxruntime") else "not installed: pip install 'vidflow[onnx]'"),
         ("torchvision", facts.get("torchvision") or "not installed"),
     ]
     return "\n".join(f"{k:12s} {v}" for k, v in rows)
@@ -300,6 +307,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help="override a YAML value, e.g. --set muxer.batch_size=16 --set detect.conf=0.4 (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="torch's CPU threads (= --set torch_threads=N; default: the cores this process may use, less one)")
     r.add_argument("--allow-code", **allow)
     r.set_defaults(func=_cmd_run)
 
@@ -339,6 +348,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     d.add_argument("--streams", type=int, default=4, help="number of generated cameras (default 4)")
     d.add_argument("--frames", type=int, default=None, help="frames per clip (default: by device)")
+    d.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="torch's CPU threads (default: the cores this process may use, less one)")
     d.set_defaults(func=_cmd_demo)
 
     i = sub.add_parser("info", help="show device, NVDEC/NVENC availability and versions")
@@ -346,6 +357,8 @@ def _parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_cmd_info)
 
     sub.add_parser("bench", help="measure decode, model, end-to-end and naive-baseline throughput (JSON lines)",
+                   add_help=False)
+    sub.add_parser("export", help="what vidflow reads from a model file; export an nn.Module with its metadata",
                    add_help=False)
     g = sub.add_parser("gallery", help="manage a face/ReID gallery database (add | list | remove)",
                        add_help=False)
@@ -369,6 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     if argv and argv[0] == "gallery":
         return _cmd_gallery(argparse.Namespace(), argv[1:])
+    if argv and argv[0] == "export":
+        from .export import main as export_main
+
+        return int(export_main(argv[1:]) or 0)
     if argv and argv[0] == "bench":
         return _cmd_bench(argparse.Namespace(), argv[1:])
     args = parser.parse_args(argv)

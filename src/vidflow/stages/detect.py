@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 
 from ..batch import Batch, Objects
-from ..engines.load import DEMO, head_for, load_model
+from ..engines.load import DEMO, head_for, load_model, require_runtime
 from ..heads.base import HEADS, Head, HeadResult
 from ..ops.geometry import clip_boxes, input_to_image, preprocess
 
@@ -90,6 +90,7 @@ class Detector:
                 raise ValueError(f"size: expected [width, height] or an int, got {size!r}")
         if isinstance(model, (str, os.PathLike)) and os.fspath(model) != DEMO and not os.path.isfile(model):
             raise ValueError(f"model: file not found: {os.fspath(model)!r} (or use model: demo)")
+        require_runtime(model, backend)      # a missing [onnx] extra: said here, not at the first batch
         self.model = model
         self.head = head
         self.size = size
