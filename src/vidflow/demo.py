@@ -58,7 +58,8 @@ def _clips(out: Path, streams: int, w: int, h: int, frames: int, fps: float) -> 
 
 
 def _gallery(clips: list[Any], embedder: Any, device: torch.device) -> Any:
-    """A gallery with every object of each clip's first frame, named ``c<stream>-<label><id>``."""
+    """A gallery with every object of each clip's first frame, named ``c<stream>-<label><id>``, each
+    enrolled with its class (a disc is never named after a box)."""
     from .batch import Batch, FrameInfo, Objects
     from .gallery import Gallery
     from .scenes import Scene
@@ -76,7 +77,7 @@ def _gallery(clips: list[Any], embedder: Any, device: torch.device) -> Any:
                       objects=table)
         vec = embedder(batch).objects.attrs[f"{embedder.name}.vector"]
         for o, v in zip(objs, vec):
-            gallery.enrol(f"c{s}-{o['label']}{o['object_id']}", v)
+            gallery.enrol(f"c{s}-{o['label']}{o['object_id']}", v, class_id=int(o["class_id"]))
     return gallery
 
 
