@@ -47,7 +47,8 @@ class Detector:
     ``classes``: keep only these class ids. ``mean``/``std``: optional normalisation after
     scaling to 0..1. ``output``: which output to decode (default: the first 3-d one).
     ``masks=False`` skips instance masks of a segment head; ``kpt_shape``, ``keypoint_names``,
-    ``skeleton`` override the pose model's metadata.
+    ``skeleton`` override the pose model's metadata. ``probabilities``: a semantic head also
+    keeps the per-class probabilities (the ``class_probs`` tensor).
     """
 
     def __init__(self, model: Any = DEMO, *, head: str | Head | None = None, format: str | None = None,
