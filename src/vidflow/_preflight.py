@@ -16,13 +16,14 @@ import shutil
 import stat
 import threading
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import ConfigError
 from .kinds import EXTRAS, MODEL_SUFFIXES
 
 __all__ = ["check_model", "check_input", "check_output", "need_module", "extra_hint", "warn_low_space",
-           "DEMO_MODELS", "WARN_FREE_BYTES"]
+           "DEMO_MODELS", "WARN_FREE_BYTES", "demo_model_warning"]
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,10 @@ _EXPORT = ("export it without pickles: an Ultralytics model with `yolo export mo
 
 
 def extra_hint(module: str) -> str:
-    """``"pip install vidflow[onnx]"`` for a module an extra brings, else ``"pip install MODULE"``."""
+    """``"pip install 'vidflow[onnx]'"`` for a module an extra brings, else ``"pip install MODULE"``."""
     top = module.split(".")[0]
     extra = EXTRAS.get(top)
-    return f"pip install vidflow[{extra}]" if extra else f"pip install {top}"
+    return f"pip install 'vidflow[{extra}]'" if extra else f"pip install {top}"
 
 
 def need_module(module: str, why: str, path: str) -> None:
@@ -176,3 +177,24 @@ def warn_low_space(path: str | os.PathLike, threshold: int | None = None) -> int
             log.warning("only %.1f MB free on the disk of %s (warning threshold %.1f MB)", free / 1e6, path,
                         threshold / 1e6, extra={"path": str(path), "free_bytes": free, "threshold_bytes": threshold})
     return free
+def _demo_footage(source: object) -> bool:
+    """A source the demo detector was made for: generated scenes, or a clip ``vidflow.scenes``
+    wrote (it leaves ``<clip>.gt.jsonl`` beside it)."""
+    if type(source).__name__ == "SyntheticSource":
+        return True
+    path = getattr(source, "path", None)
+    return isinstance(path, str) and os.path.isfile(path + ".gt.jsonl")
+
+
+def demo_model_warning(sources: Iterable[object], models: Iterable[object]) -> str | None:
+    """The warning for ``model: demo`` on footage that is not the demo's (a real file, a camera),
+    else None."""
+    if not any(isinstance(m, str) and m in DEMO_MODELS for m in models):
+        return None
+    real = [getattr(s, "uri", None) or type(s).__name__ for s in sources if not _demo_footage(s)]
+    if not real:
+        return None
+    return (f"model: demo only knows vidflow's generated shapes (box, disc, triangle): on real footage "
+            f"({', '.join(map(str, real[:3]))}{', ...' if len(real) > 3 else ''}) it draws confident boxes on "
+            f"nothing. Bring a model: `yolo export model=yolo11n.pt format=onnx`, then model: yolo11n.onnx "
+            f"(docs/MODELS.md)")

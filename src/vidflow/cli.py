@@ -155,6 +155,8 @@ def _run_to_end(pipe: Any, args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
+    if args.torch_threads is not None:
+        args.set = [*(args.set or []), f"torch_threads={args.torch_threads}"]
     try:
         pipe = Pipeline.from_yaml(args.pipeline, args.set or None, progress=None if args.quiet else _progress)
     except ConfigError as e:
@@ -202,7 +204,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"vidflow demo: {e}", file=sys.stderr)
         return 2
-    run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames)
+    try:
+        run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames,
+                 torch_threads=args.torch_threads)
+    except ValueError as e:
+        print(f"vidflow demo: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -308,6 +315,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a YAML value, e.g. --set muxer.batch_size=16 --set detect.conf=0.4 (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line (there is none when stderr is not a terminal)")
     r.add_argument("--stop-timeout", **stop)
+    r.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="torch's CPU threads (= --set torch_threads=N; default: the cores this process may use, less one)")
     r.add_argument("--allow-code", **allow)
     r.set_defaults(func=_cmd_run)
 
@@ -349,6 +358,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     d.add_argument("--streams", type=int, default=4, help="number of generated cameras (default 4)")
     d.add_argument("--frames", type=int, default=None, help="frames per clip (default: by device)")
+    d.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="torch's CPU threads (default: the cores this process may use, less one)")
     d.set_defaults(func=_cmd_demo)
 
     i = sub.add_parser("info", help="show device, NVDEC/NVENC availability and versions")
@@ -356,6 +367,8 @@ def _parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_cmd_info)
 
     sub.add_parser("bench", help="measure decode, model, end-to-end and naive-baseline throughput (JSON lines)",
+                   add_help=False)
+    sub.add_parser("export", help="what vidflow reads from a model file; export an nn.Module with its metadata",
                    add_help=False)
     g = sub.add_parser("gallery", help="manage a face/ReID gallery database (add | list | remove)",
                        add_help=False)
@@ -379,6 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     if argv and argv[0] == "gallery":
         return _cmd_gallery(argparse.Namespace(), argv[1:])
+    if argv and argv[0] == "export":
+        from .export import main as export_main
+
+        return int(export_main(argv[1:]) or 0)
     if argv and argv[0] == "bench":
         return _cmd_bench(argparse.Namespace(), argv[1:])
     args = parser.parse_args(argv)

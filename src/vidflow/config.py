@@ -21,6 +21,7 @@ anything starts. This module never imports the pipeline: ``Pipeline.from_yaml`` 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,5 +358,9 @@ def build_parts(cfg: Mapping[str, Any], *, allow_code: Iterable[str] | str | Non
     mux_kw = _check_args(mux_cls, dict(mux_args), "muxer", "stages", ctx)
     muxer = _build(mux_cls, mux_kw, "muxer")
     described.insert(len(sources), Part("muxer", "muxer", MUXER, mux_kw, muxer))
+    note = _preflight.demo_model_warning(sources.values(), [p.args.get("model", "demo") for p in described
+                                                              if p.kind == "detect"])
+    if note:
+        logging.getLogger("vidflow").warning(note)
     return PipelineParts(sources, muxer, tuple(built["stages"]), tuple(built["sinks"]), settings, tuple(described))
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 
 from ..batch import Batch, Objects
-from ..engines.load import DEMO, head_for, load_model
+from ..engines.load import DEMO, head_for, load_model, require_runtime
 from ..heads.base import HEADS, Head, HeadResult
 from ..ops.geometry import clip_boxes, input_to_image, preprocess
 
@@ -50,8 +50,8 @@ class Detector:
     ``classes``: keep only these class ids. ``mean``/``std``: optional normalisation after
     scaling to 0..1. ``output``: which output to decode (default: the first 3-d one).
     ``masks=False`` skips instance masks of a segment head; ``kpt_shape``, ``keypoint_names``,
-    ``skeleton`` override the pose model's metadata. ``probabilities=True`` keeps a semantic head's
-    per-class probabilities (``"<name>.class_probs"``) beside its class map.
+    ``skeleton`` override the pose model's metadata. ``probabilities``: a semantic head also
+    keeps the per-class probabilities (the ``class_probs`` tensor).
     """
 
     def __init__(self, model: Any = DEMO, *, head: HeadName | Head | None = None, format: HeadName | None = None,
@@ -94,6 +94,7 @@ class Detector:
                 raise ValueError(f"size: expected [width, height] or an int, got {size!r}")
         if isinstance(model, (str, os.PathLike)) and os.fspath(model) != DEMO and not os.path.isfile(model):
             raise ValueError(f"model: file not found: {os.fspath(model)!r} (or use model: demo)")
+        require_runtime(model, backend)      # a missing [onnx] extra: said here, not at the first batch
         self.model = model
         self.head = head
         self.size = size
