@@ -64,7 +64,7 @@ class Detector:
     per-class probabilities (``"<name>.class_probs"``) beside its class map.
     ``rois``: regions of interest per source, ``{source_id: [[x1, y1, x2, y2], ...]}`` in source
     pixels (YAML keys: the source ids, ints or strings); the model sees only these crops of that
-    source's frames (see the module text); not together with ``keep_input`` / ``keep_output``
+    source's frames (see the module text); not together with keep_input or keep_output
     (the model's batch is then the crops, not the frames).
     """
 
