@@ -109,7 +109,8 @@ def semantic_maps(logits: torch.Tensor, views: Views, in_hw: tuple[int, int], si
               & ((xs[None] >= a[:, 0:1]) & (xs[None] < a[:, 2:3]))[:, None, :])      # [n, H, W]
     probs = torch.where(inside[..., None], probs, torch.full((), -1.0, device=probs.device))
     out = torch.full((frames, h, w, probs.shape[3]), -1.0, device=probs.device)
-    out.index_reduce_(0, views.frame.to(probs.device), probs, "amax")
+    flat = probs.reshape(n, -1)
+    out.view(frames, -1).scatter_reduce_(0, views.frame.to(probs.device)[:, None].expand_as(flat), flat, "amax")
     best, cls = out.max(-1)
     cmap = torch.where(best >= 0, cls, torch.full_like(cls, -1)).to(torch.int32)
     return cmap, (out.clamp_(min=0) if probabilities else None)
