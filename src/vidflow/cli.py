@@ -120,7 +120,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"vidflow demo: {e}", file=sys.stderr)
         return 2
-    run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames)
+    needs = {"segment": "an exported YOLO segmentation model (Ultralytics -seg: yolo11n-seg.onnx or .torchscript, "
+                        "output0 [B, 4+C+32, N] and mask prototypes [B, 32, h, w])",
+             "pose": "an exported YOLO pose model (Ultralytics -pose: yolo11n-pose.onnx or .torchscript, with "
+                     "kpt_shape in its metadata)"}
+    if args.model is None and args.task in needs:
+        print(f"vidflow demo: --task {args.task} needs a {args.task} model, and vidflow ships none: pass "
+              f"--model PATH to {needs[args.task]} (docs/MODELS.md)", file=sys.stderr)
+        return 2
+    if args.model is not None and not os.path.isfile(args.model):
+        print(f"vidflow demo: --model: file not found: {args.model}", file=sys.stderr)
+        return 2
+    run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames, task=args.task,
+             detector=args.model or "demo")
     return 0
 
 
@@ -339,6 +351,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     d.add_argument("--streams", type=int, default=4, help="number of generated cameras (default 4)")
     d.add_argument("--frames", type=int, default=None, help="frames per clip (default: by device)")
+    d.add_argument("--task", choices=("detect", "segment", "pose", "semantic"), default="detect",
+                   help="the detector's head (default detect; semantic runs vidflow's demo semantic model; "
+                        "segment and pose need --model)")
+    d.add_argument("--model", default=None, metavar="PATH",
+                   help="the detector's model (.onnx, .torchscript; default: vidflow's demo model for the task)")
     d.set_defaults(func=_cmd_demo)
 
     i = sub.add_parser("info", help="show device, NVDEC/NVENC availability and versions")
