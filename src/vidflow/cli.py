@@ -204,9 +204,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"vidflow demo: {e}", file=sys.stderr)
         return 2
+    needs = {"segment": "an exported YOLO segmentation model (Ultralytics -seg: yolo11n-seg.onnx or .torchscript, "
+                        "output0 [B, 4+C+32, N] and mask prototypes [B, 32, h, w])",
+             "pose": "an exported YOLO pose model (Ultralytics -pose: yolo11n-pose.onnx or .torchscript, with "
+                     "kpt_shape in its metadata)"}
+    if args.model is None and args.task in needs:
+        print(f"vidflow demo: --task {args.task} needs a {args.task} model, and vidflow ships none: pass "
+              f"--model PATH to {needs[args.task]} (docs/MODELS.md)", file=sys.stderr)
+        return 2
+    if args.model is not None and not os.path.isfile(args.model):
+        print(f"vidflow demo: --model: file not found: {args.model}", file=sys.stderr)
+        return 2
     try:
-        run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames,
-                 torch_threads=args.torch_threads)
+        run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames, task=args.task,
+                 detector=args.model or "demo", torch_threads=args.torch_threads)
     except ValueError as e:
         print(f"vidflow demo: {e}", file=sys.stderr)
         return 2
@@ -360,6 +371,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--frames", type=int, default=None, help="frames per clip (default: by device)")
     d.add_argument("--torch-threads", type=int, default=None, metavar="N",
                    help="torch's CPU threads (default: the cores this process may use, less one)")
+    d.add_argument("--task", choices=("detect", "segment", "pose", "semantic"), default="detect",
+                   help="the detector's head (default detect; semantic runs vidflow's demo semantic model; "
+                        "segment and pose need --model)")
+    d.add_argument("--model", default=None, metavar="PATH",
+                   help="the detector's model (.onnx, .torchscript; default: vidflow's demo model for the task)")
     d.set_defaults(func=_cmd_demo)
 
     i = sub.add_parser("info", help="show device, NVDEC/NVENC availability and versions")

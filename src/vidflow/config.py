@@ -267,6 +267,9 @@ def _build(target: Any, kwargs: dict[str, Any], path: str) -> Any:
     except ConfigError:
         raise
     except (ValueError, OSError) as e:   # a value the annotation allows but the constructor refuses
+        sub = getattr(e, "yaml_path", None)          # where inside the arguments, when it says (rois.0[1])
+        if isinstance(sub, str) and sub:
+            raise ConfigError(redact_uri(getattr(e, "reason", str(e))), f"{path}.{sub}") from e
         raise ConfigError(redact_uri(str(e)), path) from e
 
 
