@@ -113,6 +113,7 @@ class Demuxer:
         kw: dict[str, Any] = {"options": dict(self.options)} if self.options else {}
         if self.timeout is not None:
             kw["timeout"] = self.timeout
+        t0 = time.monotonic()
         try:
             self.container = av.open(self.target, mode="r", **kw)
         except av.error.ExitError:
@@ -121,6 +122,13 @@ class Demuxer:
         except (PermissionError, IsADirectoryError) as e:
             raise self._unavailable(f"cannot open: {describe(e)}") from None
         except av.error.InvalidDataError as e:
+            took = time.monotonic() - t0
+            if self.timeout is not None and took >= 0.95 * min(self.timeout):
+                # FFmpeg's own socket timeout surfaces as a generic error (RTSP: "invalid data")
+                raise self._unavailable(f"could not open: timed out, no answer in {took:.1f} s ({describe(e)})",
+                                        ReadTimeout) from None
+            if not self.file and scheme_of(self.target) in LIVE_SCHEMES:
+                raise self._unavailable(f"could not open: {describe(e)}") from None
             raise self._undecodable(f"cannot read as video: {describe(e)}") from None
         except (av.error.FFmpegError, OSError, ValueError) as e:
             if self.file:

@@ -172,7 +172,7 @@ def run_session(demux: Demuxer, choice: DecoderChoice, holder: list, st: SourceS
             dec.close()
             if recreated > 3:
                 choice.refuse(f"{e} (after {recreated - 1} re-created decoders)")
-                dec = FfmpegDecoder(demux.stream, max_pixels=choice.max_pixels)
+                dec = FfmpegDecoder(demux.stream, max_pixels=choice.max_pixels, threads=choice.threads)
             else:
                 from ._nvdec import NvdecDecoder
                 dec = NvdecDecoder(demux.stream, choice.device, max_size=_bigger(demux.stream))

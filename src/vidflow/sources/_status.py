@@ -48,6 +48,12 @@ class Counters(SourceCounters):
         """TRANSITIONAL: readers that still take ``stats()`` as a dict (``Pipeline``'s summary copy)."""
         return getattr(self, key, default) if key in _FIELDS else default
 
+    def __getitem__(self, key: str) -> Any:
+        """TRANSITIONAL, as :meth:`get`."""
+        if key not in _FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
 
 _FIELDS = frozenset(f.name for f in fields(Counters))
 

@@ -93,15 +93,17 @@ def ffmpeg_rgb(frame: Any) -> torch.Tensor:
 
 
 class FfmpegDecoder:
-    """FFmpeg (PyAV) decoding of one demuxed ``stream`` on the CPU, with frame threads (which
-    also make FFmpeg flag the frames it concealed damage in: ``Decoded.corrupt``)."""
+    """FFmpeg (PyAV) decoding of one demuxed ``stream`` on the CPU. ``threads="AUTO"`` (files):
+    frame threads, which also make FFmpeg flag the frames it concealed damage in
+    (``Decoded.corrupt``); ``"SLICE"`` (live streams): no frame of delay per thread."""
 
     name = "ffmpeg"
 
-    def __init__(self, stream: Any, *, max_pixels: int) -> None:
+    def __init__(self, stream: Any, *, max_pixels: int, threads: str = "AUTO") -> None:
         self.max_pixels = max_pixels
-        stream.thread_type = "AUTO"
+        stream.thread_type = threads
         self._cc = stream.codec_context
+        self._tb = stream.time_base          # a Fraction: flushed frames carry no time base of their own
 
     def _frames(self, packet: Any) -> list[Decoded]:
         import av
@@ -113,7 +115,9 @@ class FfmpegDecoder:
         for fr in frames:
             if fr.width * fr.height > self.max_pixels:
                 raise DecodeError(f"a frame of {fr.width}x{fr.height} exceeds max_pixels={self.max_pixels}")
-            out.append(Decoded(fr.time, ffmpeg_rgb(fr), "rgb", fr.width, fr.height, bool(fr.is_corrupt)))
+            pts = fr.time if fr.time is not None and fr.time == fr.time else (
+                float(fr.pts * self._tb) if fr.pts is not None and self._tb else None)
+            out.append(Decoded(pts, ffmpeg_rgb(fr), "rgb", fr.width, fr.height, bool(fr.is_corrupt)))
         return out
 
     def decode(self, packet: Any) -> list[Decoded]:
@@ -137,8 +141,8 @@ class DecoderChoice:
     ``decoder="nvdec"``). ``alloc``: where NVDEC writes pictures (a decode process's ring)."""
 
     def __init__(self, want: str, device: torch.device, *, source_id: Any, uri: str, max_pixels: int,
-                 alloc: Any = None) -> None:
-        self.want, self.device, self.source_id, self.uri = want, device, source_id, uri
+                 alloc: Any = None, threads: str = "AUTO") -> None:
+        self.want, self.device, self.source_id, self.uri, self.threads = want, device, source_id, uri, threads
         self.max_pixels, self.alloc = max_pixels, alloc
         if want == "nvdec" and device.type != "cuda":
             raise DecodeError(f"decoder='nvdec' needs a CUDA device, got {device}", source_id=source_id, uri=uri)
@@ -169,4 +173,4 @@ class DecoderChoice:
                 self.refuse(e)
         elif previous is not None:
             previous.close()
-        return FfmpegDecoder(stream, max_pixels=self.max_pixels)
+        return FfmpegDecoder(stream, max_pixels=self.max_pixels, threads=self.threads)

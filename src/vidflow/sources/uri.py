@@ -137,7 +137,7 @@ class UriSource(SourceStatus):
         """Yield frames until closed (live) or the end (not live); raise ``SourceError`` on giving up."""
         device = torch.device(device)
         choice = DecoderChoice(self.decoder, device, source_id=source_id, uri=self.uri,
-                               max_pixels=self.max_pixels, alloc=self.frame_alloc)
+                               max_pixels=self.max_pixels, alloc=self.frame_alloc, threads="SLICE")
         holder: list[Any] = [None]
         try:
             yield from self._connections(choice, holder, source_id)
