@@ -10,6 +10,7 @@ stages are closed in every case, Ctrl-C included.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -17,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -37,14 +38,23 @@ def _name(obj: Any) -> str:
     return str(getattr(obj, "name", None) or getattr(obj, "__name__", None) or type(obj).__name__)
 
 
+def _counter_dict(c: Any) -> dict[str, Any]:
+    """A source's ``stats()`` (a :class:`~vidflow.stats.SourceCounters` or, from older sources, a
+    dict) as a dict."""
+    if dataclasses.is_dataclass(c) and not isinstance(c, type):
+        return {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
+    return dict(c) if isinstance(c, Mapping) else {}
+
+
 def _copy_source_counters(src: Any, st: SourceStats) -> None:
     """Copy a source's own counters (``stats()`` of live/reconnecting sources) into its stats."""
     stats = getattr(src, "stats", None)
     if not callable(stats):
         return
     try:
-        d = stats()
-    except Exception:  # noqa: BLE001 - counters are best effort, never a reason to fail
+        d = _counter_dict(stats())
+    except Exception as e:  # noqa: BLE001 - counters are best effort, never a reason to fail
+        log.debug("source %s: stats() failed: %s", st.source_id, redact_uri(e))
         return
     st.reconnects = int(d.get("reconnects", st.reconnects) or 0)
     st.stalls = int(d.get("stalls", st.stalls) or 0)
@@ -58,8 +68,9 @@ class Pipeline:
     """Sources + muxer + stages + sinks.
 
     Args:
-        sources: objects following the Source protocol (``vidflow.sources.base``); the i-th gets
-            ``source_id`` i.
+        sources: objects following the Source protocol (``vidflow.sources.base``): a sequence
+            (the i-th gets ``source_id`` i) or a mapping ``{id: source}`` of stable ids (an int or
+            a str: shards on several machines keep their own, YAML ``id:``).
         muxer: batching settings (default ``Muxer()``).
         stages: callables ``Batch -> Batch`` run in order.
         sinks: objects with ``write(batch)`` and ``close()``.
@@ -92,15 +103,21 @@ class Pipeline:
             ``gc.unfreeze()`` at the end of the run undoes it (and any freeze made before the
             run). The muxer compiles its conversion kernel at the same time (``Muxer.warmup``).
             ``None``: on for CUDA.
+        stop_timeout: seconds :meth:`stop` (``drain=True``) lets queued batches finish through
+            the stages and sinks before it stops at once.
     """
 
-    def __init__(self, sources: Sequence[Any] = (), muxer: Muxer | None = None, stages: Sequence[Callable] = (),
+    def __init__(self, sources: Sequence[Any] | Mapping[int | str, Any] = (), muxer: Muxer | None = None,
+                 stages: Sequence[Callable] = (),
                  sinks: Sequence[Any] = (), *, device: str | torch.device = "auto", queue_size: int = 8,
                  strict: bool = True, progress: Callable[[RunSummary], None] | None = None,
                  progress_every: float = 1.0, torch_threads: int | None = None, decode_processes: int = 0,
-                 overlap: bool | None = None, warmup: bool | None = None) -> None:
+                 overlap: bool | None = None, warmup: bool | None = None, stop_timeout: float = 10.0) -> None:
         if int(queue_size) < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        if float(stop_timeout) < 0:
+            raise ValueError(f"stop_timeout must be >= 0, got {stop_timeout}")
+        self.stop_timeout = float(stop_timeout)
         self.device = resolve_device(device)
         self.muxer = muxer if muxer is not None else Muxer()
         self.stages = list(stages)
@@ -134,14 +151,25 @@ class Pipeline:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._stats_lock = threading.RLock()       # every write to self.summary, and snapshot()
+        self._draining = False                     # stop(drain=True): no new frames, finish the queued
+        self._abort = False                        # stop(drain=False) or a drain past its timeout
+        self._handles: dict[int | str, Any] = {}   # sid -> PooledSource (counters of decode processes)
+        self._done = threading.Event()             # set when a run has shut down
         self._queues: dict[int | str, SourceQueue] = {}
         self._sources: dict[int | str, Any] = {}
         self._threads: dict[int | str, threading.Thread] = {}
         self._running = False
         self._used = False
         self._next_id = 0
-        for src in sources:
-            self.add_source(src)
+        if isinstance(sources, Mapping):
+            for sid, src in sources.items():
+                if not isinstance(sid, (int, str)) or isinstance(sid, bool):
+                    raise ValueError(f"sources: ids must be int or str, got {sid!r}")
+                self.add_source(src, sid)
+        else:
+            for src in sources:
+                self.add_source(src)
 
     @classmethod
     def from_yaml(cls, path: str, overrides: Sequence[str] | dict | None = None, *,
@@ -156,10 +184,7 @@ class Pipeline:
         parts = build_parts(load_config(path, overrides), allow_code=allow_code)
         kwargs = parts.kwargs(inspect.signature(cls).parameters)
         sources = kwargs.pop("sources")
-        pipe = cls(**{**kwargs, **kw})
-        for sid, src in sources.items():   # YAML ids (`id:`), else the positions 0, 1, ...
-            pipe.add_source(src, sid)
-        return pipe
+        return cls(**{"sources": sources, **kwargs, **kw})   # YAML ids (`id:`), else the positions 0, 1, ...
 
     # -- sources -----------------------------------------------------------------------------
     def add_source(self, source: Any, source_id: int | str | None = None) -> int | str:
@@ -212,8 +237,8 @@ class Pipeline:
                     # ring slots: the queue, plus a batch being converted and one waiting for its release
                     self._pool = DecodePool(self.decode_processes, self.device, slots=self.queue_size + 4)
                 self._pooled.add(sid)
-                self._pool.open(sid, src, lambda f, sid=sid: self._deliver(sid, f, block=False),
-                                lambda err, sid=sid: self._source_ended(sid, err))
+                self._handles[sid] = self._pool.open(sid, src, lambda f, sid=sid: self._deliver(sid, f, block=False),
+                                                     lambda err, sid=sid: self._source_ended(sid, err))
                 return
         t = threading.Thread(target=self._produce, args=(sid,), name=f"vidflow-source-{sid}", daemon=True)
         self._threads[sid] = t
@@ -222,11 +247,12 @@ class Pipeline:
     def _deliver(self, sid: int | str, frame: Any, *, block: bool = True) -> bool:
         """A source's frame into its queue; False when the queue no longer takes frames."""
         q, st = self._queues.get(sid), self.summary.sources.get(sid)
-        if q is None or st is None:
+        if q is None or st is None or self._draining:
             return False
-        st.decoded += 1
-        if st.state in ("connecting", "backoff"):
-            st.state = "running"
+        with self._stats_lock:
+            st.decoded += 1
+            if st.state in ("connecting", "backoff"):
+                st.state = "running"
         return q.put(frame, block=block)
 
     def _source_ended(self, sid: int | str, err: BaseException | None, q: SourceQueue | None = None) -> None:
@@ -236,16 +262,18 @@ class Pipeline:
         if q is None or st is None:
             return
         try:
-            if err is not None:
-                if not q.closed:      # (removed or stopped meanwhile: a close-time error is no failure)
-                    if not isinstance(err, SourceError):
-                        err = DecodeError(f"{type(err).__name__}: {err}", source_id=sid, uri=getattr(src, "uri", None))
-                    st.error = err
-                    st.errors += 1
-                    st.state = "failed"
-                    log.error("%s", err)
-            elif st.state != "removed":
-                st.state = "stopped" if q.closed else "ended"
+            with self._stats_lock:
+                if err is not None:
+                    if not q.closed and not self._draining:   # (removed or stopped meanwhile: no failure)
+                        if not isinstance(err, SourceError):
+                            err = DecodeError(f"{type(err).__name__}: {err}", source_id=sid,
+                                              uri=getattr(src, "uri", None))
+                        st.error = err
+                        st.errors += 1
+                        st.state = "failed"
+                        log.error("%s", err)
+                elif st.state != "removed":
+                    st.state = "stopped" if q.closed or self._draining else "ended"
         finally:
             st.ended = time.monotonic()
             q.finish()
@@ -277,9 +305,11 @@ class Pipeline:
             t = self._threads.pop(sid, None)
         st = self.summary.sources.get(sid)
         self._pooled.discard(sid)
+        handle = self._handles.pop(sid, None)
         if q is not None and st is not None:
-            st.dropped = q.dropped
-            _copy_source_counters(src, st)
+            with self._stats_lock:
+                st.dropped = q.dropped
+                _copy_source_counters(handle if handle is not None else src, st)
         if t is not None and t is not threading.current_thread():
             t.join(timeout=5.0)
         if src is not None:
@@ -315,12 +345,56 @@ class Pipeline:
             pass
         return self.summary
 
-    def stop(self) -> None:
-        """Ask a running pipeline to finish (from another thread or a callback)."""
+    def stop(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Ask the pipeline to finish; returns at once (safe from another thread, a callback or a
+        signal handler), ``run()`` returns when it is done.
+
+        ``drain=True``: the sources stop (no new frames are taken), the frames already queued go
+        through the stages and sinks as batches, then the sinks are closed; if that takes longer
+        than ``timeout`` s (default: ``stop_timeout``), it stops as with ``drain=False``.
+        ``drain=False``: stop now; queued frames and batches are dropped, the sinks are still
+        closed (files stay valid). Sources stopped this way end in state ``"stopped"``."""
+        if timeout is not None and float(timeout) < 0:
+            raise ValueError(f"stop: timeout must be >= 0, got {timeout}")
+        if not drain:
+            self._stop_now()
+            return
+        if self._draining:
+            return
+        self._draining = True
+        limit = self.stop_timeout if timeout is None else float(timeout)
+        threading.Thread(target=self._drain, args=(limit,), name="vidflow-stop", daemon=True).start()
+
+    def _drain(self, limit: float) -> None:
+        """stop(drain=True), on a thread of its own: stop the sources, wait for the run to end."""
+        with self._lock:
+            items = [(sid, self._sources.get(sid), self._queues.get(sid)) for sid in list(self._sources)]
+        for sid, src, _q in items:
+            if sid in self._pooled and self._pool is not None:
+                self._pool.close(sid)
+            if src is not None:
+                try:
+                    src.close()
+                except Exception as e:  # noqa: BLE001 - stopping must go on
+                    log.warning("source %s: close failed: %s", sid, redact_uri(e))
+        if not self._done.wait(limit):
+            log.warning("stop: the queued batches did not finish within %.1f s; stopping now", limit)
+            self._stop_now()
+
+    def _stop_now(self) -> None:
+        self._abort = True
         self._stop.set()
         with self._cond:
-            for q in self._queues.values():
+            for q in list(self._queues.values()):
                 q.close()
+
+    def snapshot(self) -> RunSummary:
+        """A consistent copy of the run summary (``self.summary``) with every source's stats,
+        live counters refreshed (drops, a live source's own state and counters). Safe to call
+        from any thread, while the pipeline runs or after."""
+        self._refresh()
+        with self._stats_lock:
+            return self.summary.copy()
 
     def _batches(self) -> Iterator[Batch]:
         if self._used:
@@ -369,7 +443,10 @@ class Pipeline:
                     self._refresh()
                     self.progress(self.summary)
             if self._tail is not None:
-                yield from self._tail.finish()
+                if self._abort:
+                    self._tail.abort()
+                else:
+                    yield from self._tail.finish(lambda: self._abort)
             ok = True
         except KeyboardInterrupt:
             self.summary.interrupted = True
@@ -412,14 +489,15 @@ class Pipeline:
     def _refresh(self) -> None:
         """Copy live counters (drops, a reconnecting source's own state) into the summary."""
         with self._lock:
-            items = [(sid, q, self._sources.get(sid)) for sid, q in self._queues.items()]
+            items = [(sid, q, self._handles.get(sid) or self._sources.get(sid)) for sid, q in self._queues.items()]
         for sid, q, src in items:
-            st = self.summary.sources[sid]
-            st.dropped = q.dropped
-            state = getattr(src, "state", None)
-            if isinstance(state, str) and st.state not in ("removed", "failed", "ended", "stopped"):
-                st.state = state
-            _copy_source_counters(src, st)
+            with self._stats_lock:
+                st = self.summary.sources[sid]
+                st.dropped = q.dropped
+                state = getattr(src, "state", None)
+                if isinstance(state, str) and st.state not in ("removed", "failed", "ended", "stopped"):
+                    st.state = state
+                _copy_source_counters(src, st)
 
     def _run_stages(self, batch: Batch, stages: Sequence[Any]) -> Batch:
         for stage in stages:
@@ -444,13 +522,14 @@ class Pipeline:
             except Exception as e:
                 raise SinkError(f"sink {_name(sink)!r}: {type(e).__name__}: {e}") from e
         now = time.time_ns()
-        self.summary.batches += 1
-        for f in batch.frames:
-            st = self.summary.sources.get(f.source_id)
-            if st is not None:
-                st.frames += 1
-            if f.ntp_ns:
-                self.summary.latencies_ms.append((now - f.ntp_ns) / 1e6)
+        with self._stats_lock:
+            self.summary.batches += 1
+            for f in batch.frames:
+                st = self.summary.sources.get(f.source_id)
+                if st is not None:
+                    st.frames += 1
+                if f.ntp_ns:
+                    self.summary.latencies_ms.append((now - f.ntp_ns) / 1e6)
 
     def _shutdown(self, *, raise_errors: bool) -> None:
         self._stop.set()
@@ -474,6 +553,7 @@ class Pipeline:
                     errors.append(SinkError(f"closing {_name(obj)!r}: {type(e).__name__}: {e}"))
         self.summary.wall_s = time.monotonic() - self.summary.started
         self._running = False
+        self._done.set()
         if self._froze:
             gc.unfreeze()
             self._froze = False
@@ -559,10 +639,14 @@ class _Tail:
             except queue.Empty:
                 return
 
-    def finish(self) -> Iterator[Batch]:
-        """Let the tail work off what is queued, then stop it; yields the last batches."""
+    def finish(self, abort: Callable[[], bool] = lambda: False) -> Iterator[Batch]:
+        """Let the tail work off what is queued, then stop it; yields the last batches. Once
+        ``abort()`` is true, what is left is dropped (:meth:`abort`)."""
         self.put(None)                                   # type: ignore[arg-type]
         while self.thread.is_alive():
+            if abort():
+                self.abort()
+                return
             self.thread.join(0.1)
             yield from self.done()
         self.running = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -82,6 +83,12 @@ class RunSummary:
     wall_s: float = 0.0
     interrupted: bool = False
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
+
+    def copy(self) -> RunSummary:
+        """A copy that shares nothing mutable with this one (``Pipeline.snapshot()`` takes it
+        under the pipeline's lock): every :class:`SourceStats` and the latencies are copied."""
+        return dataclasses.replace(self, sources={sid: dataclasses.replace(st) for sid, st in self.sources.items()},
+                                   latencies_ms=deque(self.latencies_ms, maxlen=self.latencies_ms.maxlen))
 
     @property
     def frames(self) -> int:

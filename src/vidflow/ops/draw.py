@@ -235,7 +235,9 @@ class Annotate:
     objects; ``identities``: the name from ``objects.attrs["<identity>.identity"]`` (or ``".label"``) and
     ``batch.labels[identity]`` (ids < 0 mean unknown and draw nothing). ``thickness`` defaults
     to the image height / 240, ``scale`` to height / 360 (at least 1). Reads the object table to
-    the host once per batch (to build the caption strings).
+    the host once per batch (to build the caption strings). ``masks``: blend instance masks
+    translucently (``alpha`` their opacity); ``keypoints``: draw pose keypoints whose confidence
+    is at least ``kpt_conf``, and their skeleton.
     """
 
     def __init__(self, *, labels: bool = True, ids: bool = True, identities: bool = True,

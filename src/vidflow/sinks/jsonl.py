@@ -54,6 +54,7 @@ class JsonlSink(ThreadedSink):
         attrs: include per-object attributes (embeddings, classifier labels...).
         decimals: rounding of box coordinates (``format="jsonl"`` only).
         warn_free_bytes: warn when the disk holding ``path`` has less free space at start.
+        name: the sink's name in the summary and logs.
         queue_size / when_full / on_error: see :class:`~vidflow.sinks.base.ThreadedSink`.
     """
 

@@ -50,7 +50,8 @@ class VideoSink(ThreadedSink):
 
     ``path``: with ``tiled=True`` the output file; with ``tiled=False`` a folder (one
     ``<source_id>.mp4`` per source) or a pattern containing ``{source_id}``. ``fps``: ``None``
-    (default) follows the sources' timestamps; a number forces that constant rate. ``size``:
+    (default) follows the sources' timestamps; a number forces that constant rate. ``rows`` / ``cols``:
+    the mosaic's grid (give both or neither; default: the smallest square grid). ``size``:
     mosaic ``(width, height)``; ``None`` = cells of the largest source's size, capped at
     ``max_size``. ``upscale``: keep frames the muxer scaled up at the batch size (default: back
     to the source's size). ``draw``: draw boxes and captions on a copy first (leave False when an
@@ -58,7 +59,8 @@ class VideoSink(ThreadedSink):
     id), time (wall clock when known, else pts) and measured fps on each frame or cell.
     ``codec``: ``"h264"`` / ``"hevc"``; ``bitrate`` bits/s; ``encoder``: ``"auto"`` | ``"nvenc"``
     | ``"pyav"``; ``keyframe_s``: fragment length; ``fragmented=False`` writes a classic MP4
-    (not playable after a kill). ``queue_size``: batches waiting for the encoder.
+    (not playable after a kill). ``queue_size``: batches waiting for the encoder; ``when_full`` /
+    ``on_error``: see :class:`~vidflow.sinks.base.ThreadedSink`.
     """
 
     def __init__(self, path: str | os.PathLike, *, fps: float | None = None, tiled: bool = True,

@@ -34,6 +34,9 @@ from ..ops.geometry import clip_boxes, input_to_image, preprocess
 
 __all__ = ["Detector"]
 
+#: the head names a YAML may give (``heads.base.HEADS``)
+HeadName = Literal["yolov8", "yolov5", "end2end", "segment", "pose", "semantic"]
+
 
 class Detector:
     """Run a detector (or a segmentation / pose model) on every batch.
@@ -47,10 +50,11 @@ class Detector:
     ``classes``: keep only these class ids. ``mean``/``std``: optional normalisation after
     scaling to 0..1. ``output``: which output to decode (default: the first 3-d one).
     ``masks=False`` skips instance masks of a segment head; ``kpt_shape``, ``keypoint_names``,
-    ``skeleton`` override the pose model's metadata.
+    ``skeleton`` override the pose model's metadata. ``probabilities=True`` keeps a semantic head's
+    per-class probabilities (``"<name>.class_probs"``) beside its class map.
     """
 
-    def __init__(self, model: Any = DEMO, *, head: str | Head | None = None, format: str | None = None,
+    def __init__(self, model: Any = DEMO, *, head: HeadName | Head | None = None, format: HeadName | None = None,
                  size: Sequence[int] | int | None = None, conf: float | Sequence[float] = 0.25,
                  iou: float = 0.7, max_det: int = 300, labels: Sequence[str] | None = None, half: bool = False,
                  color: Literal["rgb", "bgr"] = "rgb", letterbox: bool = True, keep_input: bool = False,
