@@ -239,7 +239,7 @@ class UriSource(SourceStatus):
             raise _Lost(f"stalled: {e}", stalled=True) from None
         except ReadTimeout as e:
             if self.live:                                    # connected, then quiet: a stall
-                raise _Lost(f"stalled: {_bare(e, sid)} ({stall.silent_for():.1f} s without a frame)",
+                raise _Lost(f"stalled: no frame for {stall.silent_for():.1f} s ({_bare(e, sid)})",
                             stalled=True) from None
             raise
         finally:
