@@ -141,7 +141,7 @@ class PipelineWorker:
 
         cfg = copy.deepcopy(dict(template))
         cfg["sinks"] = _per_worker_sinks(list(cfg.get("sinks") or []), self.worker_id, self.restarted)
-        cfg["sources"] = [{"synthetic": {"width": 16, "height": 16, "frames": 0}}]   # build_parts wants one
+        cfg["sources"] = [{"synthetic": {"width": 32, "height": 32, "frames": 0}}]   # build_parts wants one
         parts = build_parts(cfg, allow_code=self.allow_code)
         kwargs = parts.kwargs(inspect.signature(Pipeline).parameters)
         kwargs.pop("sources")
@@ -201,7 +201,7 @@ class PipelineWorker:
         while True:
             try:
                 self.pipe.add_source(src, camera_id)
-                return {"ok": True}
+                return {"ok": True, "incarnation": self.incarnation}
             except ValueError as e:         # the same id, removed a moment ago, not yet released
                 if time.monotonic() > deadline:
                     return self._refuse(camera_id, start, offset, str(e))
@@ -211,7 +211,7 @@ class PipelineWorker:
         with self._lock:
             self._cams[camera_id] = {"start": start, "offset": offset, "added": time.time(), "state": "error",
                                      "error": error}
-        return {"ok": False, "error": error}
+        return {"ok": False, "error": error, "incarnation": self.incarnation}
 
     def remove(self, camera_id: str) -> dict[str, Any]:
         """Stop a camera (queued frames discarded). Returns its last acknowledged frame number."""
