@@ -269,7 +269,7 @@ class Fleet:
                 st = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - RayActorError & co: died, restarting, or gone
                 if w.state != "lost":
-                    self._lost(w, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}", now)
+                    self._lost(w, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}", now)
                 continue
             self._seen_worker(ray, w, st, now)
 
@@ -303,7 +303,8 @@ class Fleet:
                 self._failed(cam, w, row.get("error") or row.get("last_error") or "failed", now)
             elif row["state"] == "ended":
                 # ended once the sinks have its last frame too (a kill before that: resumed again)
-                if cam.live or cam.acked >= row["start"] + row["offset"] + row["frames"] - 1:
+                # (``decoded``: the frames its decoder handed over, skipped ones not counted)
+                if cam.live or cam.acked >= row["start"] + row["decoded"] - 1:
                     w.handle.remove.remote(cam.spec.id)   # releases the worker's record of it
                 else:
                     cam.state = "ending"
