@@ -81,10 +81,11 @@ class Fleet:
         return cls(spec.template, spec.settings, **kw), spec.cameras
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, *, address: str | None = None, **init_kw: Any) -> Fleet:
+    def start(self, *, address: str | None = None, wait_s: float | None = 300.0, **init_kw: Any) -> Fleet:
         """Start the workers and the reconcile loop. Connects to Ray first when not connected:
         ``address`` None starts a local Ray (``ray.init()``), ``"auto"`` or ``"ray://host:10001"``
-        joins an existing cluster."""
+        joins an existing cluster. ``wait_s``: wait that long for every worker to be up (built
+        its pipeline), so the first cameras are spread over all of them; None: do not wait."""
         ray = _ray()
         if not ray.is_initialized():
             ray.init(address=address, **init_kw)
@@ -104,6 +105,12 @@ class Fleet:
             handle = actor.options(**opts).remote(self.template, wid, keep_records=s.keep_records, env=env,
                                                   allow_code=self.allow_code)
             self._workers[wid] = WorkerState(wid, handle, s.capacity)
+        if wait_s:
+            refs = [w.handle.ping.remote() for w in self._workers.values()]
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
+            if len(ready) < len(refs):
+                log.warning("fleet: %d of %d workers not up after %g s (no GPU or CPU left for them?); "
+                            "starting anyway", len(refs) - len(ready), len(refs), wait_s)
         self._thread = threading.Thread(target=self._loop, name="vidflow-fleet", daemon=True)
         self._thread.start()
         return self
