@@ -160,7 +160,7 @@ def test_worker_runs_adds_removes_and_acknowledges(tmp_path):
         assert w.add("a", {"synthetic": {"width": 64, "height": 48, "frames": 12}})["ok"]
         assert w.add("b", {"synthetic": {"width": 64, "height": 48, "frames": 12}}, start=5)["ok"]
         rows = wait_until(lambda: _cams_state(w, "ended"), what="both ended")
-        wait_until(lambda: w.status()["cameras"]["a"]["acked"] == 11, what="a acknowledged")
+        wait_until(lambda: all(r["acked"] == 11 for r in w.status()["cameras"].values()), what="both acknowledged")
         rows = w.status()["cameras"]
         assert rows["a"]["frames"] == 12 and rows["b"]["frames"] == 7 and rows["b"]["acked"] == 11
         assert rows["b"]["decoded"] == 7 and rows["b"]["start"] == 5

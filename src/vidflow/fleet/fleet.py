@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ._book import CameraState, WorkerState, format_status
-from .placement import Change, WorkerSlot, place
+from ._reconcile import Reconciler
 from .spec import CameraSpec, FleetSettings, load_fleet, parse_cameras
 from .worker import PipelineWorker
 
@@ -61,11 +61,9 @@ class Fleet:
         self.settings = settings if settings is not None else FleetSettings(**kw)
         self.allow_code = allow_code
         self._lock = threading.RLock()
-        self._cams: dict[str, CameraState] = {}
-        self._order: list[str] = []
-        self._home: dict[str, str] = {}
-        self._workers: dict[str, WorkerState] = {}
-        self._unplaced: tuple[str, ...] = ()
+        self._rec = Reconciler(self.settings)
+        self._cams = self._rec.cams               # (the same dicts: the loop's rounds work on them)
+        self._workers = self._rec.workers
         self._seen_hw: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,9 +123,16 @@ class Fleet:
         refs = {w.id: w.handle.stop.remote() for w in self._workers.values()}
         for wid, ref in refs.items():
             try:
-                ray.get(ref, timeout=timeout)
+                st = ray.get(ref, timeout=timeout)
             except Exception as e:  # noqa: BLE001 - a dead worker has nothing to flush
                 log.warning("fleet: worker %s did not stop cleanly: %s", wid, e)
+                continue
+            with self._lock:                  # the last counters; whatever still ran is now stopped
+                for cam in self._cams.values():
+                    row = st["cameras"].get(cam.spec.id)
+                    if cam.worker == wid and row is not None and not cam.terminal:
+                        cam.seen(row, time.time(), self.settings.poll_s)
+                        cam.state = "ended" if row["state"] == "ended" else "stopped"
         final = self.status()
         for w in self._workers.values():
             ray.kill(w.handle, no_restart=True)
@@ -156,8 +161,8 @@ class Fleet:
                     self._cams[c.id] = CameraState(c)
                 elif old.spec != c:           # changed: restart it (where it is) with the new entry
                     old.spec, old.failures, old.error = c, 0, None
-                    self._restart(old)
-            self._order = ids
+                    self._rec.restart(old)
+            self._rec.order = ids
 
     def retry(self, camera_ids: Sequence[str]) -> None:
         """Give failed cameras another series of attempts."""
@@ -185,7 +190,7 @@ class Fleet:
                     load[c.worker] = load.get(c.worker, 0.0) + c.spec.cost
                     count[c.worker] = count.get(c.worker, 0) + 1
             workers = [w.row(load.get(w.id, 0.0), count.get(w.id, 0)) for w in self._workers.values()]
-            return {"name": self.settings.name, "workers": workers, "cameras": cams, "unplaced": list(self._unplaced),
+            return {"name": self.settings.name, "workers": workers, "cameras": cams, "unplaced": list(self._rec.unplaced),
                     "fps": round(sum(c["fps"] for c in cams if c["state"] not in ("ended", "failed")), 1),
                     "ticks": self.ticks, "driver_cpu_s": round(self.tick_s, 3),
                     "loop_error": None if self._loop_error is None else repr(self._loop_error)}
@@ -235,7 +240,7 @@ class Fleet:
             t0 = time.process_time()
             try:
                 with self._lock:
-                    self._tick()
+                    self._rec.tick(_ray(), time.time())
                 self._loop_error = None
             except Exception as e:  # noqa: BLE001 - logged and shown in status; the loop goes on
                 if repr(e) != repr(self._loop_error):
@@ -250,160 +255,3 @@ class Fleet:
                     log.warning("fleet: on_tick failed: %s", e)
             self._stop.wait(self.settings.poll_s)
 
-    def _tick(self) -> None:
-        ray = _ray()
-        now = time.time()
-        self._poll(ray, now)
-        self._check_adds(ray, now)
-        self._reconcile(now)
-
-    def _poll(self, ray: Any, now: float) -> None:
-        s = self.settings
-        for w in self._workers.values():
-            if w.status_ref is None:
-                w.status_ref, w.status_sent = w.handle.status.remote(), now
-        refs = [w.status_ref for w in self._workers.values()]
-        ray.wait(refs, num_returns=len(refs), timeout=min(s.poll_s, 1.0))
-        for w in self._workers.values():
-            ready, _ = ray.wait([w.status_ref], timeout=0)
-            if not ready:
-                if now - w.status_sent > s.health_timeout_s and w.state != "lost":
-                    self._lost(w, f"no answer for {s.health_timeout_s:g} s", now)
-                    self._kill(ray, w)
-                continue
-            ref, w.status_ref = w.status_ref, None
-            try:
-                st = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - RayActorError & co: died, restarting, or gone
-                if w.state != "lost":
-                    self._lost(w, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}", now)
-                continue
-            self._seen_worker(ray, w, st, now)
-
-    def _seen_worker(self, ray: Any, w: WorkerState, st: dict[str, Any], now: float) -> None:
-        if w.incarnation is not None and st["incarnation"] != w.incarnation:
-            w.restarts += 1
-            log.warning("fleet: worker %s restarted (pid %s -> %s)", w.id, w.pid, st["pid"])
-            self._lost(w, "restarted", now)
-        w.incarnation, w.pid, w.host, w.gpus, w.device = (st["incarnation"], st["pid"], st["host"], st["gpus"],
-                                                          st["device"])
-        w.last_ok = now
-        if st["state"] != "running":         # its pipeline stopped: let Ray restart the process
-            w.error = st["error"]
-            if w.state != "lost":
-                self._lost(w, f"pipeline {st['state']}: {st['error']}", now)
-            if w.killed != w.incarnation:
-                self._kill(ray, w)
-            return
-        w.state, w.error = "running", None
-        rows = st["cameras"]
-        for cam in self._cams.values():
-            if cam.worker != w.id or cam.add_ref is not None or cam.state in ("backoff", "failed", "ended"):
-                continue
-            row = rows.get(cam.spec.id)
-            if cam.incarnation != w.incarnation or row is None:
-                if cam.incarnation is not None:     # confirmed there, gone now
-                    cam.lose("not on its worker any more", now)
-                continue
-            cam.seen(row, now, self.settings.poll_s)
-            if row["state"] in ("failed", "error"):
-                self._failed(cam, w, row.get("error") or row.get("last_error") or "failed", now)
-            elif row["state"] == "ended":
-                # ended once the sinks have its last frame too (a kill before that: resumed again)
-                # (``decoded``: the frames its decoder handed over, skipped ones not counted)
-                if cam.live or cam.acked >= row["start"] + row["decoded"] - 1:
-                    w.handle.remove.remote(cam.spec.id)   # releases the worker's record of it
-                else:
-                    cam.state = "ending"
-        for cid in rows:                                  # on the worker, not wanted there: stop it
-            cam = self._cams.get(cid)
-            if cam is None or cam.worker != w.id:
-                w.handle.remove.remote(cid)
-
-    def _lost(self, w: WorkerState, reason: str, now: float) -> None:
-        log.warning("fleet: worker %s lost (%s); re-placing its cameras", w.id, reason)
-        w.state, w.error = "lost", reason
-        for cam in self._cams.values():
-            if cam.worker == w.id:
-                cam.lose(reason, now)
-
-    @staticmethod
-    def _kill(ray: Any, w: WorkerState) -> None:
-        w.killed = w.incarnation
-        try:
-            ray.kill(w.handle, no_restart=False)
-        except Exception as e:  # noqa: BLE001
-            log.warning("fleet: could not kill worker %s: %s", w.id, e)
-
-    def _failed(self, cam: CameraState, w: WorkerState | None, error: str, now: float) -> None:
-        s = self.settings
-        cam.fail(error, now, max_failures=s.max_camera_failures, backoff_s=s.backoff_s, max_backoff_s=s.max_backoff_s)
-        log.warning("fleet: camera %s failed (%d/%d): %s", cam.spec.id, cam.failures, s.max_camera_failures, error)
-        if w is not None:
-            w.handle.remove.remote(cam.spec.id)
-        if cam.state == "failed":
-            cam.worker = None
-
-    def _check_adds(self, ray: Any, now: float) -> None:
-        for cam in self._cams.values():
-            if cam.add_ref is None:
-                continue
-            ready, _ = ray.wait([cam.add_ref], timeout=0)
-            if not ready:
-                continue
-            ref, cam.add_ref = cam.add_ref, None
-            try:
-                res = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - the worker died meanwhile: _poll sees it
-                cam.lose(f"add failed: {type(e).__name__}", now)
-                continue
-            if not res["ok"]:
-                self._failed(cam, self._workers.get(cam.worker or ""), res["error"], now)
-            else:
-                cam.incarnation = res.get("incarnation", cam.incarnation)
-
-    def _restart(self, cam: CameraState) -> None:
-        w = self._workers.get(cam.worker or "")
-        if w is not None and w.alive:
-            w.handle.remove.remote(cam.spec.id)
-            self._add(cam, w, time.time(), restart=True)
-        else:
-            cam.state, cam.worker = "pending", None
-
-    def _add(self, cam: CameraState, w: WorkerState, now: float, *, restart: bool = False) -> None:
-        start, offset = (0, 0) if restart else cam.resume_point(now)
-        cam.started(w.id, w.incarnation, now)
-        cam.add_ref = w.handle.add.remote(cam.spec.id, dict(cam.spec.entry), start=start,
-                                                           offset=offset)
-
-    def _reconcile(self, now: float) -> None:
-        desired = set(self._order)
-        for cid in [c for c in self._cams if c not in desired]:       # removed from the desired set
-            cam = self._cams.pop(cid)
-            w = self._workers.get(cam.worker or "")
-            if w is not None and w.alive:
-                w.handle.remove.remote(cid)
-            self._home.pop(cid, None)
-        for cam in self._cams.values():                                 # backoff over: try again there
-            if cam.state == "backoff" and now >= cam.retry_at:
-                w = self._workers.get(cam.worker or "")
-                if w is not None and w.alive:
-                    self._add(cam, w, now)
-        active = {cid: self._cams[cid].spec.cost for cid in self._order if not self._cams[cid].terminal}
-        current = {cid: c.worker for cid, c in self._cams.items() if c.worker is not None and not c.terminal}
-        slots = [WorkerSlot(w.id, w.capacity, w.alive) for w in self._workers.values()]
-        plan = place(active, slots, current, home=self._home, move_back=self.settings.move_back)
-        self._home = plan.home
-        self._unplaced = plan.unplaced
-        for ch in plan.changes:
-            self._carry_out(ch, now)
-
-    def _carry_out(self, ch: Change, now: float) -> None:
-        cam = self._cams.get(ch.camera)
-        if cam is None or ch.dst is None:
-            return
-        src = self._workers.get(ch.src or "")
-        if src is not None and src.alive and ch.src != ch.dst:          # a move between live workers
-            src.handle.remove.remote(ch.camera)
-            cam.lose(f"moved to {ch.dst}", now)
-        self._add(cam, self._workers[ch.dst], now)
