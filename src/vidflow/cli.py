@@ -389,6 +389,8 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gallery", help="manage a face/ReID gallery database (add | list | remove)",
                        add_help=False)
     g.set_defaults(func=None)
+    from .fleet._cli import add_parser as add_fleet_parser     # vidflow fleet run|apply|status (Ray, lazily)
+    add_fleet_parser(sub)
     return p
 
 
