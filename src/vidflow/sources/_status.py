@@ -89,7 +89,9 @@ class SourceStatus:
         self.transitions.append((now, state, why))
         if state in ("failed", "stalled") or (state == "ended" and why):
             level = max(level, logging.WARNING)
-        log.log(level, "source %s (%s): %s%s", sid, self.uri, state, f": {why}" if why else "")
+        # a failure's error is raised to the pipeline, which logs it once: the state line omits it
+        shown = "" if state == "failed" else why
+        log.log(level, "source %s (%s): %s%s", sid, self.uri, state, f": {shown}" if shown else "")
 
     def _error(self, text: str) -> None:
         self.last_error = redact_uri(text)
