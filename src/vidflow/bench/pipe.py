@@ -24,7 +24,8 @@ class _Watch:
     """The bench's observer: frame latencies always; per-part times while ``sync`` is on."""
 
     def __init__(self, lat: Any) -> None:
-        self.lat, self.sync, self.parts, self.batches = lat, False, {}, 0
+        self.lat, self.sync, self.batches = lat, False, 0
+        self.parts: dict[str, float] = {}
 
     def on_stage(self, stage: str, batch_size: int, seconds: float) -> None:
         if self.sync:
@@ -108,7 +109,7 @@ class PipeWork(Work):
         # as `vidflow run` enters them
         self._settings = self.pipe.process_settings()
         self._settings.__enter__()
-        self.it = iter(self.pipe)
+        self.it: Any = iter(self.pipe)
 
     def pump(self) -> None:
         try:
