@@ -29,6 +29,8 @@ copies of >= 100 kB: an image, never boxes). E also reports ``breakdown_ms_per_b
 batch in each part of the loop, with the device synchronised at their boundaries (the pipeline's
 observers: ``vidflow.observe``). Every line names the host's CPU beside the device
 (``host_cpu``, ``host_cores``, ``host_cpu_mhz``): post-processing runs there.
+E also reports its start-up: ``first_batch_s`` and ``steady_s``, seconds from the start of the
+pipeline's run to its first batch and to steady state (``vidflow.runtime.startup``).
 
 Modules: ``cli`` (arguments, the plan, the lines), ``meters`` (the timed window, copies, the
 host), ``workloads`` (D, M, B), ``pipe`` (E, through the pipeline's public API only).
