@@ -12,7 +12,7 @@ import re
 import pytest
 
 from vidflow import _log
-from vidflow.cli import _progress_text
+from vidflow._runner import progress_text
 from vidflow.stats import RunSummary, SourceStats
 
 TS = re.compile(r"^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
@@ -107,7 +107,7 @@ def test_progress_text_counts_states_drops_and_elapsed():
     s = RunSummary(started=1.0)
     s.sources = {0: SourceStats(0, state="running", frames=30, dropped=2), 1: SourceStats(1, state="reconnecting"),
                  2: SourceStats(2, state="running", dropped=1)}
-    text = _progress_text(s)
+    text = progress_text(s)
     assert text.startswith("2/3 sources running (1 reconnecting) | 30 frames, ") and "| 3 dropped |" in text
     assert re.search(r"\| \d+:\d\d:\d\d$", text)
 
