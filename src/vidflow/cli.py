@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,17 @@ from .errors import ConfigError, redact_uri
 
 __all__ = ["main", "info", "info_text"]
 
+log = logging.getLogger("vidflow.cli")
+
+
+def _say(msg: str, *, level: int = logging.ERROR, **extra: object) -> None:
+    """A one-line message of the command line on stderr: ``vidflow: MSG``, or a JSON log line
+    with ``--log-format json`` (so that every stderr line parses)."""
+    if os.environ.get("VIDFLOW_LOG_FORMAT") == "json":
+        log.log(level, "%s", msg, extra=extra)
+    else:
+        print(f"vidflow: {msg}", file=sys.stderr, flush=True)
+
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
@@ -33,7 +45,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         pipe = Pipeline.from_yaml(args.pipeline, args.set or None, progress=None if args.quiet else progress)
     except ConfigError as e:
-        print(f"vidflow: config error: {redact_uri(e)}", file=sys.stderr)
+        _say(f"config error: {redact_uri(e)}", path=e.path)
         return 2
     except KeyboardInterrupt:        # Ctrl-C while models load: nothing started, nothing to close
         return 130
@@ -54,14 +66,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         pipe = Pipeline.from_yaml(args.pipeline, args.set or None)
     except ConfigError as e:
-        print(f"vidflow: config error: {redact_uri(e)}", file=sys.stderr)
+        _say(f"config error: {redact_uri(e)}", path=e.path)
         return 2
     try:
         server = serve.start(pipe, args.http, token_file=args.token_file, control=not args.no_control)
     except ValueError as e:
-        print(f"vidflow: serve: {redact_uri(e)}", file=sys.stderr)
+        _say(f"serve: {redact_uri(e)}")
         return 2
-    print(f"vidflow: serving {server.url}", file=sys.stderr, flush=True)
+    _say(f"serving {server.url}", level=logging.INFO, url=server.url)
     try:
         return run_to_end(pipe, args)
     finally:
@@ -100,7 +112,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         parts = build_parts(load_config(args.pipeline, args.set or None), allow_code=args.allow_code)
         parts.kwargs(inspect.signature(Pipeline).parameters)
     except ConfigError as e:
-        print(f"vidflow: config error: {redact_uri(e)}", file=sys.stderr)
+        _say(f"config error: {redact_uri(e)}", path=e.path)
         return 2
     print(redact_uri(describe_parts(parts)))
     print(f"{args.pipeline}: OK ({len(parts.sources)} source(s), {len(parts.stages)} stage(s), "

@@ -19,8 +19,10 @@ TS = re.compile(r"^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
 
 @pytest.fixture
-def logs():
-    """Set up vidflow's handler on a buffer; undone afterwards."""
+def logs(monkeypatch):
+    """Set up vidflow's handler on a buffer; undone afterwards (environment included)."""
+    for k in (_log.ENV_FORMAT, _log.ENV_LEVEL):
+        monkeypatch.setenv(k, "")
     buf = io.StringIO()
     root = logging.getLogger()
     saved = root.level, logging.getLogger("vidflow").level
@@ -121,3 +123,13 @@ def test_cli_flags_before_or_after_the_command(tmp_path, capsys):
     assert (a.log_format, a.log_level, a.verbose) == ("json", "debug", True)
     with pytest.raises(SystemExit):
         _parser().parse_args(["run", "p.yaml", "--log-format", "xml"])
+
+
+def test_config_error_as_a_json_line(tmp_path, capsys, logs):
+    from vidflow.cli import main
+
+    p = tmp_path / "p.yaml"
+    p.write_text("sources: [{synthetic: {frames: 1}}]\nmuxer: {batch_size: eight}\n")
+    assert main(["check", str(p), "--log-format", "json"]) == 2
+    rec = json.loads(capsys.readouterr().err)
+    assert rec["level"] == "error" and rec["path"] == "muxer.batch_size" and 'got "eight"' in rec["msg"]
