@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from . import _log
 from .errors import SinkError, SourceError, VidflowError, redact_uri
 
 __all__ = ["run_to_end", "progress", "progress_text"]
@@ -36,8 +37,6 @@ def progress_text(summary: Any) -> str:
 
 def progress(summary: Any) -> None:
     """Progress callback: a status line below the logs on a terminal, nothing otherwise."""
-    from . import _log
-
     _log.status(progress_text(summary)[:200])
 
 
@@ -89,8 +88,6 @@ def _failed_sinks(pipe: Any) -> list[str]:
 
 
 def _print_summary(pipe: Any) -> None:
-    from . import _log
-
     _log.clear_status()
     print(pipe.summary.table())
     sinks = _sink_table(pipe)
@@ -114,7 +111,10 @@ def run_to_end(pipe: Any, args: argparse.Namespace) -> int:
     code = 0
     try:
         with stopper, (settings() if callable(settings) else contextlib.nullcontext()):
-            pipe.run()
+            try:
+                pipe.run()
+            finally:
+                _log.clear_status()        # the live line ends with the run, before any last word
     except KeyboardInterrupt:      # (no handler installed: not the main thread)
         pipe.summary.interrupted = True
         code = 130
