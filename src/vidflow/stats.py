@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -79,7 +80,12 @@ class RunSummary:
     """What a run did: per-source stats, batches, wall time, latency from frame receipt to sink;
     objects per class and track ids per source (:meth:`note_batch`), and the files written
     (:meth:`note_outputs`). ``print(summary)`` gives a short report (percentiles, not the raw
-    latencies); ``repr`` one line."""
+    latencies); ``repr`` one line.
+
+    ``first_batch_s`` / ``steady_s``: seconds from the start of ``run()`` to the first batch out
+    of the sinks and to steady state (``vidflow.runtime.startup``; None while not reached).
+    ``decode_pids`` / ``decode_cpu_s``: the decode processes and their CPU seconds (filled by
+    ``Pipeline.snapshot()``)."""
 
     sources: dict[int | str, SourceStats] = field(default_factory=dict)
     batches: int = 0
@@ -87,9 +93,22 @@ class RunSummary:
     wall_s: float = 0.0
     interrupted: bool = False
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    first_batch_s: float | None = None
+    steady_s: float | None = None
+    decode_pids: list[int] = field(default_factory=list)
+    decode_cpu_s: float = 0.0
     classes: dict[int | str, Counter] = field(default_factory=dict)
     tracks: dict[int | str, set] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+
+    def copy(self) -> RunSummary:
+        """A copy that shares nothing mutable with this one (``Pipeline.snapshot()`` takes it
+        under the pipeline's lock): every :class:`SourceStats` and the latencies are copied."""
+        return dataclasses.replace(self, sources={sid: dataclasses.replace(st) for sid, st in self.sources.items()},
+                                   latencies_ms=deque(self.latencies_ms, maxlen=self.latencies_ms.maxlen),
+                                   decode_pids=list(self.decode_pids),
+                                   classes={sid: Counter(c) for sid, c in self.classes.items()},
+                                   tracks={sid: set(t) for sid, t in self.tracks.items()}, outputs=list(self.outputs))
 
     @property
     def frames(self) -> int:
@@ -192,6 +211,9 @@ class RunSummary:
             lat = f", latency p50 {self.latency_ms(0.5):.0f} ms p95 {self.latency_ms(0.95):.0f} ms"
         lines.append(f"total: {self.frames} frames in {self.batches} batches, {self.wall_s:.1f} s, "
                      f"{self.fps:.1f} fps{lat}" + (" (interrupted)" if self.interrupted else ""))
+        if self.first_batch_s is not None:
+            steady = f"{self.steady_s:.2f} s" if self.steady_s is not None else "not reached"
+            lines.append(f"start-up: first batch {self.first_batch_s:.2f} s, steady state {steady} (after run())")
         for sid, cls in self.classes.items():
             lines.append(f"objects {sid}: " + ", ".join(f"{k} {v}" for k, v in cls.most_common())
                          + f"; {len(self.tracks.get(sid, ()))} tracks")
