@@ -126,3 +126,15 @@ def test_cli_export_module_spec_pickle_and_missing(tmp_path, monkeypatch, capsys
     assert "not found" in capsys.readouterr().err
     assert cli(["export", "mynet:build"]) == 2      # a module needs -o
     assert "-o FILE" in capsys.readouterr().err
+
+
+def test_missing_onnx_extra_is_named_when_the_stage_is_built(tmp_path, monkeypatch):
+    import importlib.util
+
+    p = tmp_path / "m.onnx"
+    p.write_bytes(b"")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'vidflow\[onnx\]' \(missing onnxruntime\)"):
+        Detector(str(p))                          # at construction, not at the first batch
+    Detector(str(p), backend="torch")             # the torch converter needs onnx only
