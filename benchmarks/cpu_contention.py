@@ -1,7 +1,7 @@
 """The demo's fps on CPU, idle and with one other busy process, for torch's own thread count and
 vidflow's default (``vidflow._threads``); prints numbers only.
 
-python benchmarks/cpu_contention.py [--streams 2] [--frames 60] [--busy 1]
+python benchmarks/cpu_contention.py [--streams 2] [--frames 60] [--busy 1] [--repeat 2]
 
 Each run is a fresh ``python -c`` process running ``vidflow.demo.run_demo`` on the same
 generated clips (made once, before the first timed run). ``--busy N`` starts N processes that
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,30 +48,34 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=2)
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--busy", type=int, default=1, help="busy processes during the contended runs")
+    p.add_argument("--repeat", type=int, default=2, help="idle/busy pairs per setting (medians printed)")
     a = p.parse_args()
     from vidflow._threads import available_cpus
 
     torch_default = os.cpu_count() or 1
     print(f"machine: {os.cpu_count()} cores seen, {available_cpus()} available to this process; "
-          f"demo on CPU, {a.streams} streams x {a.frames} frames")
+          f"demo on CPU, {a.streams} streams x {a.frames} frames; load average {os.getloadavg()[0]:.1f} "
+          f"(other work on the machine makes 'idle' less idle)", flush=True)
     with tempfile.TemporaryDirectory() as out:
         from pathlib import Path
 
         from vidflow.demo import _clips
         _clips(Path(out), a.streams, 640, 360, a.frames, 30.0)   # the demo's CPU clips, made untimed
-        rows = {}
         for name, threads in (("torch default", torch_default), ("vidflow default", None)):
-            idle = _demo(threads, out, a.streams, a.frames)
-            spinners = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(a.busy)]
-            try:
-                busy = _demo(threads, out, a.streams, a.frames)
-            finally:
-                for s in spinners:
-                    s.kill()
-                    s.wait()
-            rows[name] = (idle, busy)
-            print(f"{name:16s} torch threads {idle['threads']:>2}: idle {idle['fps']:6.1f} fps, "
-                  f"{a.busy} busy process(es) {busy['fps']:6.1f} fps, ratio {busy['fps'] / idle['fps']:.2f}")
+            idle, busy = [], []
+            for _ in range(a.repeat):            # alternated, so a drifting background load hits both
+                idle.append(_demo(threads, out, a.streams, a.frames))
+                spinners = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(a.busy)]
+                try:
+                    busy.append(_demo(threads, out, a.streams, a.frames))
+                finally:
+                    for s in spinners:
+                        s.kill()
+                        s.wait()
+            fi, fb = statistics.median(r["fps"] for r in idle), statistics.median(r["fps"] for r in busy)
+            print(f"{name:16s} torch threads {idle[0]['threads']:>2}: idle {fi:6.1f} fps, "
+                  f"{a.busy} busy process(es) {fb:6.1f} fps, ratio {fb / fi:.2f} "
+                  f"(median of {a.repeat}; load average now {os.getloadavg()[0]:.1f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ def import_user(spec: str, path: str, *, allowed: tuple[str, ...], base: str | N
     try:
         return _lazy.resolve(spec)
     except ModuleNotFoundError as e:
-        raise ConfigError(f"cannot import {spec!r}: {e} (looked in {where})", path) from e
+        raise ConfigError(f"cannot import {spec!r}: {e} (looked in {where}; for a module in another folder, "
+                          f"add that folder to PYTHONPATH, e.g. PYTHONPATH=/path/to/folder vidflow run ...)", path) from e
     except AttributeError as e:
         raise ConfigError(f"cannot import {spec!r}: {e}", path) from e
     except Exception as e:  # noqa: BLE001 - the user's module failed while importing: say so, with its error

@@ -157,6 +157,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    # torch.profiler's Kineto logs every profiler start/stop on stderr ("USDT: ... profiler_start");
+    # level 6 keeps it quiet (read when the profiler first starts, so setting it here is in time)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     from .bench import main as bench_main
 
     rc = int(bench_main(list(rest)) or 0)

@@ -152,7 +152,8 @@ def _run(out_dir: str, dev: torch.device, streams: int, frames: int | None, size
         muxer=Muxer(batch_size=streams * (2 if gpu else 1), max_wait_ms=30, size=(w, h)),
         stages=[Detector(detector, head=None if task == "detect" else task), Tracker(), emb, Identify(gallery), Annotate()],
         sinks=[JsonlSink(out / "frames.jsonl"),
-               VideoSink(out / "annotated.mp4", fps=fps, rows=rows, cols=cols, size=mosaic, draw=False)],
+               VideoSink(out / "annotated.mp4", fps=fps, rows=rows, cols=cols, size=mosaic, draw=False,
+                         overlay=True, names={s: f"cam{s}" for s in range(streams)})],
         device=dev)
 
     gts = {s: load_ground_truth(c.gt_path) for s, c in enumerate(clips)}

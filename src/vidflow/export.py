@@ -77,9 +77,13 @@ class Detections(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         images = [x[i] for i in range(x.shape[0])]
-        outs = self.model(images)
-        if isinstance(outs, tuple):            # scripted torchvision models return (losses, detections)
-            outs = outs[1]
+        out = self.model(images)
+        if isinstance(out, tuple):             # scripted torchvision models return (losses, detections)
+            return self._pack(out[1])
+        else:
+            return self._pack(out)
+
+    def _pack(self, outs: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         rows = []
         for o in outs:
             d = torch.cat([o["boxes"].float(), o["scores"].float()[:, None], o["labels"].float()[:, None]], 1)

@@ -66,9 +66,17 @@ def object_columns(frames: HostFrames) -> dict[str, Any]:
     return out
 
 
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("DataFrames need pandas: pip install 'vidflow[pandas]'", name="pandas") from None
+    return pandas
+
+
 def batch_to_frame(batch: Any) -> Any:
     """A ``Batch`` as a flat pandas DataFrame (one row per object)."""
-    import pandas as pd
+    pd = _pandas()
 
     return pd.DataFrame(object_columns(host_frames(batch)))
 
@@ -111,7 +119,7 @@ def _jsonl_rows(rec: dict[str, Any]) -> Iterable[dict[str, Any]]:
 def read_jsonl(path: str | os.PathLike, *, frames_without_objects: bool = False) -> Any:
     """A JSONL file of ``JsonlSink`` (``jsonl`` or ``vidflow.v1`` records) as a flat pandas
     DataFrame, one row per object; end-of-stream and event lines are skipped."""
-    import pandas as pd
+    pd = _pandas()
 
     rows: list[dict[str, Any]] = []
     with open(path, "rb") as f:

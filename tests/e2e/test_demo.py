@@ -72,6 +72,16 @@ def test_summary_and_jsonl(demo):
     assert any(o["object_id"] >= 0 for r in recs for o in r["objects"])
 
 
+def test_identities_are_names_of_the_right_class(demo):
+    out, _, _ = demo
+    recs = [json.loads(x) for x in (out / "frames.jsonl").read_text().splitlines()]
+    named = [(o["label"], o["attrs"]["identify.identity"]) for r in recs for o in r["objects"]
+             if o.get("attrs", {}).get("identify.identity") is not None]
+    assert len(named) > 0.5 * sum(len(r["objects"]) for r in recs)
+    wrong = [(lab, name) for lab, name in named if f"-{lab}" not in name]   # names are c<cam>-<label><id>
+    assert not wrong, wrong[:5]
+
+
 def test_annotated_video_shows_boxes_where_ground_truth_says(demo):
     out, _, _ = demo
     mosaics = _frames(out / "annotated.mp4")

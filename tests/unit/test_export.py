@@ -44,6 +44,18 @@ class FakeTorchvision(nn.Module):
         return out
 
 
+class FakeScriptedTorchvision(nn.Module):
+    """Scripted torchvision detection models return ``(losses, detections)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = FakeTorchvision()
+
+    def forward(self, images: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+        losses: dict[str, torch.Tensor] = {}
+        return losses, self.inner(images)
+
+
 def _batch(w=64, h=48, b=1):
     return Batch(images=torch.full((b, 3, h, w), 100, dtype=torch.uint8),
                  frames=tuple(FrameInfo(0, i, 0.0, width=w, height=h) for i in range(b)))
@@ -63,8 +75,9 @@ def test_export_module_writes_metadata_vidflow_reads(tmp_path, suffix):
     assert out.objects.bbox[0].tolist() == pytest.approx([24.0, 18.0, 40.0, 30.0], abs=0.5)
 
 
-def test_torchvision_style_model_scripted_with_its_post_processing(tmp_path):
-    p = export_module(Detections(FakeTorchvision(), max_det=5), (2, 3, 96, 128), tmp_path / "tv.torchscript",
+@pytest.mark.parametrize("model", [FakeTorchvision, FakeScriptedTorchvision])
+def test_torchvision_style_model_scripted_with_its_post_processing(tmp_path, model):
+    p = export_module(Detections(model(), max_det=5), (2, 3, 96, 128), tmp_path / "tv.torchscript",
                       names=["__background__", "person", "car"], head="end2end", script=True)
     m = read_metadata(p)
     assert m["head"] == "end2end" and m["labels"][2] == "car"
@@ -113,3 +126,15 @@ def test_cli_export_module_spec_pickle_and_missing(tmp_path, monkeypatch, capsys
     assert "not found" in capsys.readouterr().err
     assert cli(["export", "mynet:build"]) == 2      # a module needs -o
     assert "-o FILE" in capsys.readouterr().err
+
+
+def test_missing_onnx_extra_is_named_when_the_stage_is_built(tmp_path, monkeypatch):
+    import importlib.util
+
+    p = tmp_path / "m.onnx"
+    p.write_bytes(b"")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'vidflow\[onnx\]' \(missing onnxruntime\)"):
+        Detector(str(p))                          # at construction, not at the first batch
+    Detector(str(p), backend="torch")             # the torch converter needs onnx only
