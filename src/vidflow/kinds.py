@@ -19,8 +19,8 @@ KINDS: dict[str, dict[str, str]] = {
     "sources": {
         "file": "vidflow.sources.file:FileSource",
         "synthetic": "vidflow.sources.synthetic:SyntheticSource",
-        "rtsp": "vidflow.sources.rtsp:RtspSource",
-        "uri": "vidflow.sources.rtsp:UriSource",
+        "rtsp": "vidflow.sources.uri:RtspSource",
+        "uri": "vidflow.sources.uri:UriSource",
     },
     "stages": {
         "detect": "vidflow.stages.detect:Detector",

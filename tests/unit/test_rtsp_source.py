@@ -78,7 +78,8 @@ def test_a_live_streams_end_reconnects_and_numbering_continues(tmp_path):
         got.append(f.info)
         if len(got) == 30:
             break
-    assert src.connects == 3 and src.reconnects == 2 and src.last_error == "end of stream"
+    assert src.connects == 3 and src.reconnects == 2 and src.last_error == ""      # recovered: no stale error
+    assert [why.split(";")[0] for _, state, why in src.transitions if state == "reconnecting"] == ["end of stream"] * 2
     assert [i.frame_num for i in got] == list(range(30))
     assert all(b.pts > a.pts for a, b in zip(got, got[1:]))
     assert abs(got[12].pts - got[11].pts - 1 / 30) < 1e-6      # continues one frame on

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import torch
 
 from ..batch import Batch
-from ..engines.load import DEMO, head_for, load_model
+from ..engines.load import DEMO, head_for, load_model, require_runtime
 from ..heads.base import HEADS, Head, HeadResult
 from ..ops.geometry import normalize, preprocess
 from ..ops.roi import Views, letterbox_crops, parse_rois, plan
@@ -109,6 +109,7 @@ class Detector:
                 raise ValueError(f"size: expected [width, height] or an int, got {size!r}")
         if isinstance(model, (str, os.PathLike)) and os.fspath(model) != DEMO and not os.path.isfile(model):
             raise ValueError(f"model: file not found: {os.fspath(model)!r} (or use model: demo)")
+        require_runtime(model, backend)      # a missing [onnx] extra: said here, not at the first batch
         self.rois = parse_rois(rois)
         if self.rois and (keep_input or keep_output):
             raise ValueError("keep_input / keep_output: not with rois (the model's batch is then the ROI crops, "
