@@ -133,10 +133,11 @@ def plan(frames: Sequence[Any], rois: Mapping[str, tuple[Box, ...]], device: tor
     """The crop table of a batch of ``frames`` (``FrameInfo``): ``(boxes [C, 4] source pixels,
     frame [C] int64)`` on ``device``, one row per ROI of each frame and one whole-frame row for
     each frame of a source without ROIs; ``None`` when no frame has ROIs (the plain path).
-    ``cache``: a dict kept by the caller, keyed by the batch's source ids."""
+    ``cache``: a dict kept by the caller, keyed by the device and the batch's source ids."""
     ids = tuple(str(f.source_id) for f in frames)
-    if cache is not None and ids in cache:
-        return cache[ids]
+    key = (str(device), ids)
+    if cache is not None and key in cache:
+        return cache[key]
     if not any(i in rois for i in ids):
         out = None
     else:
@@ -151,7 +152,7 @@ def plan(frames: Sequence[Any], rois: Mapping[str, tuple[Box, ...]], device: tor
     if cache is not None:
         if len(cache) >= 256:
             cache.clear()
-        cache[ids] = out
+        cache[key] = out
     return out
 
 
