@@ -26,8 +26,8 @@ __all__ = ["FakeSource", "MemorySink", "FakeEngine", "Scene", "make_clip", "load
            "wait_until"]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, *, interval: float = 0.005,
-               what: str = "") -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "", *,
+               interval: float = 0.005) -> Any:
     """Poll ``predicate()`` until it returns something true and return that; ``TimeoutError``
     (naming ``what``) after ``timeout`` s. For tests: waits exactly as long as needed, and the
     timeout is a generous bound for a stuck condition, never a measurement."""
@@ -125,4 +125,3 @@ class MemorySink:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-

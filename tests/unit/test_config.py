@@ -206,7 +206,7 @@ def test_models_checked_before_start(tmp_path, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    assert "pip install vidflow[onnx]" in err("m.onnx")
+    assert "pip install 'vidflow[onnx]'" in err("m.onnx")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: the 'is a file' case covers the check")

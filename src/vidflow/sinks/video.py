@@ -12,8 +12,9 @@ file of the same duration; ``fps=`` forces a constant rate), each file has its s
 (a frame the muxer scaled up is scaled back down; ``upscale=True`` keeps the batch size), captions stay legible (glyphs >= 8 px in the file,
 placed apart: ``sinks/_labels.py``), the aspect ratio is kept (letterboxed cells in the mosaic), and the mosaic's cells have the size of
 the largest source, capped at ``max_size``. Output is fragmented MP4 (a keyframe and fragment
-every ``keyframe_s``): a killed process leaves a file that plays up to its last fragment;
-``close()`` finalises it. yuv420p, BT.709 limited range, tagged as such.
+every ``keyframe_s``): a killed process leaves a file that plays up to its last fragment, a
+failed write (a full disk) cuts the torn last fragment off, so the file still opens and decodes;
+``close()`` finalises it. A disk with less than 1 GiB free gets a warning when a file is opened. yuv420p, BT.709 limited range, tagged as such.
 
 The encoder is NVENC through PyNvVideoCodec when ``encoder="nvenc"`` (or ``"auto"`` and the GPU
 has one: :func:`nvenc_available`), else FFmpeg's libx264/libx265 through PyAV.
@@ -30,6 +31,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from .._preflight import warn_low_space
 from ..batch import Batch
 from ..errors import SinkError
 from ._writers import CODECS, NvencWriter, PyAvWriter, nvenc_available, rgb_to_nv12
@@ -259,6 +261,8 @@ class VideoSink(ThreadedSink):
             if wr is None:
                 h, w = (arr.shape[0] * 2 // 3, arr.shape[1]) if self._nvenc else arr.shape[:2]
                 cls = NvencWriter if self._nvenc else PyAvWriter
+                self.files[key].parent.mkdir(parents=True, exist_ok=True)
+                warn_low_space(self.files[key].parent)
                 wr = self._writers[key] = cls(self.files[key], w, h, self.fps or 30.0, self.codec, self.bitrate,
                                               fragmented=self.fragmented, keyframe_s=self.keyframe_s,
                                               timing="rate" if self.fps else "pts")
