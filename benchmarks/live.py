@@ -147,12 +147,11 @@ def main() -> None:
         if "cpu0" not in window and t >= args.warmup:
             procs = [me] + [p for p in _children(me) if p != server.pid]
             window.update(cpu0=sum(_cpu_s(p) for p in procs), t0=time.monotonic(),
-                          drop0={sid: s.dropped for sid, s in pipe.summary.sources.items()})
+                          drop0={sid: s.dropped for sid, s in pipe.snapshot().sources.items()})
         time.sleep(2.0)
     procs = [me] + [p for p in _children(me) if p != server.pid]
     cpu1, t1 = sum(_cpu_s(p) for p in procs), time.monotonic()
-    pipe._refresh()  # noqa: SLF001 - the queues' drop counters now
-    drops = {sid: s.dropped - window.get("drop0", {}).get(sid, 0) for sid, s in pipe.summary.sources.items()}
+    drops = {sid: s.dropped - window.get("drop0", {}).get(sid, 0) for sid, s in pipe.snapshot().sources.items()}
     pipe.stop()
     th.join(timeout=30)
     server.stdin.close()

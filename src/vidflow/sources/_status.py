@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import redact_uri
 from ..stats import SOURCE_STATES, SourceCounters
 
-__all__ = ["Counters", "SourceStatus", "WARN_EVERY"]
+__all__ = ["Counters", "SourceStatus", "WARN_EVERY", "bare_message"]
 
 log = logging.getLogger("vidflow.sources")
 
@@ -56,6 +56,18 @@ class Counters(SourceCounters):
 
 
 _FIELDS = frozenset(f.name for f in fields(Counters))
+
+
+def bare_message(e: BaseException, sid: Any) -> str:
+    """An error's text without the ``source N (uri): `` prefix a ``SourceError`` carries (the
+    log line and ``last_error`` name the source once), password removed."""
+    from ..errors import SourceError
+    text = str(e)
+    if isinstance(e, SourceError):
+        prefix = f"source {sid}" + (f" ({e.uri})" if e.uri else "") + ": "
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return redact_uri(text)
 
 
 class SourceStatus:

@@ -32,7 +32,7 @@ from ..frame import SourceFrame
 from ._demux import LIVE_SCHEMES, Demuxer, ReadTimeout, network_options, scheme_of
 from ._reconnect import DEFAULT_BACKOFF, Backoff, Outage, StallClock, check_backoff
 from ._session import NvdecRefused, Stalled, Timeline, check_on_corrupt, run_session
-from ._status import SourceStatus
+from ._status import SourceStatus, bare_message
 from .base import DEFAULT_MAX_PIXELS
 from .decoders import DecoderChoice, check_decoder
 
@@ -123,6 +123,7 @@ class UriSource(SourceStatus):
         self.frame_alloc: Any = None
         self.connected_at: float | None = None   # monotonic time of the last successful open
         self._declared = 0                        # frames the container declares (files), 0 = unknown
+        self._truncated = False                   # a file that ends mid-packet
         self._closed = threading.Event()
         self._status_init()
 
@@ -143,7 +144,7 @@ class UriSource(SourceStatus):
             yield from self._connections(choice, holder, source_id)
         except Exception as e:
             err = as_source_error(e, source_id=source_id, uri=self.uri)
-            self._error(_bare(err, source_id))
+            self._error(bare_message(err, source_id))
             self._enter("failed", source_id, self.last_error)
             if err is e:
                 raise
@@ -203,7 +204,7 @@ class UriSource(SourceStatus):
                     if isinstance(e, SourceError):
                         raise
                     raise StreamUnavailable(str(e), source_id=sid, uri=self.uri) from None
-                text = _bare(e, sid)
+                text = bare_message(e, sid)
                 self._error(text)
                 if outage is None:
                     outage = Outage(fps)
@@ -225,11 +226,13 @@ class UriSource(SourceStatus):
                     stall: StallClock) -> Iterator[SourceFrame]:
         demux = Demuxer(self._url, uri=self.uri, source_id=sid, max_pixels=self.max_pixels,
                         options=self._ffmpeg_options, timeout=(self.connect_timeout, min(self.read_timeout,
-                                                                                         self.stall_timeout)))
+                                                                                         self.stall_timeout)),
+                        file=not self.live and not scheme_of(self._url))
         demux.open()
         self.connects += 1
         self.connected_at = time.monotonic()
         self._declared = demux.info.expected_frames
+        self._truncated = demux.info.truncated
         stall.resume()
         gen = run_session(demux, choice, holder, self, sid=sid, stop=self._closed, on_corrupt=self.on_corrupt,
                           timeline=timeline, first_use=self.delivered == 0, stall=stall)
@@ -239,7 +242,7 @@ class UriSource(SourceStatus):
             raise _Lost(f"stalled: {e}", stalled=True) from None
         except ReadTimeout as e:
             if self.live:                                    # connected, then quiet: a stall
-                raise _Lost(f"stalled: no frame for {stall.silent_for():.1f} s ({_bare(e, sid)})",
+                raise _Lost(f"stalled: no frame for {stall.silent_for():.1f} s ({bare_message(e, sid)})",
                             stalled=True) from None
             raise
         finally:
@@ -256,17 +259,9 @@ class UriSource(SourceStatus):
         expected = self._declared
         if expected and got < expected - max(1, int(expected * 0.02)):
             self._error(f"incomplete: decoded {got} of the {expected} frames the container declares")
+        elif self._truncated:
+            self._error(f"ended early after {got} frames: the file ends mid-packet (truncated)")
         self._end_note = self.last_error
-
-
-def _bare(e: BaseException, sid: Any) -> str:
-    """An error's text without the ``source N (uri): `` prefix a SourceError carries."""
-    text = str(e)
-    if isinstance(e, SourceError):
-        prefix = f"source {sid}" + (f" ({e.uri})" if e.uri else "") + ": "
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-    return redact_uri(text)
 
 
 class RtspSource(UriSource):
