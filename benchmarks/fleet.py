@@ -59,7 +59,7 @@ def run_single(tpl: dict, cams: list[dict], args: argparse.Namespace) -> dict:
     from vidflow import Pipeline
     from vidflow.config import build_parts
 
-    parts = build_parts({**tpl, "sources": [{k: v for k, v in c.items() if k != "id"} | {"id": c["id"]} for c in cams]})
+    parts = build_parts({**tpl, "sources": [dict(c) for c in cams]})
     kw = parts.kwargs(inspect.signature(Pipeline).parameters)
     sources = kw.pop("sources")
     pipe = Pipeline(**kw)

@@ -208,3 +208,29 @@ def test_cli_run_apply_status(ray_local, clips, tmp_path):
         out, _ = run.communicate(timeout=120)
     print(out[-3000:])
     assert run.returncode == 130 and "worker w0" in out
+
+
+@pytest.mark.slow
+def test_move_back_returns_cameras_to_their_restarted_worker(ray_local, clips, tmp_path):
+    fleet = Fleet(_template(tmp_path), name="back", workers=2, num_cpus=0.5, capacity=2, poll_s=0.25, move_back=True)
+    fleet.start()
+    fleet.apply([{"id": f"m{i}", "file": {"path": clips[i], "loop": True}} for i in range(2)])
+    try:
+        wait_until(lambda: all(c["acked"] >= 3 for c in fleet.status()["cameras"]), timeout=120, what="running")
+        assert fleet.placement() == {"m0": "w0", "m1": "w1"}
+        ray.kill(fleet.handle("w0"), no_restart=False)
+
+        def back() -> dict | None:
+            c = _cams(fleet.status())["m0"]
+            return c if len(c["moves"]) == 2 and c["worker"] == "w0" and c["state"] == "running" else None
+
+        m0 = wait_until(back, timeout=90, what="m0 moved to w1 and back to the restarted w0")
+        _show(fleet, "after move-back")
+        assert [(m["from"], m["to"]) for m in m0["moves"]] == [("w0", "w1"), ("w1", "w0")]
+        assert m0["moves"][1]["reason"] == "moved to w0"
+        assert _cams(fleet.status())["m1"]["moves"] == []
+    finally:
+        fleet.stop()
+    recs = read_records(str(tmp_path / "frames.jsonl"))
+    fr = recs.frames("m0")
+    assert fr == list(range(len(fr)))          # looping file: its numbers go on, none missing
