@@ -162,6 +162,7 @@ class Fleet:
                     self._cams[c.id] = CameraState(c)
                 elif old.spec != c:           # changed: restart it (where it is) with the new entry
                     old.spec, old.failures, old.error = c, 0, None
+                    old.acked, old.acked_ns = -1, 0
                     self._seen_hw.pop(c.id, None)     # (its frame numbers start again at 0)
                     self._rec.restart(old)
             self._rec.order = ids
