@@ -138,19 +138,22 @@ def test_apply_adds_and_removes_without_moving_the_others(ray_local, clips, tmp_
         before = _cams(_show(fleet, "before apply"))
         assert {i: c["worker"] for i, c in before.items()} == {"c0": "w0", "c1": "w1", "c2": "w0", "c3": "w1"}
 
-        fleet.apply([loop[0], loop[2], loop[3], {"id": "c4", "file": {"path": clips[0], "loop": True}},
+        changed = {"id": "c3", "file": {"path": clips[1], "loop": True, "decoder": "ffmpeg"}}
+        fleet.apply([loop[0], loop[2], changed, {"id": "c4", "file": {"path": clips[0], "loop": True}},
                      {"id": "c5", "file": {"path": clips[1], "loop": True}}, {"id": "bad", "file": str(bad)}])
 
         def settled() -> dict | None:
             c = _cams(fleet.status())
             new_ok = all(c[i]["frames"] >= 3 for i in ("c4", "c5"))
-            return c if new_ok and c["bad"]["state"] == "failed" and "c1" not in c else None
+            restarted = c["c3"]["starts"] == 2 and c["c3"]["state"] == "running"
+            return c if new_ok and restarted and c["bad"]["state"] == "failed" and "c1" not in c else None
 
         after = wait_until(settled, timeout=60, what="c4, c5 running, bad failed, c1 gone")
         _show(fleet, "after apply")
-        for i in ("c0", "c2", "c3"):                   # not moved, not restarted, still going
+        for i in ("c0", "c2"):                         # not moved, not restarted, still going
             assert after[i]["worker"] == before[i]["worker"] and after[i]["starts"] == 1 and after[i]["moves"] == []
             assert after[i]["frames"] > before[i]["frames"]
+        assert after["c3"]["worker"] == before["c3"]["worker"] and after["c3"]["moves"] == []   # changed: restarted there
         assert after["c4"]["worker"] == "w1" and after["c5"]["worker"] == "w0"     # least loaded first
         assert after["bad"]["failures"] == 3 and "cannot read as video" in after["bad"]["error"]
 
