@@ -252,11 +252,43 @@ def _ok(value: Any, ann: Any) -> bool:
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
+def _inner(value: Any, ann: Any, path: str, below: bool = False) -> tuple[Any, Any, str]:
+    """The innermost wrong part of ``value``: inside a mapping (and in the lists below one), the
+    entry that does not match, so an error reads ``detect.rois.0[1]: expected [int, int, int,
+    int], got [1, 2]``. Elsewhere, or where the annotation leaves it open (two list types), the
+    whole value."""
+    alts = [a for a in (_args(ann) if _is_union(ann) else (ann,)) if a is not None and a is not type(None)]
+    origin = [typing.get_origin(a) or a for a in alts]
+    maps = [a for a, o in zip(alts, origin) if o in (dict, cabc.Mapping, cabc.MutableMapping)]
+    seqs = [a for a, o in zip(alts, origin) if o in (list, tuple, cabc.Sequence, cabc.MutableSequence)]
+    if isinstance(value, dict) and len(maps) == 1 and len(_args(maps[0])) == 2:
+        kt, vt = _args(maps[0])
+        for k, v in value.items():
+            if not _ok(k, kt):
+                return k, kt, f"{path}.{k}"
+            if not _ok(v, vt):
+                return _inner(v, vt, f"{path}.{k}", True)
+    elif below and isinstance(value, list) and len(seqs) == 1 and _args(seqs[0]):
+        a = _args(seqs[0])
+        if typing.get_origin(seqs[0]) is tuple and not (len(a) == 2 and a[1] is Ellipsis):
+            if len(value) == len(a):
+                for i, (v, t) in enumerate(zip(value, a)):
+                    if not _ok(v, t):
+                        return _inner(v, t, f"{path}[{i}]", True)
+        else:
+            for i, v in enumerate(value):
+                if not _ok(v, a[0]):
+                    return _inner(v, a[0], f"{path}[{i}]", True)
+    return value, ann, path
+
+
 def check(value: Any, ann: Any, path: str) -> None:
     """Raise ``ConfigError(f"expected {describe(ann)}, got {show(value)}", path)`` unless
-    ``value`` matches ``ann``."""
+    ``value`` matches ``ann``; inside a mapping, ``path`` and the message name the entry that is
+    wrong (``rois.0[1]``)."""
     if _ok(value, ann):
         return
+    value, ann, path = _inner(value, ann, path)
     hint = ""
     if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value) and "float" in describe(ann):
         hint = " (YAML reads 1e-3 as text: write 0.001 or 1.0e-3)"

@@ -321,6 +321,15 @@ class Batch:
         scale = (reg[:, 2:] - reg[:, :2]) / sizes[frame_idx]
         return (bbox.view(-1, 2, 2) * scale[:, None] + reg[:, None, :2]).view(-1, 4)
 
+    def to_pandas(self) -> Any:
+        """The objects as a flat pandas DataFrame, one row per object with its frame's columns:
+        the same columns as :func:`vidflow.read_jsonl` (``source_id``, ``frame_num``, ``pts``, ``ntp``,
+        ``width``, ``height``, ``x1`` .. ``y2``, ``class_id``, ``label``, ``confidence``, ``object_id``,
+        ``tracker_confidence``, then ``<stage>.<name>`` attributes; identities as names)."""
+        from .tables import batch_to_frame   # pandas is imported only here
+
+        return batch_to_frame(self)
+
     def __repr__(self) -> str:
         srcs = sorted({str(f.source_id) for f in self.frames})
         tens = ", ".join(f"{k!r}: {_shape(v)}" for k, v in self.tensors.items())

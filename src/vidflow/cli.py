@@ -1,82 +1,175 @@
 """The ``vidflow`` command line: ``run``, ``serve``, ``check``, ``inspect``, ``demo``, ``info``, ``bench``,
-``gallery`` (also ``python -m vidflow``). Exit codes: 0 done, 1 a source / stage / sink failed,
-2 a usage or config error (one line on stderr, no traceback), 130 interrupted."""
+``gallery`` (also ``python -m vidflow``).
+
+Exit codes of ``run`` / ``serve``: 0 every source ended and every output closed; 1 a source,
+stage or sink failed (the run still closed every output and printed its summary); 2 a usage or
+config error, found before anything started (one line on stderr, no traceback); 130 / 143
+stopped by SIGINT / SIGTERM, after a clean stop (outputs closed, summary printed; a second
+signal stops at once, still closing the outputs: ``vidflow._signals``).
+
+Logs go to stderr, timestamped ``key=value`` lines (``--log-format json``: JSON lines), at
+``--log-level`` (default info; ``-v`` = debug); the summary goes to stdout.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
 import logging
 import os
-import platform
+import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
-from .errors import ConfigError, SourceError, VidflowError, redact_uri
+from ._info import info, info_text
+from .errors import ConfigError, SinkError, SourceError, VidflowError, redact_uri
 
-__all__ = ["main"]
+__all__ = ["main", "info", "info_text"]
+
+log = logging.getLogger("vidflow.cli")
 
 
-class _Progress:
-    """Prints per-source fps to stderr: rewritten in place on a terminal, a line every few
-    seconds otherwise."""
+def _progress_text(summary: Any) -> str:
+    """The live line of ``vidflow run``: sources running (and the others' states), frames, fps,
+    drops, elapsed time."""
+    states = Counter(s.state for s in summary.sources.values())
+    others = ", ".join(f"{n} {k}" for k, n in sorted(states.items()) if k != "running")
+    dropped = sum(s.dropped for s in summary.sources.values())
+    t = int(time.monotonic() - summary.started) if summary.started else 0
+    return (f"{states.get('running', 0)}/{len(summary.sources)} sources running" + (f" ({others})" if others else "")
+            + f" | {summary.frames} frames, {summary.fps:.1f} fps | {dropped} dropped"
+            + f" | {t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}")
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.last = 0.0
 
-    def __call__(self, summary) -> None:
-        now = time.monotonic()
-        if not self.tty and now - self.last < 5.0:
-            return
-        self.last = now
-        line = summary.progress_line()
-        if self.tty:
-            self.stream.write("\r\033[K" + line[:200])
+def _progress(summary: Any) -> None:
+    """Progress callback: a status line below the logs on a terminal, nothing otherwise."""
+    from . import _log
+
+    _log.status(_progress_text(summary)[:200])
+
+
+def _stop(pipe: Any, drain: bool, timeout: float | None) -> None:
+    """The one place the CLI stops a running pipeline (from the signal watcher's thread).
+
+    ``drain``: let queued batches through first; else stop now (sinks drop their queues, still
+    close their files). Pipelines with ``stop(drain=, timeout=)`` get both; today's ``stop()`` is
+    called plain (it ends the run after the batches already handed to the stages)."""
+    if "drain" in inspect.signature(pipe.stop).parameters:
+        pipe.stop(drain=drain, timeout=timeout)
+    else:
+        pipe.stop()
+    if not drain:
+        for sink in pipe.sinks:
+            abort = getattr(sink, "abort", None)
+            if callable(abort):
+                abort()
+
+
+def _sink_table(pipe: Any) -> str:
+    """One line per sink that reports ``stats()``: state, items written and dropped, error."""
+    rows = []
+    for sink in pipe.sinks:
+        stats = getattr(sink, "stats", None)
+        try:
+            d = stats() if callable(stats) else None
+        except Exception:  # noqa: BLE001 - a summary line is best effort
+            d = None
+        if not isinstance(d, dict):
+            continue
+        rows.append((str(d.get("name") or type(sink).__name__), str(d.get("state", "?")), str(d.get("written", "")),
+                     str(d.get("dropped", "")), redact_uri(d.get("error") or "")))
+    if not rows:
+        return ""
+    rows.insert(0, ("sink", "state", "written", "dropped", "error"))
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(n) for c, n in zip(r[:4], w)) + ("  " + r[4] if r[4] else "") for r in rows)
+
+
+def _failed_sinks(pipe: Any) -> list[str]:
+    out = []
+    for sink in pipe.sinks:
+        with contextlib.suppress(Exception):
+            d = sink.stats()
+            if d.get("state") == "failed":
+                out.append(str(d.get("name")))
+    return out
+
+
+def _print_summary(pipe: Any) -> None:
+    from . import _log
+
+    _log.clear_status()
+    print(pipe.summary.table())
+    sinks = _sink_table(pipe)
+    if sinks:
+        print(sinks)
+    sys.stdout.flush()
+
+
+def _run_to_end(pipe: Any, args: argparse.Namespace) -> int:
+    """Run ``pipe`` under SIGINT/SIGTERM handling (``vidflow._signals``); print the summary;
+    return the exit code (see the module text)."""
+    from ._signals import GracefulStop
+
+    timeout = args.stop_timeout if args.stop_timeout is not None else getattr(pipe, "stop_timeout", None)
+    timeout = 10.0 if timeout is None else float(timeout)
+    stopper = GracefulStop(lambda drain: _stop(pipe, drain, timeout), timeout=timeout, grace=max(1.0, timeout),
+                           last_words=lambda: _print_summary(pipe))
+    log.info("run started", extra={"pipeline": args.pipeline, "sources": len(pipe.summary.sources),
+                                   "sinks": len(pipe.sinks), "pid": os.getpid()})
+    code = 0
+    try:
+        with stopper:
+            pipe.run()
+    except KeyboardInterrupt:      # (no handler installed: not the main thread)
+        pipe.summary.interrupted = True
+        code = 130
+    except SourceError as e:       # logged when it failed, and in the summary: named here, not repeated
+        log.error("run failed: source %s failed (its error is above)", e.source_id, extra={"source": e.source_id})
+        code = 1
+    except SinkError as e:
+        failed = _failed_sinks(pipe)
+        if failed:
+            log.error("run failed: sink %s failed (its error is above)", ", ".join(failed), extra={"sink": failed[0]})
         else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+            log.error("run failed: %s", e)
+        code = 1
+    except VidflowError as e:
+        log.error("run failed: %s", e)
+        code = 1
+    if stopper.signum is not None:
+        pipe.summary.interrupted = True
+        code = code or (stopper.exit_code or 0)
+    _print_summary(pipe)
+    log.info("run finished", extra={"exit_code": code, "frames": pipe.summary.frames,
+                                    "wall_s": round(pipe.summary.wall_s, 3),
+                                    "signal": signal.Signals(stopper.signum).name if stopper.signum else None})
+    return code
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
-    progress = _Progress() if not args.quiet else None
+    if args.torch_threads is not None:
+        args.set = [*(args.set or []), f"torch_threads={args.torch_threads}"]
     try:
-        pipe = Pipeline.from_yaml(args.pipeline, args.set or None, progress=progress)
+        pipe = Pipeline.from_yaml(args.pipeline, args.set or None, progress=None if args.quiet else _progress)
     except ConfigError as e:
         print(f"vidflow: config error: {redact_uri(e)}", file=sys.stderr)
         return 2
-    code = 0
-    try:
-        pipe.run()
-    except KeyboardInterrupt:
-        code = 130
-    except SourceError as e:
-        print(f"vidflow: {redact_uri(e)}", file=sys.stderr)
-        code = 1
-    except VidflowError as e:
-        print(f"vidflow: error: {redact_uri(e)}", file=sys.stderr)
-        code = 1
-    finally:
-        if progress is not None:
-            progress.done()
-    print(pipe.summary.table())
-    return code
+    except KeyboardInterrupt:        # Ctrl-C while models load: nothing started, nothing to close
+        return 130
+    return _run_to_end(pipe, args)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    """``vidflow serve``: ``run`` with the HTTP server of ``vidflow.serve`` beside it; SIGTERM stops
-    the pipeline cleanly (sinks closed, summary printed)."""
-    import signal
-
+    """``vidflow serve``: ``run`` with the HTTP server of ``vidflow.serve`` beside it; stops on
+    SIGTERM / SIGINT as ``run`` does."""
     from .pipeline import Pipeline
 
     try:
@@ -96,19 +189,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"vidflow: serve: {redact_uri(e)}", file=sys.stderr)
         return 2
     print(f"vidflow: serving {server.url}", file=sys.stderr, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: pipe.stop())
-    code = 0
     try:
-        pipe.run()
-    except KeyboardInterrupt:
-        code = 130
-    except VidflowError as e:
-        print(f"vidflow: error: {redact_uri(e)}", file=sys.stderr)
-        code = 1
+        return _run_to_end(pipe, args)
     finally:
         server.stop()
-    print(pipe.summary.table())
-    return code
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -120,93 +204,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"vidflow demo: {e}", file=sys.stderr)
         return 2
-    run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames)
+    needs = {"segment": "an exported YOLO segmentation model (Ultralytics -seg: yolo11n-seg.onnx or .torchscript, "
+                        "output0 [B, 4+C+32, N] and mask prototypes [B, 32, h, w])",
+             "pose": "an exported YOLO pose model (Ultralytics -pose: yolo11n-pose.onnx or .torchscript, with "
+                     "kpt_shape in its metadata)"}
+    if args.model is None and args.task in needs:
+        print(f"vidflow demo: --task {args.task} needs a {args.task} model, and vidflow ships none: pass "
+              f"--model PATH to {needs[args.task]} (docs/MODELS.md)", file=sys.stderr)
+        return 2
+    if args.model is not None and not os.path.isfile(args.model):
+        print(f"vidflow demo: --model: file not found: {args.model}", file=sys.stderr)
+        return 2
+    try:
+        run_demo(args.out, device=args.device, streams=args.streams, frames=args.frames, task=args.task,
+                 detector=args.model or "demo", torch_threads=args.torch_threads)
+    except ValueError as e:
+        print(f"vidflow demo: {e}", file=sys.stderr)
+        return 2
     return 0
-
-
-def info() -> dict:
-    """Facts about this machine as vidflow sees it: device, decoders, encoders, versions."""
-    import torch
-
-    out: dict = {"vidflow": __import__("vidflow").__version__, "python": platform.python_version(),
-                 "torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
-    if torch.cuda.is_available():
-        out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        out["cuda"] = torch.version.cuda
-    try:
-        import av
-
-        out["pyav"] = av.__version__
-        out["ffmpeg"] = ".".join(map(str, av.library_versions.get("libavcodec", ())))
-        out["libx264"] = _has_encoder("libx264")
-    except ImportError:
-        out["pyav"] = None
-    try:
-        from .sources.decode import nvdec_info
-
-        out["nvdec"] = nvdec_info()
-    except ImportError as e:
-        out["nvdec"] = {"available": False, "reason": str(e)}
-    try:
-        from .sinks.video import nvenc_available
-
-        out["nvenc"] = nvenc_available()
-    except ImportError:
-        out["nvenc"] = None
-    try:
-        import torchvision
-
-        out["torchvision"] = torchvision.__version__
-    except ImportError:
-        out["torchvision"] = None
-    try:
-        import onnxruntime
-
-        out["onnxruntime"] = onnxruntime.__version__
-        out["onnxruntime_providers"] = onnxruntime.get_available_providers()
-    except ImportError:
-        out["onnxruntime"] = None
-    return out
-
-
-def _has_encoder(name: str) -> bool:
-    import av
-
-    try:
-        av.codec.Codec(name, "w")
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "not available"
-        return False
-
-
-def _yes(v: object) -> str:
-    return "yes" if v is True else "no" if v in (False, None) else str(v)
-
-
-def info_text(facts: dict) -> str:
-    """``vidflow info`` as a short table (``--json`` prints the dict)."""
-    nvdec = facts.get("nvdec") or {}
-    if isinstance(nvdec, dict):
-        codecs = ", ".join(sorted(nvdec.get("codecs") or {}))
-        nvdec_s = (f"yes ({codecs})" if codecs else "yes") if nvdec.get("available") else \
-            f"no ({nvdec.get('reason') or 'not available'})"
-    else:
-        nvdec_s = str(nvdec)
-    gpus = facts.get("gpus") or []
-    rows = [
-        ("vidflow", facts.get("vidflow")),
-        ("python", facts.get("python")),
-        ("torch", f"{facts.get('torch')}" + (f" (CUDA {facts.get('cuda')})" if facts.get("cuda") else "")),
-        ("device", f"cuda ({', '.join(gpus)})" if facts.get("cuda_available") else "cpu (no CUDA device)"),
-        ("decode", f"FFmpeg via PyAV {facts.get('pyav')} (libavcodec {facts.get('ffmpeg')})"
-                   if facts.get("pyav") else "PyAV not installed: pip install av"),
-        ("NVDEC", nvdec_s),
-        ("encode", f"libx264 {_yes(facts.get('libx264'))}, NVENC {_yes(facts.get('nvenc'))}"),
-        ("onnxruntime", f"{facts.get('onnxruntime')} ({', '.join(facts.get('onnxruntime_providers') or [])})"
-                        if facts.get("onnxruntime") else "not installed: pip install vidflow[onnx]"),
-        ("torchvision", facts.get("torchvision") or "not installed"),
-    ]
-    return "\n".join(f"{k:12s} {v}" for k, v in rows)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -220,15 +235,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """Validate a pipeline YAML without running it and print its parts."""
-    import inspect as _inspect
-
     from ._kinddoc import describe_parts
     from .config import build_parts, load_config
     from .pipeline import Pipeline
 
     try:
         parts = build_parts(load_config(args.pipeline, args.set or None), allow_code=args.allow_code)
-        parts.kwargs(_inspect.signature(Pipeline).parameters)
+        parts.kwargs(inspect.signature(Pipeline).parameters)
     except ConfigError as e:
         print(f"vidflow: config error: {redact_uri(e)}", file=sys.stderr)
         return 2
@@ -286,24 +299,39 @@ def _cmd_gallery(args: argparse.Namespace, rest: Sequence[str]) -> int:
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
+    from ._log import FORMATS, LEVELS
+
     p = argparse.ArgumentParser(prog="vidflow", description="GPU video analytics pipelines in Python.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    logs = argparse.ArgumentParser(add_help=False)     # before or after the command: `vidflow run p.yaml -v`
+    for parser, default in ((p, None), (logs, argparse.SUPPRESS)):
+        parser.add_argument("-v", "--verbose", action="store_true", default=default or False,
+                            help="log debug messages (= --log-level debug)")
+        parser.add_argument("--log-format", choices=FORMATS, default=default or "text",
+                            help="text: timestamped key=value lines (default); json: one JSON object per line")
+        parser.add_argument("--log-level", choices=LEVELS, default=default,
+                            help="vidflow's log level (default info; other libraries: warning)")
+    stop = dict(type=float, default=None, metavar="SECONDS",
+                help="on SIGTERM / SIGINT, seconds allowed to drain queued batches before stopping now "
+                     "(default: the YAML's stop_timeout, else 10)")
     p.add_argument("--version", action="version", version=f"vidflow {__version__}")
     allow = dict(metavar="MODULES", default=None,
                  help="comma-separated modules whose `module:Name` / `call:` entries the YAML may import "
                       "(also $VIDFLOW_ALLOW_CODE); a YAML runs no code otherwise")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a pipeline described in YAML",
+    r = sub.add_parser("run", help="run a pipeline described in YAML", parents=[logs],
                        description="Run PIPELINE.yaml to the end, printing per-source fps and a summary.")
     r.add_argument("pipeline", help="the pipeline YAML file")
     r.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help="override a YAML value, e.g. --set muxer.batch_size=16 --set detect.conf=0.4 (repeatable)")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress line (there is none when stderr is not a terminal)")
+    r.add_argument("--stop-timeout", **stop)
+    r.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="torch's CPU threads (= --set torch_threads=N; default: the cores this process may use, less one)")
     r.add_argument("--allow-code", **allow)
     r.set_defaults(func=_cmd_run)
 
-    c = sub.add_parser("check", help="validate a pipeline YAML without running it; print its parts",
+    c = sub.add_parser("check", help="validate a pipeline YAML without running it; print its parts", parents=[logs],
                        description="Check PIPELINE.yaml as `run` would (kinds, key types, model files, output "
                                    "folders, extras) without starting anything; print each part with its "
                                    "arguments and capabilities.")
@@ -320,6 +348,7 @@ def _parser() -> argparse.ArgumentParser:
     k.set_defaults(func=_cmd_inspect)
 
     s = sub.add_parser("serve", help="run a pipeline with metrics, probes, a control API and a live view over HTTP",
+                       parents=[logs],
                        description="Run PIPELINE.yaml with an HTTP server beside it: /metrics, /livez /readyz "
                                    "/startupz, /api/v1/sources, DeepStream's /api/v1/stream/*, the live page /view.")
     s.add_argument("pipeline", help="the pipeline YAML file")
@@ -330,6 +359,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-control", action="store_true", help="no adding or removing sources over HTTP")
     s.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a YAML value (repeatable)")
     s.add_argument("--allow-code", **allow)
+    s.add_argument("--stop-timeout", **stop)
     s.set_defaults(func=_cmd_serve)
 
     d = sub.add_parser("demo", help="generate camera clips and run the demo pipeline on them",
@@ -339,6 +369,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     d.add_argument("--streams", type=int, default=4, help="number of generated cameras (default 4)")
     d.add_argument("--frames", type=int, default=None, help="frames per clip (default: by device)")
+    d.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="torch's CPU threads (default: the cores this process may use, less one)")
+    d.add_argument("--task", choices=("detect", "segment", "pose", "semantic"), default="detect",
+                   help="the detector's head (default detect; semantic runs vidflow's demo semantic model; "
+                        "segment and pose need --model)")
+    d.add_argument("--model", default=None, metavar="PATH",
+                   help="the detector's model (.onnx, .torchscript; default: vidflow's demo model for the task)")
     d.set_defaults(func=_cmd_demo)
 
     i = sub.add_parser("info", help="show device, NVDEC/NVENC availability and versions")
@@ -346,6 +383,8 @@ def _parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_cmd_info)
 
     sub.add_parser("bench", help="measure decode, model, end-to-end and naive-baseline throughput (JSON lines)",
+                   add_help=False)
+    sub.add_parser("export", help="what vidflow reads from a model file; export an nn.Module with its metadata",
                    add_help=False)
     g = sub.add_parser("gallery", help="manage a face/ReID gallery database (add | list | remove)",
                        add_help=False)
@@ -371,6 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     if argv and argv[0] == "gallery":
         return _cmd_gallery(argparse.Namespace(), argv[1:])
+    if argv and argv[0] == "export":
+        from .export import main as export_main
+
+        return int(export_main(argv[1:]) or 0)
     if argv and argv[0] == "bench":
         return _cmd_bench(argparse.Namespace(), argv[1:])
     args = parser.parse_args(argv)
@@ -382,8 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as e:
             print(f"vidflow: {e}", file=sys.stderr)
             return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose or os.environ.get("VIDFLOW_DEBUG") else logging.WARNING,
-                        format="vidflow: %(levelname)s: %(message)s")
+    from . import _log
+
+    level = "debug" if args.verbose or os.environ.get("VIDFLOW_DEBUG") else (args.log_level or "info")
+    _log.setup(level, args.log_format)
     return args.func(args)
 
 

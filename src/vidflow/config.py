@@ -21,6 +21,7 @@ anything starts. This module never imports the pipeline: ``Pipeline.from_yaml`` 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,8 @@ SETTINGS: dict[str, Setting] = {
     "warmup": Setting(bool | None, None, "prepare every batch size before the sources start (null: on for CUDA)"),
     "progress_every": Setting(float, 1.0, "seconds between progress callbacks", 0),
     "stop_timeout": Setting(float, 10.0, "seconds allowed to drain queued batches after a stop", 0),
-    "strict_device": Setting(bool, False, "fail instead of falling back when a part cannot run on the device"),
+    "strict_device": Setting(bool, False, "raise when a stage copies an image-sized tensor to the host, naming the "
+                                          "stage and its shape"),
     "http": Setting(str | int | None, None, "serve /metrics and /healthz on 'host:port' or a port"),
 }
 TOP_LEVEL = (*SETTINGS, "sources", "muxer", "stages", "sinks")
@@ -250,7 +252,8 @@ def _check_args(target: Any, args: dict[str, Any], path: str, section: str, ctx:
             _preflight.check_model(v, f"{path}.{k}", backend=args.get("backend"))
         elif isinstance(v, str) and _is_path(p.annotation):
             if _PATHS_IN[section] == "output":
-                _preflight.check_output(v, f"{path}.{k}", folder_ok=args.get("tiled") is False)
+                _preflight.check_output(v, f"{path}.{k}", folder_ok=args.get("tiled") is False,
+                                        warn_free_bytes=args.get("warn_free_bytes"))
             elif section == "sources":
                 _preflight.check_input(v, f"{path}.{k}")
     if args.get("decoder") == "nvdec":
@@ -264,6 +267,9 @@ def _build(target: Any, kwargs: dict[str, Any], path: str) -> Any:
     except ConfigError:
         raise
     except (ValueError, OSError) as e:   # a value the annotation allows but the constructor refuses
+        sub = getattr(e, "yaml_path", None)          # where inside the arguments, when it says (rois.0[1])
+        if isinstance(sub, str) and sub:
+            raise ConfigError(redact_uri(getattr(e, "reason", str(e))), f"{path}.{sub}") from e
         raise ConfigError(redact_uri(str(e)), path) from e
 
 
@@ -355,5 +361,9 @@ def build_parts(cfg: Mapping[str, Any], *, allow_code: Iterable[str] | str | Non
     mux_kw = _check_args(mux_cls, dict(mux_args), "muxer", "stages", ctx)
     muxer = _build(mux_cls, mux_kw, "muxer")
     described.insert(len(sources), Part("muxer", "muxer", MUXER, mux_kw, muxer))
+    note = _preflight.demo_model_warning(sources.values(), [p.args.get("model", "demo") for p in described
+                                                              if p.kind == "detect"])
+    if note:
+        logging.getLogger("vidflow").warning(note)
     return PipelineParts(sources, muxer, tuple(built["stages"]), tuple(built["sinks"]), settings, tuple(described))
 

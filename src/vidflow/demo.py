@@ -58,7 +58,8 @@ def _clips(out: Path, streams: int, w: int, h: int, frames: int, fps: float) -> 
 
 
 def _gallery(clips: list[Any], embedder: Any, device: torch.device) -> Any:
-    """A gallery with every object of each clip's first frame, named ``c<stream>-<label><id>``."""
+    """A gallery with every object of each clip's first frame, named ``c<stream>-<label><id>``, each
+    enrolled with its class (a disc is never named after a box)."""
     from .batch import Batch, FrameInfo, Objects
     from .gallery import Gallery
     from .scenes import Scene
@@ -76,13 +77,14 @@ def _gallery(clips: list[Any], embedder: Any, device: torch.device) -> Any:
                       objects=table)
         vec = embedder(batch).objects.attrs[f"{embedder.name}.vector"]
         for o, v in zip(objs, vec):
-            gallery.enrol(f"c{s}-{o['label']}{o['object_id']}", v)
+            gallery.enrol(f"c{s}-{o['label']}{o['object_id']}", v, class_id=int(o["class_id"]))
     return gallery
 
 
 def run_demo(out_dir: str = "out/demo", *, device: str = "auto", streams: int = 4, frames: int | None = None,
              size: tuple[int, int] | None = None, detector: Any = "demo", embedder: Any = "demo",
-             task: str = "detect", print_fn: Callable[[str], None] | None = print) -> dict[str, Any]:
+             task: str = "detect", torch_threads: int | None = None,
+             print_fn: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Run the demo; returns ``{"sources": {id: {...}}, "wall_s", "fps", "files"}``.
 
     ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda"``. ``streams``: number of generated cameras.
@@ -92,9 +94,30 @@ def run_demo(out_dir: str = "out/demo", *, device: str = "auto", streams: int = 
     ``task``: ``"detect"`` | ``"segment"`` | ``"pose"`` | ``"semantic"``: the detector's head
     (segment and pose need a model of that kind, e.g. an exported YOLO11n-seg / -pose: vidflow
     ships no such model; ``semantic`` runs vidflow's own demo semantic model by default).
-    ``print_fn``: where the table goes (``None``: nowhere).
+    ``torch_threads``: torch's CPU threads for the run (None: from the cores this process may use,
+    ``vidflow._threads``). ``print_fn``: where the table goes (``None``: nowhere).
     """
+    from ._threads import apply_threads
     from .device import resolve_device
+
+    if streams < 1:
+        raise ValueError(f"streams must be >= 1, got {streams}")
+    if task not in ("detect", "segment", "pose", "semantic"):
+        raise ValueError(f"task: expected detect, segment, pose or semantic, got {task!r}")
+    if task in ("segment", "pose") and isinstance(detector, str) and detector == "demo":
+        raise ValueError(f"task {task!r} needs a {task} model (vidflow ships none): pass the model, e.g. "
+                         f"yolo11n-{'seg' if task == 'segment' else 'pose'}.onnx (docs/MODELS.md)")
+    say = print_fn or (lambda s: None)
+    dev = resolve_device(device)
+    before = apply_threads(torch_threads, str(dev))
+    try:
+        return _run(out_dir, dev, streams, frames, size, detector, embedder, task, say)
+    finally:
+        apply_threads(before)
+
+
+def _run(out_dir: str, dev: torch.device, streams: int, frames: int | None, size: tuple[int, int] | None,
+         detector: Any, embedder: Any, task: str, say: Callable[[str], None]) -> dict[str, Any]:
     from .gallery import Identify
     from .mux import Muxer
     from .ops.draw import Annotate
@@ -108,15 +131,6 @@ def run_demo(out_dir: str = "out/demo", *, device: str = "auto", streams: int = 
     from .stages.embed import Embedder
     from .stages.track import Tracker
 
-    if streams < 1:
-        raise ValueError(f"streams must be >= 1, got {streams}")
-    if task not in ("detect", "segment", "pose", "semantic"):
-        raise ValueError(f"task: expected detect, segment, pose or semantic, got {task!r}")
-    if task in ("segment", "pose") and isinstance(detector, str) and detector == "demo":
-        raise ValueError(f"task {task!r} needs a {task} model (vidflow ships none): pass the model, e.g. "
-                         f"yolo11n-{'seg' if task == 'segment' else 'pose'}.onnx (docs/MODELS.md)")
-    say = print_fn or (lambda s: None)
-    dev = resolve_device(device)
     gpu = dev.type == "cuda"
     w, h = (int(size[0]), int(size[1])) if size else ((1920, 1080) if gpu else (640, 360))
     n_frames = int(frames) if frames else (300 if gpu else 60)

@@ -95,7 +95,7 @@ class StageError(VidflowError):
     def __init__(self, message: str, *, stage: str, frames: tuple = ()) -> None:
         self.stage = stage
         self.frames = tuple(frames)
-        ids = sorted({(f.source_id, f.frame_num) for f in self.frames})[:8]
+        ids = sorted({(f.source_id, f.frame_num) for f in self.frames}, key=lambda k: (isinstance(k[0], str), k))[:8]
         where = f" on frames (source, frame) {ids}" if ids else ""
         super().__init__(f"stage {stage!r}{where}: {message}")
 

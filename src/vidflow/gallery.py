@@ -7,7 +7,11 @@ gallery lives in an SQLite file (vectors as float32 blobs), loaded at start and 
 on every ``enrol`` / ``remove``, so it survives restarts and can be edited with
 ``vidflow gallery add|list|remove`` while nothing else writes it.
 
-Identity indices are positions in ``gallery.names()`` (enrolment order), -1 means unknown.
+Identities have stable ids: 0, 1, 2 ... in enrolment order, never reused nor shifted (removing
+one leaves a gap; in a database file the id is its row id - 1, so ids survive restarts and
+``vidflow gallery remove``). -1 means unknown. :meth:`Gallery.labels` is the id -> name table the
+``identify`` stage puts in ``batch.labels``, so outputs carry names. An identity may have a class
+(``enrol(..., class_id=2)``): it then only matches objects of that class.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from .batch import Batch
 __all__ = ["Gallery", "Identify"]
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS identities (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL,
+    class_id INTEGER);
 CREATE TABLE IF NOT EXISTS vectors (id INTEGER PRIMARY KEY AUTOINCREMENT,
     identity INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE, dim INTEGER NOT NULL, data BLOB NOT NULL);
 """
@@ -54,6 +59,9 @@ class Gallery:
         self.path = None if path is None else os.fspath(path)
         self._lock = threading.Lock()
         self._names: list[str] = []
+        self._ids: list[int] = []                 # stable id of each name (same order)
+        self._classes: list[int] = []             # class of each name, -1: any
+        self._next_id = 0
         self._vecs = torch.zeros(0, 0)            # [M, D] float32 CPU, unit rows
         self._owner = torch.zeros(0, dtype=torch.int64)  # [M] identity index of each row
         self._dev_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -62,6 +70,9 @@ class Gallery:
             self._db = sqlite3.connect(self.path, check_same_thread=False)
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.executescript(_SCHEMA)
+            cols = [r[1] for r in self._db.execute("PRAGMA table_info(identities)")]
+            if "class_id" not in cols:            # a gallery file from before identity classes
+                self._db.execute("ALTER TABLE identities ADD COLUMN class_id INTEGER")
             self._db.commit()
             self.reload()
 
@@ -71,16 +82,22 @@ class Gallery:
         if self._db is None:
             return
         with self._lock:
-            rows = self._db.execute("SELECT i.name, v.dim, v.data FROM identities i JOIN vectors v "
+            rows = self._db.execute("SELECT i.id, i.name, i.class_id, v.dim, v.data FROM identities i JOIN vectors v "
                                     "ON v.identity = i.id ORDER BY i.id, v.id").fetchall()
             names: list[str] = []
+            ids: list[int] = []
+            classes: list[int] = []
             vecs, owner = [], []
-            for name, dim, blob in rows:
+            for rid, name, cls, dim, blob in rows:
                 if not names or names[-1] != name:
                     names.append(name)
+                    ids.append(int(rid) - 1)
+                    classes.append(-1 if cls is None else int(cls))
                 vecs.append(np.frombuffer(blob, dtype=np.float32, count=dim))
                 owner.append(len(names) - 1)
-            self._names = names
+            seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'identities'").fetchone()
+            self._names, self._ids, self._classes = names, ids, classes
+            self._next_id = int(seq[0]) if seq else 0
             if vecs:
                 if len({len(v) for v in vecs}) != 1:
                     raise ValueError(f"Gallery {self.path}: vectors of different sizes in the database")
@@ -102,34 +119,45 @@ class Gallery:
         self.close()
 
     # editing -----------------------------------------------------------------------------------
-    def enrol(self, name: str, vectors: Any) -> int:
+    def enrol(self, name: str, vectors: Any, *, class_id: int | None = None) -> int:
         """Add ``vectors [K, D]`` (or ``[D]``; any device, normalised here) to identity ``name``
-        (created if new). Returns the identity's index."""
+        (created if new; ``class_id``: the only object class it matches, None: any). Returns the
+        identity's stable id."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"Gallery.enrol: name must be a non-empty string, got {name!r}")
         v = _as_matrix(vectors)
         with self._lock:
             if self._vecs.numel() and v.shape[1] != self._vecs.shape[1]:
                 raise ValueError(f"Gallery.enrol: vectors have D={v.shape[1]}, the gallery holds D={self._vecs.shape[1]}")
+            cls = -1 if class_id is None else int(class_id)
+            known = name in self._names
+            if known and class_id is not None and self._classes[self._names.index(name)] != cls:
+                raise ValueError(f"Gallery.enrol: {name!r} has class {self._classes[self._names.index(name)]}, "
+                                 f"not {cls}")
+            ident = self._ids[self._names.index(name)] if known else self._next_id
             if self._db is not None:
-                self._db.execute("INSERT OR IGNORE INTO identities(name) VALUES (?)", (name,))
-                ident = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()[0]
+                if not known:
+                    cur = self._db.execute("INSERT INTO identities(name, class_id) VALUES (?, ?)", (name, class_id))
+                    ident = int(cur.lastrowid) - 1
                 self._db.executemany("INSERT INTO vectors(identity, dim, data) VALUES (?, ?, ?)",
-                                     [(ident, v.shape[1], row.numpy().tobytes()) for row in v])
+                                     [(ident + 1, v.shape[1], row.numpy().tobytes()) for row in v])
                 self._db.commit()
-            if name not in self._names:
+            if not known:
                 self._names.append(name)
+                self._ids.append(ident)
+                self._classes.append(cls)
+                self._next_id = ident + 1
             idx = self._names.index(name)
             self._vecs = v.clone() if not self._vecs.numel() else torch.cat([self._vecs, v])
             self._owner = torch.cat([self._owner, torch.full((v.shape[0],), idx, dtype=torch.int64)])
             self._dev_cache.clear()
-            return idx
+            return ident
 
     enroll = enrol
 
     def remove(self, name: str) -> bool:
-        """Forget ``name`` and its vectors; ``False`` if it was not enrolled. Later identities
-        move down one index."""
+        """Forget ``name`` and its vectors; ``False`` if it was not enrolled. The other identities
+        keep their ids."""
         with self._lock:
             if name not in self._names:
                 return False
@@ -139,6 +167,8 @@ class Gallery:
             idx = self._names.index(name)
             keep = self._owner != idx
             self._names.pop(idx)
+            self._ids.pop(idx)
+            self._classes.pop(idx)
             self._vecs = self._vecs[keep] if keep.any() else torch.zeros(0, 0)
             owner = self._owner[keep]
             self._owner = owner - (owner > idx).long()
@@ -147,8 +177,19 @@ class Gallery:
 
     # queries -----------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Identity names; a name's position is its identity index."""
+        """Identity names, in enrolment order."""
         return list(self._names)
+
+    def ids(self) -> dict[str, int]:
+        """Each name's stable id."""
+        return dict(zip(self._names, self._ids))
+
+    def labels(self) -> tuple[str, ...]:
+        """The id -> name table (``labels()[id]``; ``""`` for ids removed)."""
+        out = [""] * (max(self._ids) + 1 if self._ids else 0)
+        for name, i in zip(self._names, self._ids):
+            out[i] = name
+        return tuple(out)
 
     def counts(self) -> dict[str, int]:
         """Vectors enrolled per name."""
@@ -162,16 +203,21 @@ class Gallery:
     def dim(self) -> int | None:
         return int(self._vecs.shape[1]) if self._vecs.numel() else None
 
-    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         got = self._dev_cache.get(device)
         if got is None:
-            got = self._dev_cache[device] = (self._vecs.to(device), self._owner.to(device))
+            got = self._dev_cache[device] = (self._vecs.to(device), self._owner.to(device),
+                                             torch.tensor(self._ids, dtype=torch.int64).to(device),
+                                             torch.tensor(self._classes, dtype=torch.int64).to(device))
         return got
 
-    def search(self, vectors: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(self, vectors: torch.Tensor, k: int = 1, *,
+               classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` identities of each query ``vectors [N, D]`` by cosine similarity (an
-        identity scores its best vector). Returns ``(indices [N, k] int64, similarities [N, k]
-        float32)`` on the queries' device; slots beyond the gallery size are ``-1`` / ``-inf``."""
+        identity scores its best vector). ``classes [N]``: each query's object class; an identity
+        with a class matches only queries of that class. Returns ``(ids [N, k] int64,
+        similarities [N, k] float32)`` on the queries' device; slots beyond the gallery size are
+        ``-1`` / ``-inf``."""
         if k < 1:
             raise ValueError(f"Gallery.search: k must be >= 1, got {k}")
         q = torch.as_tensor(vectors)
@@ -182,7 +228,7 @@ class Gallery:
             ident = len(self._names)
             if ident and q.shape[1] != self._vecs.shape[1]:
                 raise ValueError(f"Gallery.search: vectors have D={q.shape[1]}, the gallery holds D={self._vecs.shape[1]}")
-            vecs, owner = self._on(dev) if ident else (None, None)
+            vecs, owner, ids, cls = self._on(dev) if ident else (None, None, None, None)
         idx = torch.full((n, k), -1, dtype=torch.int64, device=dev)
         sim = torch.full((n, k), float("-inf"), dtype=torch.float32, device=dev)
         if not ident or n == 0:
@@ -190,9 +236,13 @@ class Gallery:
         s = torch.nn.functional.normalize(q.float(), dim=1) @ vecs.T  # [N, M]: the one matmul
         per = torch.full((n, ident), float("-inf"), device=dev).scatter_reduce(
             1, owner.expand(n, -1), s, reduce="amax")  # [N, I]
+        if classes is not None:
+            q_cls = torch.as_tensor(classes, device=dev).long().view(-1, 1)
+            per = per.masked_fill((cls[None, :] >= 0) & (cls[None, :] != q_cls), float("-inf"))
         kk = min(k, ident)
         top_s, top_i = per.topk(kk, dim=1)
-        idx[:, :kk], sim[:, :kk] = top_i, top_s
+        idx[:, :kk] = torch.where(torch.isfinite(top_s), ids[top_i], torch.full_like(top_i, -1))
+        sim[:, :kk] = top_s
         return idx, sim
 
     def __repr__(self) -> str:
@@ -202,20 +252,22 @@ class Gallery:
 class Identify:
     """Stage: match each object's embedding against a gallery.
 
-    Writes ``attrs["<name>.identity"]`` ``[N]`` int64 (index into ``batch.labels[name]`` =
-    ``gallery.names()``; -1 when the best similarity is below ``threshold``, or the object has
-    no embedding (a zero vector)) and ``attrs["<name>.similarity"]`` ``[N]`` float32 (best
+    Writes ``attrs["<name>.identity"]`` ``[N]`` int64 (the identity's stable id, a position in
+    ``batch.labels[name]`` = ``gallery.labels()``, so outputs show the name; -1 when the best
+    similarity is below ``threshold``, the object has no embedding (a zero vector), or no
+    identity of its class is enrolled) and ``attrs["<name>.similarity"]`` ``[N]`` float32 (best
     cosine similarity, -inf for an empty gallery).
 
     Args:
         gallery: a ``Gallery`` or the path of its SQLite file.
         threshold: minimum cosine similarity to accept an identity.
         source: attribute holding the embeddings ``[N, D]``.
+        match_class: an identity enrolled with a class matches only objects of that class.
         name: stage name, the attribute prefix.
     """
 
     def __init__(self, gallery: Gallery | str | os.PathLike, *, threshold: float = 0.6,
-                 source: str = "embed.vector", name: str = "identify") -> None:
+                 source: str = "embed.vector", match_class: bool = True, name: str = "identify") -> None:
         self._owns = not isinstance(gallery, Gallery)
         if self._owns:
             if not isinstance(gallery, (str, os.PathLike)):
@@ -224,6 +276,7 @@ class Identify:
         if not -1.0 <= float(threshold) <= 1.0:
             raise ValueError(f"Identify: threshold must be in [-1, 1], got {threshold}")
         self.gallery, self.threshold, self.source, self.name = gallery, float(threshold), source, name
+        self.match_class = bool(match_class)
 
     def __call__(self, batch: Batch) -> Batch:
         objs = batch.objects
@@ -231,14 +284,14 @@ class Identify:
             raise ValueError(f"Identify: the objects have no {self.source!r} attribute (have {sorted(objs.attrs)}); "
                              "put an embed stage before identify")
         v = objs.attrs[self.source].flatten(1)
-        idx, sim = self.gallery.search(v, k=1)
+        idx, sim = self.gallery.search(v, k=1, classes=objs.class_id if self.match_class else None)
         idx, sim = idx[:, 0], sim[:, 0]
         has = v.abs().sum(1) > 0
         ok = has & (sim >= self.threshold)
         ident = torch.where(ok, idx, torch.full_like(idx, -1))
         sim = torch.where(has, sim, torch.zeros_like(sim))
         new = objs.with_attrs(**{f"{self.name}.identity": ident, f"{self.name}.similarity": sim})
-        return batch.replace(objects=new, labels={**batch.labels, self.name: tuple(self.gallery.names())})
+        return batch.replace(objects=new, labels={**batch.labels, self.name: self.gallery.labels()})
 
     def close(self) -> None:
         if self._owns:  # a gallery given as an object belongs to the caller

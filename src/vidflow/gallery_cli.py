@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Gallery(args.db) as g:
             if args.cmd == "list":
-                counts = g.counts()
-                for i, (name, n) in enumerate(counts.items()):
-                    print(f"{i}\t{name}\t{n} vector{'s' if n != 1 else ''}")
+                counts, ids = g.counts(), g.ids()
+                for name, n in counts.items():
+                    print(f"{ids[name]}\t{name}\t{n} vector{'s' if n != 1 else ''}")
                 print(f"{len(counts)} identit{'y' if len(counts) == 1 else 'ies'} in {args.db} (dim {g.dim})")
                 return 0
             if args.cmd == "remove":

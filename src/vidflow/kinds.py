@@ -19,8 +19,8 @@ KINDS: dict[str, dict[str, str]] = {
     "sources": {
         "file": "vidflow.sources.file:FileSource",
         "synthetic": "vidflow.sources.synthetic:SyntheticSource",
-        "rtsp": "vidflow.sources.rtsp:RtspSource",
-        "uri": "vidflow.sources.rtsp:UriSource",
+        "rtsp": "vidflow.sources.uri:RtspSource",
+        "uri": "vidflow.sources.uri:UriSource",
     },
     "stages": {
         "detect": "vidflow.stages.detect:Detector",
@@ -33,11 +33,19 @@ KINDS: dict[str, dict[str, str]] = {
     "sinks": {
         "jsonl": "vidflow.sinks.jsonl:JsonlSink",
         "video": "vidflow.sinks.video:VideoSink",
+        "parquet": "vidflow.sinks.parquet:ParquetSink",
+        "broker": "vidflow.sinks.broker:BrokerSink",
     },
     # Heads decode a model's raw output into objects (``Detector(head=...)``); transports carry a
     # sink's records to a broker (``broker: {transport: ...}``). Both are filled as they land.
     "heads": {},
-    "transports": {},
+    "transports": {
+        "mqtt": "vidflow.sinks.transports.mqtt:MqttTransport",
+        "kafka": "vidflow.sinks.transports.kafka:KafkaTransport",
+        "redis": "vidflow.sinks.transports.redis:RedisTransport",
+        "zmq": "vidflow.sinks.transports.zmq:ZmqTransport",
+        "webhook": "vidflow.sinks.transports.webhook:WebhookTransport",
+    },
 }
 
 #: sections a pipeline YAML lists items of (``heads`` / ``transports`` are named inside items)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["SourceCounters", "SourceStats", "RunSummary", "SOURCE_STATES"]
 
@@ -72,9 +75,17 @@ class SourceStats:
         return self.frames / dt if dt > 0 else 0.0
 
 
-@dataclass
+@dataclass(repr=False)
 class RunSummary:
-    """What a run did: per-source stats, batches, wall time, latency from frame receipt to sink."""
+    """What a run did: per-source stats, batches, wall time, latency from frame receipt to sink;
+    objects per class and track ids per source (:meth:`note_batch`), and the files written
+    (:meth:`note_outputs`). ``print(summary)`` gives a short report (percentiles, not the raw
+    latencies); ``repr`` one line.
+
+    ``first_batch_s`` / ``steady_s``: seconds from the start of ``run()`` to the first batch out
+    of the sinks and to steady state (``vidflow.runtime.startup``; None while not reached).
+    ``decode_pids`` / ``decode_cpu_s``: the decode processes and their CPU seconds (filled by
+    ``Pipeline.snapshot()``)."""
 
     sources: dict[int | str, SourceStats] = field(default_factory=dict)
     batches: int = 0
@@ -82,6 +93,22 @@ class RunSummary:
     wall_s: float = 0.0
     interrupted: bool = False
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    first_batch_s: float | None = None
+    steady_s: float | None = None
+    decode_pids: list[int] = field(default_factory=list)
+    decode_cpu_s: float = 0.0
+    classes: dict[int | str, Counter] = field(default_factory=dict)
+    tracks: dict[int | str, set] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+
+    def copy(self) -> RunSummary:
+        """A copy that shares nothing mutable with this one (``Pipeline.snapshot()`` takes it
+        under the pipeline's lock): every :class:`SourceStats` and the latencies are copied."""
+        return dataclasses.replace(self, sources={sid: dataclasses.replace(st) for sid, st in self.sources.items()},
+                                   latencies_ms=deque(self.latencies_ms, maxlen=self.latencies_ms.maxlen),
+                                   decode_pids=list(self.decode_pids),
+                                   classes={sid: Counter(c) for sid, c in self.classes.items()},
+                                   tracks={sid: set(t) for sid, t in self.tracks.items()}, outputs=list(self.outputs))
 
     @property
     def frames(self) -> int:
@@ -98,6 +125,73 @@ class RunSummary:
             return float("nan")
         xs = sorted(self.latencies_ms)
         return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    def latency_summary(self) -> dict[str, float]:
+        """``{"p50", "p95", "p99", "max"}`` frame latency in ms (empty when none was measured)."""
+        if not self.latencies_ms:
+            return {}
+        xs = sorted(self.latencies_ms)
+        pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
+        return {"p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "max": xs[-1]}
+
+    def note_batch(self, batch: Any) -> None:
+        """Count a delivered batch's objects per class name and its track ids, per source (one
+        small host copy per batch)."""
+        objs = batch.objects
+        if objs is None or not len(objs):
+            return
+        import torch
+
+        host = torch.stack([objs.frame_idx, objs.class_id, objs.object_id]).cpu().tolist()
+        names = batch.labels.get("objects", ())
+        sids = [f.source_id for f in batch.frames]
+        for fi, ci, oi in zip(*host):
+            sid = sids[fi]
+            self.classes.setdefault(sid, Counter())[names[ci] if 0 <= ci < len(names) else str(ci)] += 1
+            if oi >= 0:
+                self.tracks.setdefault(sid, set()).add(oi)
+
+    def note_outputs(self, sinks: Iterable[Any]) -> None:
+        """Remember where the sinks write: each sink's ``path`` / ``uri`` (credentials removed)."""
+        from .errors import redact_uri
+
+        for s in sinks:
+            where = getattr(s, "path", None) or getattr(s, "uri", None)
+            if where is not None and str(where) not in self.outputs:
+                self.outputs.append(redact_uri(str(where)))
+
+    def __repr__(self) -> str:
+        lat = self.latency_summary()
+        lat_s = ", ".join(f"{k}={v:.1f}" for k, v in lat.items() if k != "max")
+        return (f"RunSummary(frames={self.frames}, sources={len(self.sources)}, batches={self.batches}, "
+                f"wall_s={self.wall_s:.2f}, fps={self.fps:.1f}, latency_ms={{{lat_s}}}, "
+                f"objects={sum(sum(c.values()) for c in self.classes.values())}, "
+                f"tracks={sum(len(t) for t in self.tracks.values())}, outputs={self.outputs}"
+                f"{', interrupted' if self.interrupted else ''})")
+
+    def __str__(self) -> str:
+        lines = [f"{self.frames} frames from {len(self.sources)} source(s) in {self.wall_s:.1f} s "
+                 f"({self.fps:.1f} fps, {self.batches} batches)" + (", interrupted" if self.interrupted else "")]
+        lat = self.latency_summary()
+        if lat:
+            lines.append("latency ms: " + ", ".join(f"{k} {v:.0f}" for k, v in lat.items())
+                         + f" (last {len(self.latencies_ms)} frames)")
+        for sid, st in self.sources.items():
+            cls = self.classes.get(sid, Counter())
+            objs = sum(cls.values())
+            top = ", ".join(f"{k} {v}" for k, v in cls.most_common(6)) + (", ..." if len(cls) > 6 else "")
+            line = (f"  {sid}: {st.state}, {st.frames} frames, {st.fps:.1f} fps, {objs} objects"
+                    + (f" ({top})" if top else "") + f", {len(self.tracks.get(sid, ()))} tracks")
+            if st.dropped or st.errors or st.reconnects:
+                line += f", dropped {st.dropped}, errors {st.errors}, reconnects {st.reconnects}"
+            if st.uri:
+                line += f"  [{st.uri}]"
+            if st.error is not None:
+                line += f"  error: {st.error}"
+            lines.append(line)
+        if self.outputs:
+            lines.append("outputs: " + ", ".join(self.outputs))
+        return "\n".join(lines)
 
     def progress_line(self) -> str:
         parts = [f"{sid}:{s.fps:.0f}fps" + (f"[{s.state}]" if s.state not in ("running",) else "")
@@ -117,4 +211,12 @@ class RunSummary:
             lat = f", latency p50 {self.latency_ms(0.5):.0f} ms p95 {self.latency_ms(0.95):.0f} ms"
         lines.append(f"total: {self.frames} frames in {self.batches} batches, {self.wall_s:.1f} s, "
                      f"{self.fps:.1f} fps{lat}" + (" (interrupted)" if self.interrupted else ""))
+        if self.first_batch_s is not None:
+            steady = f"{self.steady_s:.2f} s" if self.steady_s is not None else "not reached"
+            lines.append(f"start-up: first batch {self.first_batch_s:.2f} s, steady state {steady} (after run())")
+        for sid, cls in self.classes.items():
+            lines.append(f"objects {sid}: " + ", ".join(f"{k} {v}" for k, v in cls.most_common())
+                         + f"; {len(self.tracks.get(sid, ()))} tracks")
+        if self.outputs:
+            lines.append("outputs: " + ", ".join(self.outputs))
         return "\n".join(lines)

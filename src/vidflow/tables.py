@@ -3,6 +3,7 @@
 Columns: ``source_id``, ``frame_num``, ``pts``, ``ntp``, ``width``, ``height``, ``x1``, ``y1``,
 ``x2``, ``y2``, ``class_id``, ``label``, ``confidence``, ``object_id``, ``tracker_confidence``;
 classifier results as ``<stage>.label`` (name when known, else id) and ``<stage>.confidence``;
+identities (``identify``) as ``<stage>.identity`` names (None when unknown);
 other attributes as ``<stage>.<name>``: a number when there is one value per object, else a
 NumPy array per row (embeddings, masks).
 
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .sinks.records import OBJECT_PREFIX, HostFrames, decode_array, host_frames, label_names
+from .sinks.records import OBJECT_PREFIX, HostFrames, decode_array, host_frames, identity_names, label_names
 
 __all__ = ["object_columns", "batch_to_frame", "read_jsonl", "FRAME_FIELDS", "OBJECT_FIELDS"]
 
@@ -58,6 +59,9 @@ def object_columns(frames: HostFrames) -> dict[str, Any]:
             continue
         if val.ndim == 2 and val.shape[1] == 1:
             val = val[:, 0]
+        named = identity_names(key, val, frames.labels) if name.startswith(OBJECT_PREFIX) else None
+        if named is not None:                  # identify's ids -> the gallery's names
+            val = named
         out[key] = val if val.ndim == 1 else list(val)
     return out
 

@@ -4,13 +4,14 @@
 - :class:`MemorySink`: keeps what it is given.
 - ``FakeEngine`` (``vidflow.engines.fake``): a model with deterministic outputs.
 - Scenes with ground truth: ``Scene``, ``make_clip``, ``load_ground_truth`` (``vidflow.scenes``).
+- :func:`wait_until`: poll a condition instead of sleeping a guessed time.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -21,7 +22,23 @@ from .errors import DecodeError
 from .scenes import Scene, load_ground_truth, make_clip
 from .sources.base import SourceFrame
 
-__all__ = ["FakeSource", "MemorySink", "FakeEngine", "Scene", "make_clip", "load_ground_truth", "frame_value"]
+__all__ = ["FakeSource", "MemorySink", "FakeEngine", "Scene", "make_clip", "load_ground_truth", "frame_value",
+           "wait_until"]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "", *,
+               interval: float = 0.005) -> Any:
+    """Poll ``predicate()`` until it returns something true and return that; ``TimeoutError``
+    (naming ``what``) after ``timeout`` s. For tests: waits exactly as long as needed, and the
+    timeout is a generous bound for a stuck condition, never a measurement."""
+    end = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() >= end:
+            raise TimeoutError(f"not true within {timeout:g} s: {what or predicate!r}")
+        time.sleep(interval)
 
 
 def frame_value(source_id: int, frame_num: int) -> int:
@@ -108,4 +125,3 @@ class MemorySink:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-

@@ -6,7 +6,7 @@ Two halves in one file:
   (``python3-gst-1.0``, ``gir1.2-gst-rtsp-server-1.0``, plugins good/ugly; see
   ``scripts/install-ci-deps.sh``), which exist only for the *system* Python, so it is run as
   ``/usr/bin/python3 tests/e2e/rtsp_server.py --port N [--mount /s1 ...]``. Each mount serves a
-  live 30 fps H.264 test pattern (``videotestsrc is-live=true ! x264enc ! rtph264pay``), optionally
+  live 30 fps H.264 (or ``--codec h265``: HEVC) test pattern (``videotestsrc is-live=true ! x264enc ! rtph264pay``), optionally
   behind HTTP basic auth (``--user``/``--password``). It prints ``READY <port>`` once listening.
 
 * ``RtspServer`` is the handle the tests (any Python, no ``gi`` import) use to start it, wait
@@ -66,12 +66,12 @@ class RtspServer:
     """
 
     def __init__(self, *, port: int | None = None, mounts: tuple[str, ...] = ("/test",),
-                 width: int = 320, height: int = 240, fps: int = 30, gop: int = 30,
+                 width: int = 320, height: int = 240, fps: int = 30, gop: int = 30, codec: str = "h264",
                  user: str | None = None, password: str | None = None) -> None:
         self.port = port or free_port()
         self.mounts = mounts
         self.args = ["--port", str(self.port), "--width", str(width), "--height", str(height),
-                     "--fps", str(fps), "--gop", str(gop)]
+                     "--fps", str(fps), "--gop", str(gop), "--codec", codec]
         for m in mounts:
             self.args += ["--mount", m]
         if user is not None:
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--gop", type=int, default=30)
+    p.add_argument("--codec", choices=("h264", "h265"), default="h264")
     p.add_argument("--user")
     p.add_argument("--password", default="")
     a = p.parse_args(argv)
@@ -160,12 +161,14 @@ def main(argv: list[str] | None = None) -> None:
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(a.port))
-    launch = (
-        f"( videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width={a.width},"
-        f"height={a.height},framerate={a.fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast "
-        f"key-int-max={a.gop} threads=1 ! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 "
-        "config-interval=1 )"
-    )
+    if a.codec == "h265":
+        enc = (f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={a.gop} ! video/x-h265,profile=main ! "
+               "rtph265pay name=pay0 pt=96 config-interval=1")
+    else:
+        enc = (f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.gop} threads=1 ! "
+               "video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1")
+    launch = (f"( videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width={a.width},"
+              f"height={a.height},framerate={a.fps}/1 ! {enc} )")
     mounts = server.get_mount_points()
     for m in a.mount or ["/test"]:
         factory = GstRtspServer.RTSPMediaFactory()

@@ -25,7 +25,7 @@ from rtsp_server import RtspServer, free_port, gst_available  # noqa: E402
 from vidflow.errors import StreamUnavailable  # noqa: E402
 from vidflow.mux import Muxer  # noqa: E402
 from vidflow.pipeline import Pipeline  # noqa: E402
-from vidflow.sources.rtsp import RtspSource  # noqa: E402
+from vidflow.sources.uri import RtspSource  # noqa: E402
 from vidflow.testing import FakeSource, MemorySink  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -142,7 +142,10 @@ def test_reconnects_after_server_fault_while_other_stream_keeps_its_rate(gst, fa
         stats = src_a.stats()
         assert delay <= 2 * BACKOFF[1], (delay, stats)          # reconnected within twice the backoff cap
         assert stats["reconnects"] >= 1 and stats["connects"] >= 2, stats
-        assert stats["last_error"], stats
+        assert stats["last_error"] == "", stats                          # recovered: no stale error
+        states = [st for _, st, _ in src_a.transitions]
+        lost = max(i for i, st in enumerate(states) if st in ("reconnecting", "stalled"))
+        assert "running" in states[lost:], states                        # lost, then back
         rows_a = rec.frames_of(0)
         nums = [r[1] for r in rows_a]
         assert all(n2 > n1 for n1, n2 in zip(nums, nums[1:]))                # numbering continues
@@ -158,11 +161,11 @@ def test_reconnects_after_server_fault_while_other_stream_keeps_its_rate(gst, fa
 def test_wrong_path_is_retried_with_backoff_and_reported(gst, caplog):
     with RtspServer(mounts=("/cam",)) as srv:
         src = RtspSource(srv.url("/nope"), backoff=(0.1, 0.4), max_retries=3)
-        with caplog.at_level(logging.WARNING, logger="vidflow.sources.rtsp"):
+        with caplog.at_level(logging.WARNING, logger="vidflow.sources"):
             with pytest.raises(StreamUnavailable) as ei:
                 _take(src, 1)
     assert "404" in str(ei.value) and "gave up after 3 retries" in str(ei.value)
-    assert src.state == "failed" and src.reconnects == 3 and src.connects == 0
+    assert src.state == "failed" and src.reconnects == 0 and src.connects == 0     # reconnects: successful ones
     delays = [float(x) for x in re.findall(r"retrying in ([\d.]+) s", caplog.text)]
     assert delays == [0.1, 0.2, 0.4]
 
@@ -171,12 +174,13 @@ def test_connection_refused_is_retried_with_backoff_and_reported(caplog):
     port = free_port()   # nothing listens there
     src = RtspSource(f"rtsp://127.0.0.1:{port}/cam", backoff=(0.05, 0.2), max_retries=4)
     t0 = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="vidflow.sources.rtsp"):
+    with caplog.at_level(logging.WARNING, logger="vidflow.sources"):
         with pytest.raises(StreamUnavailable) as ei:
             _take(src, 1)
     elapsed = time.monotonic() - t0
     assert "Connection refused" in str(ei.value) and "source 0" in str(ei.value)
-    assert src.reconnects == 4 and src.state == "failed"
+    assert src.reconnects == 0 and src.state == "failed"
+    assert sum(1 for _, st, _ in src.transitions if st == "reconnecting") == 4
     delays = [float(x) for x in re.findall(r"retrying in ([\d.]+) s", caplog.text)]
     assert delays == [0.05, 0.1, 0.2, 0.2]
     assert elapsed >= sum(delays)
@@ -240,7 +244,7 @@ def test_close_stops_a_source_waiting_in_backoff():
     t = threading.Thread(target=consume, daemon=True)
     t.start()
     deadline = time.monotonic() + 10
-    while src.state != "backoff":
+    while src.state != "reconnecting":
         assert time.monotonic() < deadline
         time.sleep(0.01)
     src.close()

@@ -101,7 +101,7 @@ def test_auto_falls_back_to_ffmpeg_for_444(tmp_path, cuda_device, caplog):
         for p in st.encode(None):
             out.mux(p)
     src = FileSource(path)
-    with caplog.at_level(logging.WARNING, logger="vidflow.sources.file"):
+    with caplog.at_level(logging.WARNING, logger="vidflow.sources"):
         frames = list(src.frames(device=cuda_device, source_id="cam444"))
     assert src.backend == "ffmpeg" and len(frames) == 6
     assert all(f.format == "rgb" for f in frames)
@@ -128,7 +128,7 @@ def test_nvdec_loop_and_close(clips, cuda_device):
 def test_nvdec_loop_keeps_one_decoder(clips, cuda_device, monkeypatch):
     """Looping flushes the decoder and goes on with it (no new NVDEC decoder per pass); every
     pass gives the same pictures, B-frames and all, with increasing pts."""
-    import vidflow.sources.file as file_mod
+    import vidflow.sources._nvdec as file_mod
     made = []
 
     class Counting(file_mod.NvdecDecoder):

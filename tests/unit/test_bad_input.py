@@ -271,4 +271,4 @@ def test_a_smaller_limit_refuses_an_ordinary_clip(files):
     src = UriSource(str(files["good"]), max_pixels=100)
     with pytest.raises(DecodeError, match="max_pixels"):
         list(src.frames(device="cpu", source_id=7))
-    assert src.frames_decoded == 0
+    assert src.decoded == 0

@@ -34,6 +34,7 @@ def test_all_measurements_print_every_field(clip, tmp_path, capsys):
         missing = [k for k in FIELDS if k not in r]
         assert not missing, (r["bench"], missing)
         assert r["streams"] == 2 and r["batch_size"] == 2 and r["device"].startswith("cpu")
+        assert r["host_cpu"] and r["host_cores"] >= 1        # the host beside the device, every line
         assert r["frames"] >= 20 and r["fps"] > 0 and r["wall_s"] > 0      # 10 frames x 2 streams at least
         assert r["cpu_cores"] >= 0 and r["latency_p95_ms"] >= r["latency_p50_ms"] >= 0
         assert r["h2d_per_frame"] == 0 and r["image_copies_per_frame"] == 0   # no device on the CPU
@@ -43,6 +44,7 @@ def test_all_measurements_print_every_field(clip, tmp_path, capsys):
     assert e["mux_size"] == [160, 96] and e["objects_per_frame"] >= 0
     assert set(e["breakdown_ms_per_batch"]) >= {"collect", "assemble", "detect", "track", "sink", "other"}
     summary = lines[4]
+    assert summary["host_cpu"] == d["host_cpu"] and summary["host_cores"] == d["host_cores"]
     assert summary["E_over_D"] == pytest.approx(e["fps"] / d["fps"], abs=0.001)
     assert out.read_text().splitlines() == [json.dumps(r) for r in lines]
 

@@ -86,7 +86,7 @@ def test_overrides(tmp_path):
     ("sources: [{file: {path: a.mp4, decoder: gpu}}]\n", "sources[0].file.decoder",
      "expected 'auto' | 'nvdec' | 'ffmpeg', got \"gpu\""),
     ("sources: [{file: a.mp4}]\nsinks: [{video: {path: v.mp4, size: [640, x]}}]\n", "sinks[0].video.size",
-     'expected [int, int] | list[int], got [640, "x"]'),
+     'expected [int, int] | list[int] | null, got [640, "x"]'),
     ("sources: [{file: a.mp4}]\nqueue_size: 0\n", "queue_size", "expected >= 1, got 0"),
     ("sources: [{file: a.mp4}]\nstrict: 'no'\n", "strict", 'expected bool, got "no"'),
     ("sources: [{file: a.mp4}]\ntorch_threads: 2.5\n", "torch_threads", "expected int | null, got 2.5"),
@@ -206,7 +206,7 @@ def test_models_checked_before_start(tmp_path, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    assert "pip install vidflow[onnx]" in err("m.onnx")
+    assert "pip install 'vidflow[onnx]'" in err("m.onnx")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: the 'is a file' case covers the check")

@@ -104,3 +104,38 @@ def test_annotate_empty_and_validation():
     assert Annotate()(b) is b and b.images.eq(0).all()
     with pytest.raises(ValueError, match="scale"):
         Annotate(scale=0)
+
+
+def _dense_batch(n=12):
+    """n boxes in one frame, each 6 px below the last: captions above each box would overlap."""
+    from vidflow.batch import Batch, FrameInfo, Objects
+
+    y = torch.arange(n, dtype=torch.float32) * 6 + 20
+    bbox = torch.stack([torch.full((n,), 30.0), y, torch.full((n,), 150.0), y + 40], 1)
+    objs = Objects.create(frame_idx=torch.zeros(n, dtype=torch.int64), bbox=bbox,
+                          confidence=torch.linspace(0.9, 0.5, n), class_id=torch.zeros(n, dtype=torch.int64),
+                          object_id=torch.arange(n))
+    return Batch(images=torch.zeros(1, 3, 240, 320, dtype=torch.uint8), frames=(FrameInfo(0, 0, 0.0),),
+                 objects=objs, labels={"objects": ("box",)})
+
+
+def _overlaps(pos, shown, texts, scale=1):
+    gh, pad = 8 * scale, scale
+    rects = [(x - pad, y - pad, x + text_size(t, scale)[0] + pad, y + gh + pad)
+             for (x, y), k, t in zip(pos.tolist(), shown, texts) if k]
+    return sum(not (a[2] <= b[0] or a[0] >= b[2] or a[3] <= b[1] or a[1] >= b[3])
+               for i, a in enumerate(rects) for b in rects[i + 1:])
+
+
+def test_captions_avoid_each_other_in_dense_scenes():
+    b = _dense_batch()
+    ann = Annotate(scale=1)
+    texts = ann.captions(b)
+    pos, shown = ann.layout(b, texts)
+    assert _overlaps(pos, shown, texts) == 0
+    assert sum(shown) >= 6 and shown[0]                       # the most confident always gets a spot
+    fixed = Annotate(scale=1, avoid=False)
+    pos2, shown2 = fixed.layout(b, texts)
+    assert all(shown2) and _overlaps(pos2, shown2, texts) > 5     # the old placement: a pile-up
+    img = ann(b).images
+    assert img.any()                                           # drawn

@@ -29,7 +29,7 @@ def test_enrol_search_remove_in_memory():
     assert sim.shape == (3, 2) and sim[0, 0] > 0.99 and (sim[:, 0] >= sim[:, 1]).all()
     assert g.remove("a") and not g.remove("a")
     idx, sim = g.search(q, k=2)
-    assert idx[:, 0].tolist() == [0, 0, 0] and idx[:, 1].tolist() == [-1, -1, -1]
+    assert idx[:, 0].tolist() == [1, 1, 1] and idx[:, 1].tolist() == [-1, -1, -1]   # b keeps its id
     assert torch.isinf(sim[:, 1]).all()
     with pytest.raises(ValueError, match="D=4"):
         g.enrol("c", torch.ones(4))
@@ -192,3 +192,70 @@ def test_identities_from_one_camera_are_recognised_in_another():
     top1 = hits / total
     print(f"cross-camera top-1 {top1:.3f} over {total} visible objects")
     assert top1 >= 0.9
+
+
+def test_ids_are_stable_after_remove_and_restart(tmp_path):
+    db = tmp_path / "g.db"
+    with Gallery(db) as g:
+        assert [g.enrol(n, unit(*v)) for n, v in (("a", (1, 0, 0)), ("b", (0, 1, 0)), ("c", (0, 0, 1)))] == [0, 1, 2]
+        g.remove("b")
+        assert g.ids() == {"a": 0, "c": 2} and g.labels() == ("a", "", "c")
+        assert g.search(unit(0, 0, 1))[0].tolist() == [[2]]
+    with Gallery(db) as g2:                     # reopened: same ids; a new name never reuses 1
+        assert g2.ids() == {"a": 0, "c": 2}
+        assert g2.enrol("d", unit(1, 1, 0)) == 3
+        g2.remove("d")
+    with Gallery(db) as g3:
+        assert g3.enrol("e", unit(1, 0, 1)) == 4
+    mem = Gallery()
+    mem.enrol("x", unit(1, 0))
+    mem.remove("x")
+    assert mem.enrol("y", unit(0, 1)) == 1
+
+
+def test_identities_of_a_class_match_only_that_class():
+    g = Gallery()
+    g.enrol("box7", unit(1, 0), class_id=0)
+    g.enrol("disc3", unit(0.9, 0.1), class_id=1)
+    g.enrol("anything", unit(0, 1))            # no class: matches every class
+    v = torch.cat([unit(1, 0.05), unit(1, 0.05), unit(1, 0.05), unit(0.1, 1)])
+    b = _batch_with_vectors(v)
+    objs = b.objects.replace(class_id=torch.tensor([0, 1, 2, 2]))
+    out = Identify(g, threshold=0.5)(b.replace(objects=objs))
+    assert out.objects.attrs["identify.identity"].tolist() == [0, 1, -1, 2]   # only "anything" is a class 2 candidate
+    loose = Identify(g, threshold=0.5, match_class=False)(b.replace(objects=objs))
+    assert loose.objects.attrs["identify.identity"].tolist() == [0, 0, 0, 2]
+    with pytest.raises(ValueError, match="class 0"):
+        g.enrol("box7", unit(1, 0), class_id=1)
+
+
+def test_outputs_carry_identity_names(tmp_path):
+    from vidflow.sinks.jsonl import JsonlSink
+    from vidflow.tables import read_jsonl
+
+    g = Gallery()
+    for n, v in (("alice", (1, 0)), ("bob", (0, 1)), ("carol", (1, 1))):
+        g.enrol(n, unit(*v))
+    g.remove("alice")
+    out = Identify(g, threshold=0.9)(_batch_with_vectors(torch.cat([unit(0, 1), unit(1, 1), unit(1, 0)])))
+    col = out.to_pandas()["identify.identity"]
+    assert col.tolist()[:2] == ["bob", "carol"] and col.isna().tolist() == [False, False, True]
+    with JsonlSink(tmp_path / "o.jsonl") as s:
+        s.write(out)
+    rec = __import__("json").loads((tmp_path / "o.jsonl").read_text().splitlines()[0])
+    assert [o["attrs"]["identify.identity"] for o in rec["objects"]] == ["bob", "carol", None]
+    col = read_jsonl(tmp_path / "o.jsonl")["identify.identity"]
+    assert col.tolist()[:2] == ["bob", "carol"] and col.isna().tolist() == [False, False, True]
+
+
+def test_cli_list_shows_stable_ids_and_creates_nothing(tmp_path, capsys):
+    db, npy = str(tmp_path / "g.db"), str(tmp_path / "v.npy")
+    assert gallery_main(["list", "--db", db]) == 1 and not (tmp_path / "g.db").exists()
+    np.save(npy, np.ones((1, 4), np.float32))
+    for name in ("a", "b", "c"):
+        assert gallery_main(["add", name, "--db", db, "--vectors", npy]) == 0
+    assert gallery_main(["remove", "b", "--db", db]) == 0
+    capsys.readouterr()
+    assert gallery_main(["list", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "0\ta\t1 vector" in out and "2\tc\t1 vector" in out

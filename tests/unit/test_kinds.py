@@ -23,9 +23,9 @@ ENTRIES = [(sec, k, spec) for sec, table in kinds.KINDS.items() for k, spec in t
 # Keyword arguments whose docstring does not describe them yet. Those docstrings live in files other
 # helpers own in this wave (sources/, stages/detect.py, sinks/video.py); the list may only shrink:
 # the test fails when one of them gets documented and is still listed here.
-UNDOCUMENTED = {("file", "path"), ("synthetic", "seed"), ("synthetic", "live"), ("rtsp", "url"),
+UNDOCUMENTED = {("synthetic", "seed"), ("synthetic", "live"), ("rtsp", "url"),
                 ("detect", "iou"), ("detect", "max_det"), ("detect", "keep_input"), ("detect", "keep_output"),
-                ("detect", "agnostic"), ("detect", "backend"), ("detect", "name"), ("video", "name")}
+                ("detect", "agnostic"), ("detect", "backend"), ("video", "name")}
 
 
 @pytest.mark.parametrize("section,kind,spec", ENTRIES, ids=[f"{s}.{k}" for s, k, _ in ENTRIES])
@@ -156,3 +156,12 @@ def test_info_is_a_table(capsys):
     lines = out.splitlines()
     assert lines[0].startswith("vidflow ") and any(x.startswith("device ") for x in lines)
     assert "{" not in out   # not a raw dict
+
+
+def test_detector_head_names_are_the_heads_table():
+    import typing
+
+    from vidflow.heads.base import HEADS
+    from vidflow.stages.detect import HeadName
+
+    assert typing.get_args(HeadName) == HEADS

@@ -226,17 +226,30 @@ def test_overlap_gives_the_same_results_in_the_same_order(tmp_path):
         def close(self):
             pass
 
+    class Where:                             # which thread ran which stage (observers run there)
+        def __init__(self):
+            self.seen = set()
+
+        def on_stage(self, stage, n, seconds):
+            self.seen.add((stage, threading.current_thread().name))
+
     from vidflow.stages.detect import Detector
     outs = {}
     for overlap in (False, True):
-        ev = Events()
+        ev, where = Events(), Where()
         path = tmp_path / f"o{overlap}.jsonl"
         pipe = Pipeline([FakeSource(23), FakeSource(9), FakeSource(17)], Muxer(batch_size=4),
                         [Detector(FakeEngine(outputs={"output0": (7, 16)}), conf=0.1), Tracker()], [JsonlSink(str(path)), ev],
-                        device="cpu", overlap=overlap)
-        tail = pipe._tail_stages                                                   # noqa: SLF001
-        assert [getattr(t, "half", None) for t in tail] == ["finish", None] and isinstance(tail[1], Tracker)
+                        device="cpu", overlap=overlap, observers=[where])
         got = sum(len(b) for b in pipe)
+        main = threading.current_thread().name
+        stages = {s for s, _ in where.seen if not s.startswith("muxer.")}
+        if overlap:     # the detector is cut: launch on the main thread, finish and the tracker on the tail
+            assert stages == {"detect.launch", "detect.finish", "track"}
+            assert {t for s, t in where.seen if s in ("detect.finish", "track")} == {"vidflow-tail"}
+            assert {t for s, t in where.seen if s == "detect.launch"} == {main}
+        else:
+            assert stages == {"detect", "track"} and {t for _, t in where.seen} == {main}
         # batch composition depends on thread timing; each frame's line must not
         outs[overlap] = (sorted(path.read_text().splitlines()), got)
         for sid, n in ((0, 23), (1, 9), (2, 17)):
@@ -292,47 +305,3 @@ def test_overlap_split_detector_errors_and_early_break():
         if got == 3:
             break
     assert sink.closed and pipe.summary.sources[0].state == "stopped"
-
-
-def test_warmup_freezes_the_collector_for_the_run_only():
-    import gc
-
-    class Warm:
-        name = "warm"
-
-        def __init__(self):
-            self.calls = []
-
-        def warmup(self, batch_size, device):
-            self.calls.append((batch_size, device.type))
-
-        def __call__(self, batch):
-            assert gc.get_freeze_count() > 0            # frozen while the loop runs
-            return batch
-
-    w = Warm()
-    Pipeline([FakeSource(5)], Muxer(batch_size=3), [w], [MemorySink()], device="cpu", warmup=True).run()
-    assert w.calls == [(3, "cpu")] and gc.get_freeze_count() == 0
-
-
-def test_warmup_freezes_even_after_an_earlier_freeze():
-    """Something froze a few objects before the run: the pipeline still freezes what is alive at
-    its start (else every full collection walks all of torch again)."""
-    import gc
-
-    gc.freeze()
-    before = gc.get_freeze_count()
-    keep = [[i] for i in range(5000)]                   # tracked objects created after that freeze
-    seen = []
-
-    def stage(batch):
-        seen.append(gc.get_freeze_count())
-        return batch
-
-    try:
-        Pipeline([FakeSource(4)], Muxer(batch_size=2), [stage], [MemorySink()], device="cpu", warmup=True).run()
-        assert seen and min(seen) >= before + len(keep)
-        assert gc.get_freeze_count() == 0               # the run's end thaws everything
-    finally:
-        gc.unfreeze()
-    del keep

@@ -20,7 +20,7 @@ import torch
 
 from .base import labels_from, size_from
 
-__all__ = ["load_model", "DEMO", "export_hint", "head_for"]
+__all__ = ["load_model", "DEMO", "export_hint", "head_for", "require_runtime"]
 
 DEMO = "demo"
 _TASK_HEAD = {"detect": "yolov8", "segment": "segment", "pose": "pose", "semantic": "semantic"}
@@ -32,6 +32,21 @@ def export_hint(path: str) -> str:
             f"Export it once: Ultralytics: `yolo export model={path} format=onnx` (or format=torchscript), "
             f"then model: {stem}.onnx; any nn.Module: torch.jit.trace(model, example).save('{stem}.torchscript') "
             f"or torch.onnx.export(...). See docs/MODELS.md.")
+
+
+def require_runtime(model: Any, backend: str | None = "auto") -> None:
+    """``ModuleNotFoundError`` with the exact install line when ``model`` is an ``.onnx`` file and
+    onnx / onnxruntime are missing (``backend="torch"`` needs onnx only): called where a stage is
+    built, so the hint comes before the first batch."""
+    if not isinstance(model, (str, os.PathLike)) or not os.fspath(model).lower().endswith(".onnx"):
+        return
+    import importlib.util
+
+    need = ("onnx",) if backend == "torch" else ("onnx", "onnxruntime")
+    missing = [m for m in need if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModuleNotFoundError(f"{os.fspath(model)}: ONNX models need the onnx extra: pip install 'vidflow[onnx]' "
+                                  f"(missing {', '.join(missing)})", name=missing[0])
 
 
 def _is_pickle_checkpoint(path: str) -> bool:
@@ -75,12 +90,7 @@ def load_model(model: Any, *, device: torch.device | str = "cpu", half: bool = F
             raise FileNotFoundError(f"model: file not found: {path!r} (or use model: demo)")
         low = path.lower()
         if low.endswith(".onnx"):
-            try:
-                import onnx  # noqa: F401
-                import onnxruntime  # noqa: F401
-            except ModuleNotFoundError as e:
-                raise ModuleNotFoundError(f"{path}: ONNX models need the onnx extra: "
-                                          f"pip install 'vidflow[onnx]' (missing {e.name})") from e
+            require_runtime(path, backend)
             kw["backend"] = backend
         elif low.endswith((".pt", ".pth", ".ckpt", ".bin")) and _is_pickle_checkpoint(path):
             raise ValueError(export_hint(path))

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..sources.base import SourceFrame
+from ..frame import SourceFrame
 
 __all__ = ["default_matrix", "nv12_to_rgb", "to_rgb", "convert_into", "convert_batch_into", "yuv_coefficients",
            "triton_available"]

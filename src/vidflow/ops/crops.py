@@ -51,7 +51,7 @@ def _check(images: torch.Tensor, boxes: torch.Tensor, frame_idx: torch.Tensor, s
 
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, frame_idx: torch.Tensor, size: tuple[int, int], *,
-                method: Method = "auto") -> torch.Tensor:
+                method: Method = "auto", clip: bool = True) -> torch.Tensor:
     """Crops of ``images`` resized to ``size``.
 
     Args:
@@ -60,6 +60,9 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, frame_idx: torch.Tens
         frame_idx: ``[N]`` int64, which image each box is in.
         size: output ``(w, h)``.
         method: ``"auto"`` (roi_align when torchvision imports, else gather), ``"roi_align"``, ``"gather"``.
+        clip: clip the boxes to the image first (default). ``clip=False`` samples a box reaching
+            beyond the image as it is (the ROI letterbox does, and overwrites those pixels); samples
+            outside the image are edge values (gather) or 0 more than a pixel out (roi_align).
 
     Returns:
         ``[N,3,h,w]`` float32 on ``images.device``, values in the images' range (0..255 for uint8).
@@ -73,7 +76,9 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, frame_idx: torch.Tens
         return torch.zeros(0, 3, h, w, dtype=torch.float32, device=dev)
     H, W = images.shape[2], images.shape[3]
     lim = torch.tensor([W, H, W, H], dtype=torch.float32, device=dev)
-    b = torch.minimum(boxes.to(dev, torch.float32).clamp(min=0), lim)
+    b = boxes.to(dev, torch.float32)
+    if clip:
+        b = torch.minimum(b.clamp(min=0), lim)
     fi = frame_idx.to(dev, torch.int64)
     if method == "auto":
         method = "roi_align" if have_roi_align() else "gather"

@@ -234,14 +234,19 @@ class Annotate:
     ``batch.labels["objects"]``, else the class id); ``ids``: ``#<object_id>`` for tracked
     objects; ``identities``: the name from ``objects.attrs["<identity>.identity"]`` (or ``".label"``) and
     ``batch.labels[identity]`` (ids < 0 mean unknown and draw nothing). ``thickness`` defaults
-    to the image height / 240, ``scale`` to height / 360 (at least 1). Reads the object table to
-    the host once per batch (to build the caption strings).
+    to the image height / 240, ``scale`` to height / 360 (at least 1: 8 px glyphs, the
+    smallest legible). ``avoid``: captions do not overlap each other: each takes the first free
+    spot of above / inside the top / below / inside the bottom of its box, the most confident
+    first, and one with no free spot is not drawn (its box is); ``avoid=False`` puts every
+    caption above its box. ``masks`` / ``keypoints``: draw instance masks (translucent,
+    ``alpha``) and keypoints scoring at least ``kpt_conf``. Reads the object table to the host
+    once per batch (to build the caption strings and place them).
     """
 
     def __init__(self, *, labels: bool = True, ids: bool = True, identities: bool = True,
                  identity: str = "identify", thickness: int | None = None, scale: int | None = None,
                  masks: bool = True, keypoints: bool = True, alpha: float = 0.45, kpt_conf: float = 0.5,
-                 name: str = "draw") -> None:
+                 avoid: bool = True, name: str = "draw") -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.masks, self.keypoints, self.alpha, self.kpt_conf = bool(masks), bool(keypoints), float(alpha), float(kpt_conf)
@@ -251,6 +256,7 @@ class Annotate:
             raise ValueError(f"scale must be an integer >= 1 or None, got {scale!r}")
         self.labels, self.ids, self.identities, self.identity = labels, ids, identities, identity
         self.thickness, self.scale, self.name = thickness, scale, name
+        self.avoid = bool(avoid)
 
     def captions(self, batch: Batch) -> list[str]:
         """The caption of each object of ``batch`` (one host transfer)."""
@@ -308,17 +314,42 @@ class Annotate:
             _rects(canvas, r, fid, color_id[obj], side, side)
         texts = self.captions(batch)
         if any(texts):
-            gh = _font.GLYPH_H * scale
-            pad = scale
-            # caption above the box, or inside it when there is no room above
-            y = boxes[:, 1] - gh - pad
-            y = torch.where(y < pad, boxes[:, 1].clamp(min=0) + pad, y)
-            tw = torch.tensor([text_size(t, scale)[0] for t in texts], dtype=torch.float32).to(dev)
-            x = torch.minimum((boxes[:, 0] + pad).clamp(min=pad), batch.images.shape[3] - tw - pad)
-            pos = torch.stack([x.clamp(min=0), y], 1)
+            pos, shown = self.layout(batch, texts, boxes, scale)
+            keep = torch.tensor(shown, dtype=torch.bool).to(dev)
             bw = canvas.add_colors(torch.tensor([[0, 0, 0], [255, 255, 255]], dtype=torch.uint8, device=dev))
             luma = colors.float() @ torch.tensor([0.299, 0.587, 0.114], device=dev)
             fg = bw + (luma < 140).long()  # white text on dark boxes, black on light ones
-            _text(canvas, texts, pos, objs.frame_idx, fg, color_id, scale, pad)
+            if all(shown):
+                _text(canvas, texts, pos.to(dev), objs.frame_idx, fg, color_id, scale, scale)
+            elif any(shown):
+                _text(canvas, [t for t, k in zip(texts, shown) if k], pos.to(dev)[keep], objs.frame_idx[keep],
+                      fg[keep], color_id[keep], scale, scale)
         canvas.apply()
         return batch
+
+    def layout(self, batch: Batch, texts: Sequence[str], boxes: torch.Tensor | None = None,
+               scale: int | None = None) -> tuple[torch.Tensor, list[bool]]:
+        """Where each caption goes: top-left ``[N,2]`` in image pixels (CPU) and whether it is
+        drawn (see ``avoid``). ``boxes``: the objects' boxes in image pixels (default: mapped
+        from the batch)."""
+        from ._placement import place_captions
+
+        objs = batch.objects
+        if boxes is None:
+            boxes = batch.source_to_image(objs.bbox, objs.frame_idx)
+        h, w = batch.images.shape[2], batch.images.shape[3]
+        scale = scale or self.scale or max(1, round(h / 360))
+        gh, pad = _font.GLYPH_H * scale, scale
+        host = torch.cat([boxes.float(), objs.confidence[:, None], objs.frame_idx[:, None].float()], 1).cpu()
+        widths = [float(text_size(t, scale)[0]) for t in texts]
+        if self.avoid:
+            order = sorted(range(len(texts)), key=lambda i: -float(host[i, 4]))
+            pos, shown = place_captions(host[:, :4].tolist(), host[:, 5].long().tolist(), widths, order,
+                                        height=gh, pad=pad, image_w=w, image_h=h)
+            shown = [k and bool(t) for k, t in zip(shown, texts)]
+            return torch.tensor(pos, dtype=torch.float32).reshape(-1, 2), shown
+        # caption above the box, or inside it when there is no room above
+        y = host[:, 1] - gh - pad
+        y = torch.where(y < pad, host[:, 1].clamp(min=0) + pad, y)
+        x = torch.minimum((host[:, 0] + pad).clamp(min=pad), w - torch.tensor(widths) - pad)
+        return torch.stack([x.clamp(min=0), y], 1), [bool(t) for t in texts]

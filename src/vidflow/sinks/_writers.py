@@ -14,7 +14,7 @@ import torch
 
 from ..errors import SinkError
 
-__all__ = ["nvenc_available", "rgb_to_nv12", "PyAvWriter", "NvencWriter", "CODECS"]
+__all__ = ["nvenc_available", "rgb_to_nv12", "PyAvWriter", "NvencWriter", "CODECS", "complete_mp4_end"]
 
 _CODECS = {"h264": ("libx264", "h264"), "hevc": ("libx265", "hevc")}
 CODECS = _CODECS
@@ -44,6 +44,37 @@ def nvenc_available() -> bool:
     t.start()
     t.join(timeout=30)
     return bool(result and result[0])
+
+
+def complete_mp4_end(path: str | os.PathLike) -> int:
+    """Where a fragmented MP4 stops being whole: the end of its last complete ``moof`` + ``mdat``
+    pair (or of the ``moov`` before any fragment; 0 without one). Cutting the file there leaves
+    one that opens and decodes to its last complete fragment (a write that failed part-way, a
+    full disk, leaves a torn fragment that stops decoders with "Invalid data")."""
+    good = offset = 0
+    moov = moof = False
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        while offset + 8 <= size:
+            f.seek(offset)
+            head = f.read(16)
+            n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if n == 1 and len(head) == 16:
+                n = int.from_bytes(head[8:16], "big")
+            if n < 8 or offset + n > size:          # torn (or to-end-of-file) box: the file ends here
+                break
+            offset += n
+            if kind == b"moov":
+                moov, good = True, offset
+            elif kind == b"moof":
+                moof = True
+            elif kind == b"mdat" and moov and moof:
+                moof, good = False, offset
+            elif kind in (b"ftyp", b"free", b"skip") and not moov:
+                pass
+            elif kind == b"mfra" and not moof:
+                good = offset
+    return good if moov else 0
 
 
 class _PyAvWriter:
@@ -81,8 +112,39 @@ class _PyAvWriter:
             self.stream.time_base = self._TB
         self.n = 0
         self._last = None
+        self.path, self.fragmented, self.failed = path, fragmented, False
+
+    def _salvage(self) -> None:
+        """After a failed write: close what can be closed, then cut a torn last fragment off."""
+        self.failed = True
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - the disk may still be full; the cut below matters
+            pass
+        self._cut()
+
+    def _cut(self) -> int:
+        """Cut the file back to its last complete fragment (FFmpeg does not always report a
+        write that failed part-way, e.g. the trailer on a full disk); returns the bytes cut."""
+        if not self.fragmented:
+            return 0
+        try:
+            end, size = complete_mp4_end(self.path), os.path.getsize(self.path)
+            if end < size:
+                os.truncate(self.path, end)
+                return size - end
+        except OSError:
+            pass
+        return 0
 
     def write(self, rgb: np.ndarray, pts: float = 0.0) -> None:
+        try:
+            self._write(rgb, pts)
+        except BaseException:
+            self._salvage()
+            raise
+
+    def _write(self, rgb: np.ndarray, pts: float) -> None:
         import av
 
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709")
@@ -99,9 +161,19 @@ class _PyAvWriter:
             self.container.mux(p)
 
     def close(self) -> None:
-        for p in self.stream.encode(None):
-            self.container.mux(p)
-        self.container.close()
+        if self.failed:
+            return
+        try:
+            for p in self.stream.encode(None):
+                self.container.mux(p)
+            self.container.close()
+        except BaseException:
+            self._salvage()
+            raise
+        cut = self._cut()
+        if cut:
+            raise SinkError(f"{self.path}: the end of the file could not be written (disk full?); "
+                            f"cut back to its last complete fragment ({cut} bytes removed)")
 
 
 class _NvencWriter:

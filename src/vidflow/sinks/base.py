@@ -20,6 +20,8 @@ of its own behind a bounded queue. Declared behaviour:
   dropped and counted while the pipeline and the other sinks keep going; ``close()`` then raises
   the :class:`~vidflow.errors.SinkError`, so the run still ends with the error reported.
   ``on_error="stop"``: the error is raised from the next ``write`` (the pipeline stops).
+- ``abort()`` (a stop that cannot wait, e.g. a second Ctrl-C): the queued writes are dropped and
+  counted; ``close()`` then only finishes the item being written and closes the files.
 """
 
 from __future__ import annotations
@@ -163,6 +165,21 @@ class ThreadedSink:
             self._raised = True
             raise self._error
 
+    def abort(self) -> int:
+        """Drop every queued write (counted in ``stats()["dropped"]``), so that ``close()`` only
+        finishes the item in progress and closes the files. Returns how many were dropped."""
+        with self._cv:
+            keep = [x for x in self._q if x[0] != _WRITE]
+            n = len(self._q) - len(keep)
+            self._q.clear()
+            self._q.extend(keep)
+            self._dropped += n
+            self._cv.notify_all()
+        if n:
+            log.warning("sink %s: %d queued batch(es) dropped to stop now", self.name, n,
+                        extra={"sink": self.name, "dropped": n})
+        return n
+
     def close(self) -> None:
         """Drain the queue, run :meth:`_finish`, join the worker. Raises the sink's error, if any
         (once). Idempotent."""
@@ -212,7 +229,8 @@ class ThreadedSink:
             if self._error is None:
                 self._error = err
                 log.error("sink %s failed (%s): %s", self.name,
-                          "isolated, the pipeline goes on" if self.on_error == "isolate" else "stopping", err)
+                          "isolated, the pipeline goes on" if self.on_error == "isolate" else "stopping", err,
+                          extra={"sink": self.name, "state": "failed", "on_error": self.on_error})
             self._cv.notify_all()
 
     def _run(self) -> None:

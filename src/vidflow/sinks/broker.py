@@ -61,7 +61,10 @@ def make_transport(spec: str | Transport, **kw: Any) -> Transport:
 
 
 class BrokerSink(ThreadedSink):
-    """Args:
+    """Publish every frame's record (or per-track events) to a message broker through a transport,
+    with a bounded spool that keeps what the broker has not acknowledged.
+
+    Args:
         transport: a :class:`~vidflow.sinks.transports.Transport` or its kind (then ``options``
             are its keyword arguments, e.g. ``{"host": "broker", "qos": 1}``).
         encoder: an encoder name (``sinks.encoders.ENCODERS``) or object; ``encoder_options``
@@ -74,6 +77,7 @@ class BrokerSink(ThreadedSink):
         retry_s: first and largest wait between reconnects.
         drain_timeout_s: how long ``close`` waits for the spool to empty before leaving the rest
             (kept on disk with a disk spool; counted as ``unsent`` otherwise).
+        name: the sink's name in the summary and logs (default: the transport's kind).
         queue_size / when_full / on_error: see :class:`~vidflow.sinks.base.ThreadedSink`.
     """
 

@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 from .. import __version__
-from .records import OBJECT_PREFIX, HostFrames, _is_mask, encode_array, label_names
+from .records import OBJECT_PREFIX, HostFrames, _is_mask, encode_array, identity_names, label_names
 
 __all__ = ["Encoder", "V1Encoder", "MsgpackEncoder", "JsonlEncoder", "DeepStreamMinimalEncoder",
            "DeepStreamFullEncoder", "make_encoder", "ENCODERS", "SCHEMA"]
@@ -191,6 +191,11 @@ class JsonlEncoder:
                 vals = np.asarray(label_names(v, frames.labels[stage]), dtype=object) if stage in frames.labels else v
             elif k.startswith(OBJECT_PREFIX):
                 key, vals = k[len(OBJECT_PREFIX):], v
+                named = identity_names(key, vals[..., 0] if vals.ndim == 3 and vals.shape[2] == 1 else vals,
+                                       frames.labels)
+                if named is not None:          # identify's ids -> the gallery's names
+                    extra[key] = named.tolist()
+                    continue
             else:
                 continue
             per = int(np.prod(vals.shape[2:])) if vals.ndim > 2 else 1

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
+from .._preflight import warn_low_space
 from ..batch import Batch
 from ..errors import SinkError
 from .base import ThreadedSink
@@ -54,6 +54,7 @@ class JsonlSink(ThreadedSink):
         attrs: include per-object attributes (embeddings, classifier labels...).
         decimals: rounding of box coordinates (``format="jsonl"`` only).
         warn_free_bytes: warn when the disk holding ``path`` has less free space at start.
+        name: the sink's name in the summary and logs.
         queue_size / when_full / on_error: see :class:`~vidflow.sinks.base.ThreadedSink`.
     """
 
@@ -91,13 +92,7 @@ class JsonlSink(ThreadedSink):
             except OSError as e:
                 raise SinkError(f"{self.name}: cannot open {self.path}: {e}") from e
             self._bytes = os.fstat(self._fd).st_size
-            try:
-                free = shutil.disk_usage(self.path.parent).free
-            except OSError:
-                free = None
-            if free is not None and free < self.warn_free_bytes:
-                log.warning("%s: only %.1f MB free on the disk of %s (warning threshold %.1f MB)", self.name,
-                            free / 1e6, self.path, self.warn_free_bytes / 1e6)
+            warn_low_space(self.path, self.warn_free_bytes)
         return self._fd
 
     def _write_lines(self, payloads: list[bytes]) -> None:

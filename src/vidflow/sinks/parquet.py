@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 
 
 class ParquetSink(ThreadedSink):
+    """One row per object (flat columns) plus the frame's columns, to a Parquet file (pyarrow).
+
+    Args:
+        path: output file (parent folders created).
+        attrs: include per-object attributes as columns (embeddings as list columns).
+        row_group_rows: rows buffered per Parquet row group.
+        compression: Parquet codec (``"zstd"``, ``"snappy"``, ``"gzip"``, ``"none"``).
+        frames_without_objects: also write one row (object columns null) for a frame without objects.
+        name: the sink's name in the summary and logs.
+        queue_size / when_full / on_error: see :class:`~vidflow.sinks.base.ThreadedSink`.
+    """
+
     def __init__(self, path: str | os.PathLike, *, attrs: bool = True, row_group_rows: int = 65_536,
                  compression: str = "zstd", frames_without_objects: bool = False, queue_size: int = 8,
                  when_full: Literal["block", "drop_oldest"] = "block",

@@ -27,7 +27,7 @@ from ..batch import Batch
 from ..translate import to_columns
 
 __all__ = ["HostFrames", "host_frames", "encode_array", "decode_array", "rle_encode", "rle_decode",
-           "label_names", "OBJECT_PREFIX", "FRAME_PREFIX"]
+           "label_names", "identity_names", "OBJECT_PREFIX", "FRAME_PREFIX"]
 
 OBJECT_PREFIX = "infer-tensor-object-"
 FRAME_PREFIX = "infer-tensor-frame-"
@@ -118,6 +118,18 @@ def label_names(ids: np.ndarray, names: tuple[str, ...]) -> list[str]:
         bad = ~ok
         out[bad] = [str(int(x)) for x in ids[bad]]
     return out.tolist()
+
+
+def identity_names(key: str, ids: np.ndarray, labels: Mapping[str, tuple[str, ...]]) -> np.ndarray | None:
+    """For an ``"<stage>.identity"`` attribute whose stage put its id -> name table in the batch's
+    labels (the ``identify`` stage): the names (None where unknown, id < 0), else None."""
+    stage, _, what = key.rpartition(".")
+    names = labels.get(stage)
+    if what != "identity" or names is None or ids.dtype.kind not in "iu":
+        return None
+    out = np.asarray(label_names(ids, names), dtype=object)
+    out[(ids < 0) | (ids >= len(names))] = None
+    return out
 
 
 # ---- attribute codecs -----------------------------------------------------------------------

@@ -12,8 +12,9 @@ file of the same duration; ``fps=`` forces a constant rate), each file has its s
 (a frame the muxer scaled up is scaled back down; ``upscale=True`` keeps the batch size), captions stay legible (glyphs >= 8 px in the file,
 placed apart: ``sinks/_labels.py``), the aspect ratio is kept (letterboxed cells in the mosaic), and the mosaic's cells have the size of
 the largest source, capped at ``max_size``. Output is fragmented MP4 (a keyframe and fragment
-every ``keyframe_s``): a killed process leaves a file that plays up to its last fragment;
-``close()`` finalises it. yuv420p, BT.709 limited range, tagged as such.
+every ``keyframe_s``): a killed process leaves a file that plays up to its last fragment, a
+failed write (a full disk) cuts the torn last fragment off, so the file still opens and decodes;
+``close()`` finalises it. A disk with less than 1 GiB free gets a warning when a file is opened. yuv420p, BT.709 limited range, tagged as such.
 
 The encoder is NVENC through PyNvVideoCodec when ``encoder="nvenc"`` (or ``"auto"`` and the GPU
 has one: :func:`nvenc_available`), else FFmpeg's libx264/libx265 through PyAV.
@@ -30,6 +31,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from .._preflight import warn_low_space
 from ..batch import Batch
 from ..errors import SinkError
 from ._writers import CODECS, NvencWriter, PyAvWriter, nvenc_available, rgb_to_nv12
@@ -50,7 +52,8 @@ class VideoSink(ThreadedSink):
 
     ``path``: with ``tiled=True`` the output file; with ``tiled=False`` a folder (one
     ``<source_id>.mp4`` per source) or a pattern containing ``{source_id}``. ``fps``: ``None``
-    (default) follows the sources' timestamps; a number forces that constant rate. ``size``:
+    (default) follows the sources' timestamps; a number forces that constant rate. ``rows`` / ``cols``:
+    the mosaic's grid (give both or neither; default: the smallest square grid). ``size``:
     mosaic ``(width, height)``; ``None`` = cells of the largest source's size, capped at
     ``max_size``. ``upscale``: keep frames the muxer scaled up at the batch size (default: back
     to the source's size). ``draw``: draw boxes and captions on a copy first (leave False when an
@@ -58,7 +61,8 @@ class VideoSink(ThreadedSink):
     id), time (wall clock when known, else pts) and measured fps on each frame or cell.
     ``codec``: ``"h264"`` / ``"hevc"``; ``bitrate`` bits/s; ``encoder``: ``"auto"`` | ``"nvenc"``
     | ``"pyav"``; ``keyframe_s``: fragment length; ``fragmented=False`` writes a classic MP4
-    (not playable after a kill). ``queue_size``: batches waiting for the encoder.
+    (not playable after a kill). ``queue_size``: batches waiting for the encoder; ``when_full`` /
+    ``on_error``: see :class:`~vidflow.sinks.base.ThreadedSink`.
     """
 
     def __init__(self, path: str | os.PathLike, *, fps: float | None = None, tiled: bool = True,
@@ -257,6 +261,8 @@ class VideoSink(ThreadedSink):
             if wr is None:
                 h, w = (arr.shape[0] * 2 // 3, arr.shape[1]) if self._nvenc else arr.shape[:2]
                 cls = NvencWriter if self._nvenc else PyAvWriter
+                self.files[key].parent.mkdir(parents=True, exist_ok=True)
+                warn_low_space(self.files[key].parent)
                 wr = self._writers[key] = cls(self.files[key], w, h, self.fps or 30.0, self.codec, self.bitrate,
                                               fragmented=self.fragmented, keyframe_s=self.keyframe_s,
                                               timing="rate" if self.fps else "pts")

@@ -9,42 +9,34 @@ import torch
 
 from ..batch import Batch, Objects
 from ..heads.base import HeadResult
-from ..ops.geometry import Placement, clip_boxes, input_to_image
+from ..ops.roi import Views, merge_index
 
-__all__ = ["build", "content_boxes"]
-
-
-def content_boxes(batch: Batch, place: Placement, out_hw: tuple[int, int], in_hw: tuple[int, int]) -> torch.Tensor:
-    """``[B, 4]``: where each frame's whole source lies in a model output map of ``out_hw``
-    (h, w) pixels, for a model input of ``in_hw`` (prototypes, logits)."""
-    b = len(batch)
-    fi = torch.arange(b, device=batch.device)
-    wh = batch.source_sizes()
-    src = torch.cat([torch.zeros_like(wh), wh], 1)
-    img = batch.source_to_image(src, fi)
-    sx, sy = place.scale
-    inp = img * img.new_tensor([sx, sy, sx, sy]) + img.new_tensor([place.left, place.top, place.left, place.top])
-    gx, gy = out_hw[1] / in_hw[1], out_hw[0] / in_hw[0]
-    return inp * inp.new_tensor([gx, gy, gx, gy])
+__all__ = ["build"]
 
 
-def build(det: Any, batch: Batch, x: torch.Tensor, place: Placement,
+def build(det: Any, batch: Batch, x: torch.Tensor, views: Views,
           res: HeadResult) -> tuple[Objects, dict[str, torch.Tensor], dict[str, Any]]:
-    fi = res.frame_idx
-    sizes = batch.source_sizes()
-    boxes = batch.image_to_source(input_to_image(res.bbox, place), fi)
-    boxes = clip_boxes(boxes, sizes[fi])
+    """``res`` indexes model images (``views``: the batch's frames, or its ROI crops) -> objects
+    of the batch's frames in source pixels, clipped to the area each model image covers (the
+    frame, or the ROI); with ROI crops, objects of overlapping ROIs are merged (per-frame NMS)."""
+    mi = res.frame_idx
+    n = mi.shape[0]
+    corners = views.to_source(res.bbox.reshape(-1, 2), mi.repeat_interleave(2))
+    boxes = views.clip(corners, mi.repeat_interleave(2)).reshape(n, 4)
     ok = ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).nonzero().squeeze(1)
-    fi, boxes = fi[ok], boxes[ok]
+    if views.crops:
+        keep = merge_index(boxes[ok], res.confidence[ok], views.frame[mi[ok]], res.class_id[ok], det.iou,
+                           agnostic=det.agnostic)
+        ok = ok[keep]
+    mi, boxes = mi[ok], boxes[ok]
+    fi = views.frame[mi]
     extras = {k: v[ok] for k, v in res.extras.items()}
     labels: dict[str, Any] = {"objects": det._labels}
     keypoints = extras.pop("keypoints", None)
     if keypoints is not None:
         k, p, _ = keypoints.shape
-        xy = keypoints[..., :2].reshape(-1, 2)
-        fk = fi.repeat_interleave(p)
-        m = batch.image_to_source(input_to_image(xy.repeat(1, 2), place), fk)[:, :2]
-        m = torch.minimum(m.clamp(min=0), sizes[fk])
+        mk = mi.repeat_interleave(p)
+        m = views.clip(views.to_source(keypoints[..., :2].reshape(-1, 2).float(), mk), mk)
         keypoints = torch.cat([m.reshape(k, p, 2), keypoints[..., 2:].float()], -1)
         labels["keypoints"] = det.keypoint_names or _names(det.meta.get("kpt_names"), p)
         sk = det.skeleton or det.meta.get("skeleton")
@@ -53,10 +45,15 @@ def build(det: Any, batch: Batch, x: torch.Tensor, place: Placement,
     masks = None
     coeffs = extras.pop("mask_coeffs", None)
     if coeffs is not None and det.masks:
-        from ..ops.masks import assemble, proto_spans
+        from ..ops.masks import Masks, assemble, proto_spans
         protos = res.frame_extras["protos"]
-        content = content_boxes(batch, place, tuple(protos.shape[2:]), tuple(x.shape[2:]))
-        masks = assemble(protos, coeffs, fi, boxes, proto_spans(content), sizes)
+        content = views.content(tuple(protos.shape[2:]), tuple(x.shape[2:]))
+        # each model image's area is a source of its own (whole pixels): masks in area pixels,
+        # then moved to the frame
+        a0 = views.area[:, :2]
+        local = boxes - a0[mi].repeat(1, 2)
+        mk = assemble(protos, coeffs, mi, local, proto_spans(content), views.area[:, 2:] - a0)
+        masks = Masks(mk.data, mk.origin + a0[mi].round().long()) if views.crops else mk
     tensors: dict[str, torch.Tensor] = {}
     logits = res.frame_extras.get("class_logits")
     if logits is not None:
@@ -65,8 +62,13 @@ def build(det: Any, batch: Batch, x: torch.Tensor, place: Placement,
         if len(dims) != 1:
             raise ValueError(f"{det.name}: semantic class maps need frames of one source size per batch, "
                              f"got {sorted(dims)}")
-        content = content_boxes(batch, place, tuple(logits.shape[2:]), tuple(x.shape[2:]))
-        cmap, probs = class_maps(logits, content, dims.pop(), probabilities=det.probabilities)
+        size = dims.pop()
+        if views.crops:
+            cmap, probs = semantic_maps(logits, views, tuple(x.shape[2:]), size, len(batch),
+                                        probabilities=det.probabilities)
+        else:
+            content = views.content(tuple(logits.shape[2:]), tuple(x.shape[2:]))
+            cmap, probs = class_maps(logits, content, size, probabilities=det.probabilities)
         tensors[f"{det.name}.class_map"] = cmap
         if probs is not None:
             tensors[f"{det.name}.class_probs"] = probs
@@ -85,3 +87,30 @@ def _names(meta_names: Any, p: int) -> tuple[str, ...]:
     if isinstance(meta_names, (list, tuple)) and len(meta_names) == p:
         return tuple(str(n) for n in meta_names)
     return tuple(str(i) for i in range(p))
+
+
+def semantic_maps(logits: torch.Tensor, views: Views, in_hw: tuple[int, int], size: tuple[int, int], frames: int, *,
+                  probabilities: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class maps of ROI crops -> one map per frame at source resolution ``size=(W, H)``: each
+    crop's per-class probabilities cover its ROI; where ROIs overlap, the larger probability of
+    each class wins; pixels outside every ROI are class ``-1`` (probabilities 0)."""
+    from ..heads.semantic import class_maps
+
+    w, h = size
+    n = len(views)
+    whole = views.area.new_tensor([0.0, 0.0, float(w), float(h)]).expand(n, 4)
+    content = views.content(tuple(logits.shape[2:]), in_hw, box=whole)   # the frame in each crop's logits
+    _, probs = class_maps(logits, content, size, probabilities=True)     # [n, H, W, C]
+    assert probs is not None
+    a = views.area.to(probs.device)
+    xs = torch.arange(w, device=probs.device, dtype=torch.float32) + 0.5
+    ys = torch.arange(h, device=probs.device, dtype=torch.float32) + 0.5
+    inside = (((ys[None] >= a[:, 1:2]) & (ys[None] < a[:, 3:4]))[:, :, None]
+              & ((xs[None] >= a[:, 0:1]) & (xs[None] < a[:, 2:3]))[:, None, :])      # [n, H, W]
+    probs = torch.where(inside[..., None], probs, torch.full((), -1.0, device=probs.device))
+    out = torch.full((frames, h, w, probs.shape[3]), -1.0, device=probs.device)
+    flat = probs.reshape(n, -1)
+    out.view(frames, -1).scatter_reduce_(0, views.frame.to(probs.device)[:, None].expand_as(flat), flat, "amax")
+    best, cls = out.max(-1)
+    cmap = torch.where(best >= 0, cls, torch.full_like(cls, -1)).to(torch.int32)
+    return cmap, (out.clamp_(min=0) if probabilities else None)

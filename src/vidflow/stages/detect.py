@@ -16,23 +16,36 @@ metadata (Ultralytics exports carry ``task``), else ``yolov8``.
 ``["skeleton"]`` the keypoint names and skeleton (pose). With ``keep_input`` / ``keep_output``
 the preprocessed input ``"<name>.input" [B,3,H,W]`` and every raw output ``"<name>.<output>"``
 go into ``batch.tensors`` as they are (no copy).
+
+Regions of interest (``rois``, DeepStream's ``nvdspreprocess``): for the frames of a source with
+ROIs the model sees only the ROI crops, each letterboxed to the model input, all ROIs of all
+frames of the batch in one forward pass (frames of sources without ROIs: the whole frame, in the
+same pass). Objects come back in source pixels, clipped to their ROI; objects of overlapping
+ROIs are merged by per-frame class-aware NMS at ``iou``; nothing outside every ROI is reported.
+Masks and keypoints are mapped back the same way; a semantic head's class map is the ROIs'
+maps put together (the larger probability per class where ROIs overlap), ``-1`` outside every
+ROI. See :mod:`vidflow.ops.roi`.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 
-from ..batch import Batch, Objects
-from ..engines.load import DEMO, head_for, load_model
+from ..batch import Batch
+from ..engines.load import DEMO, head_for, load_model, require_runtime
 from ..heads.base import HEADS, Head, HeadResult
-from ..ops.geometry import clip_boxes, input_to_image, preprocess
+from ..ops.geometry import normalize, preprocess
+from ..ops.roi import Views, letterbox_crops, parse_rois, plan
 
 __all__ = ["Detector"]
+
+#: the head names a YAML may give (``heads.base.HEADS``)
+HeadName = Literal["yolov8", "yolov5", "end2end", "segment", "pose", "semantic"]
 
 
 class Detector:
@@ -47,10 +60,15 @@ class Detector:
     ``classes``: keep only these class ids. ``mean``/``std``: optional normalisation after
     scaling to 0..1. ``output``: which output to decode (default: the first 3-d one).
     ``masks=False`` skips instance masks of a segment head; ``kpt_shape``, ``keypoint_names``,
-    ``skeleton`` override the pose model's metadata.
+    ``skeleton`` override the pose model's metadata. ``probabilities=True`` keeps a semantic head's
+    per-class probabilities (``"<name>.class_probs"``) beside its class map.
+    ``rois``: regions of interest per source, ``{source_id: [[x1, y1, x2, y2], ...]}`` in source
+    pixels (YAML keys: the source ids, ints or strings); the model sees only these crops of that
+    source's frames (see the module text); not together with keep_input or keep_output
+    (the model's batch is then the crops, not the frames).
     """
 
-    def __init__(self, model: Any = DEMO, *, head: str | Head | None = None, format: str | None = None,
+    def __init__(self, model: Any = DEMO, *, head: HeadName | Head | None = None, format: HeadName | None = None,
                  size: Sequence[int] | int | None = None, conf: float | Sequence[float] = 0.25,
                  iou: float = 0.7, max_det: int = 300, labels: Sequence[str] | None = None, half: bool = False,
                  color: Literal["rgb", "bgr"] = "rgb", letterbox: bool = True, keep_input: bool = False,
@@ -59,6 +77,7 @@ class Detector:
                  output: str | None = None, backend: Literal["auto", "onnxruntime", "torch"] = "auto",
                  masks: bool = True, probabilities: bool = False, kpt_shape: Sequence[int] | None = None,
                  keypoint_names: Sequence[str] | None = None, skeleton: Sequence[Sequence[int]] | None = None,
+                 rois: Mapping[int | str, Sequence[tuple[int, int, int, int]]] | None = None,
                  name: str = "detect") -> None:
         if format is not None:
             warnings.warn("Detector(format=...) is now head=...", DeprecationWarning, stacklevel=2)
@@ -90,6 +109,12 @@ class Detector:
                 raise ValueError(f"size: expected [width, height] or an int, got {size!r}")
         if isinstance(model, (str, os.PathLike)) and os.fspath(model) != DEMO and not os.path.isfile(model):
             raise ValueError(f"model: file not found: {os.fspath(model)!r} (or use model: demo)")
+        require_runtime(model, backend)      # a missing [onnx] extra: said here, not at the first batch
+        self.rois = parse_rois(rois)
+        if self.rois and (keep_input or keep_output):
+            raise ValueError("keep_input / keep_output: not with rois (the model's batch is then the ROI crops, "
+                             "not the frames)")
+        self._plans: dict = {}
         self.model = model
         self.head = head
         self.size = size
@@ -175,24 +200,31 @@ class Detector:
         if self.engine is None or self._device != batch.device:
             self._load(batch.device)
         dtype = getattr(self.engine, "input_dtype", torch.float32)
-        x, place = preprocess(batch.images, self._size, mode="letterbox" if self.letterbox else "resize",
-                              color=self.color, mean=self.mean, std=self.std, dtype=dtype)
-        return batch, x, place, self.engine(x)
+        crops = plan(batch.frames, self.rois, batch.device, self._plans) if self.rois else None
+        if crops is None:
+            x, place = preprocess(batch.images, self._size, mode="letterbox" if self.letterbox else "resize",
+                                  color=self.color, mean=self.mean, std=self.std, dtype=dtype)
+            views = Views.full(place, batch.regions(), batch.source_sizes())
+        else:
+            x, views = letterbox_crops(batch.images, crops[0], crops[1], batch.regions(), batch.source_sizes(),
+                                       self._size, letterbox=self.letterbox)
+            x = normalize(x, mean=self.mean, std=self.std, color=self.color, dtype=dtype)
+        return batch, x, views, self.engine(x)
 
     def finish(self, pending: tuple) -> Batch:
         """The second half: decode the model's outputs with the head, map to source pixels."""
-        batch, x, place, outs = pending
+        batch, x, views, outs = pending
         if x.is_cuda:                 # made on the launching thread's stream, read on this one
             cur = torch.cuda.current_stream(x.device)
             for t in (x, *outs.values()):
                 t.record_stream(cur)
         if self.output is not None and self.output not in outs:
             raise ValueError(f"output: {self.output!r} is not an output of the model; it has {list(outs)}")
-        res = self._head(outs, len(batch))
+        res = self._head(outs, x.shape[0])
         if not isinstance(res, HeadResult):
             raise ValueError(f"{self.name}: the head returned {type(res).__name__}, expected a HeadResult")
         from ._detect_map import build
-        objs, tensors, labels = build(self, batch, x, place, res)
+        objs, tensors, labels = build(self, batch, x, views, res)
         if not labels.get("objects"):
             num = getattr(self._head, "num_classes", None)
             n = num(outs) if callable(num) else 0

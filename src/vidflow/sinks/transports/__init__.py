@@ -11,14 +11,10 @@ webhook    ``webhook.WebhookTransport``     stdlib urllib                  the U
 ========== ================================ ============================== =====================
 """
 
+from ...kinds import KINDS
 from .base import Transport, TransportUnavailable, import_client
 
 __all__ = ["Transport", "TransportUnavailable", "import_client", "TRANSPORTS"]
 
-TRANSPORTS = {
-    "mqtt": "vidflow.sinks.transports.mqtt:MqttTransport",
-    "kafka": "vidflow.sinks.transports.kafka:KafkaTransport",
-    "redis": "vidflow.sinks.transports.redis:RedisTransport",
-    "zmq": "vidflow.sinks.transports.zmq:ZmqTransport",
-    "webhook": "vidflow.sinks.transports.webhook:WebhookTransport",
-}
+#: transport kind -> class, from the one name table (``vidflow.kinds``)
+TRANSPORTS = KINDS["transports"]

@@ -13,6 +13,14 @@ __all__ = ["KafkaTransport"]
 
 
 class KafkaTransport:
+    """Kafka (confluent-kafka): records keyed by source, delivered when the broker acknowledges them.
+
+    Args:
+        bootstrap_servers: ``host:port[,host:port...]`` of the cluster.
+        config: further librdkafka producer settings (e.g. ``{"acks": "all"}``).
+        connect_timeout: seconds to wait for the cluster's metadata.
+    """
+
     name = "kafka"
     default_topic = "vidflow.frames"
 

@@ -23,6 +23,19 @@ _FATAL = {1, 2, 4, 5, 0x84, 0x85, 0x86, 0x87, 0x8C}
 
 
 class MqttTransport:
+    """MQTT (paho-mqtt): one message per record on ``topic``; QoS 1 waits for the broker's PUBACK.
+
+    Args:
+        host / port: the broker.
+        qos: 0 (at most once) or 1 (at least once: acknowledged before the spool forgets it).
+        username / password: broker credentials (never logged).
+        tls / ca_certs: TLS to the broker, with this CA bundle (default: the system's).
+        client_id: MQTT client id (empty: one the broker assigns).
+        keepalive: seconds between keep-alive pings.
+        connect_timeout: seconds to wait for the connection.
+        retain: publish with the retain flag.
+    """
+
     name = "mqtt"
     default_topic = "vidflow/{source_id}/frames"
 

@@ -12,6 +12,15 @@ __all__ = ["RedisTransport"]
 
 
 class RedisTransport:
+    """Redis Streams (redis-py): ``XADD`` per record to the stream named by the topic.
+
+    Args:
+        url: ``redis://[user:pass@]host:port/db`` (``rediss://`` for TLS); credentials are redacted.
+        maxlen: approximate cap on each stream's length (``None``: unbounded).
+        username / password: credentials, when not in the URL.
+        socket_timeout: seconds for each command.
+    """
+
     name = "redis"
     default_topic = "vidflow:{source_id}:frames"
 

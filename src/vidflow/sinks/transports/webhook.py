@@ -18,6 +18,15 @@ _FATAL = {400, 401, 403, 404, 405, 410, 413}
 
 
 class WebhookTransport:
+    """HTTP(S) POST of newline-delimited records to a URL (stdlib ``urllib``); 2xx acknowledges.
+
+    Args:
+        url: ``http(s)://...``, may contain ``{source_id}``; credentials in it are redacted in logs.
+        headers: extra request headers (e.g. an ``Authorization`` value).
+        timeout: seconds per request.
+        content_type: the ``Content-Type`` header of each request.
+    """
+
     name = "webhook"
 
     def __init__(self, url: str, *, headers: dict[str, str] | None = None, timeout: float = 5.0,

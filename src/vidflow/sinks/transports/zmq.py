@@ -14,6 +14,15 @@ __all__ = ["ZmqTransport"]
 
 
 class ZmqTransport:
+    """ZeroMQ (pyzmq): multipart ``[topic, record]`` messages on a PUSH or PUB socket.
+
+    Args:
+        endpoint: ``tcp://host:port`` (or ``ipc://...``).
+        socket: ``"push"`` (load-balanced to pullers, blocks when none) or ``"pub"`` (fan-out, drops when none).
+        bind: bind the endpoint instead of connecting to it.
+        hwm: the socket's high-water mark (messages queued per peer).
+    """
+
     name = "zmq"
     default_topic = "vidflow/{source_id}/frames"
 

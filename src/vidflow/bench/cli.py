@@ -26,7 +26,12 @@ garbage collector's pauses, and from a
 ``--copy-seconds`` window under ``torch.profiler`` (CUPTI memcpy records of every thread):
 ``h2d_per_frame``, ``d2h_per_frame``, their bytes, and ``image_copies_per_frame`` (host<->device
 copies of >= 100 kB: an image, never boxes). E also reports ``breakdown_ms_per_batch``: time per
-batch in each part of the main loop, with the device synchronised at their boundaries.
+batch in each part of the loop, with the device synchronised at their boundaries (the pipeline's
+observers: ``vidflow.observe``). Every line names the host's CPU beside the device
+(``host_cpu``, ``host_cores``, ``host_cpu_mhz``): post-processing runs there.
+
+Modules: ``cli`` (arguments, the plan, the lines), ``meters`` (the timed window, copies, the
+host), ``workloads`` (D, M, B), ``pipe`` (E, through the pipeline's public API only).
 """
 
 from __future__ import annotations
@@ -41,11 +46,13 @@ from typing import Any
 
 import torch
 
-from ._bench_work import _copies, _Decode, _DecodeProcs, _Model, _Naive, _Pipe, _Window, _Work
+from .meters import host_cpu, measure
+from .pipe import PipeWork
+from .workloads import Decode, DecodeProcs, Model, Naive
 
 __all__ = ["main", "make_bench_clip", "FIELDS"]
 
-FIELDS = ("bench", "streams", "batch_size", "device", "model", "frames", "wall_s", "fps", "fps_per_stream",
+FIELDS = ("bench", "streams", "batch_size", "device", "host_cpu", "host_cores", "host_cpu_mhz", "model", "frames", "wall_s", "fps", "fps_per_stream",
           "cpu_cores", "gpu_alloc_peak_mb", "gpu_used_peak_mb", "rss_peak_mb", "latency_p50_ms", "latency_p95_ms",
           "h2d_per_frame", "d2h_per_frame", "h2d_bytes_per_frame", "d2h_bytes_per_frame", "image_copies_per_frame")
 
@@ -53,7 +60,7 @@ FIELDS = ("bench", "streams", "batch_size", "device", "model", "frames", "wall_s
 def make_bench_clip(path: str | None = None, *, width: int = 1920, height: int = 1080, frames: int = 300,
                     bitrate: int = 5_000_000) -> str:
     """Generate (once; an existing file is reused) a camera-like H.264 clip with B-frames."""
-    from .scenes import make_clip
+    from ..scenes import make_clip
 
     if path is None:
         path = os.path.join(tempfile.gettempdir(), "vidflow-bench", f"clip_{width}x{height}_{frames}_{bitrate}.mp4")
@@ -64,45 +71,8 @@ def make_bench_clip(path: str | None = None, *, width: int = 1920, height: int =
     return path
 
 
-# ------------------------------------------------------------------------------------ meters
-def _measure(work: _Work, dev: torch.device, args: argparse.Namespace, per_frame_units: int,
-             tables: bool = False) -> tuple[dict[str, Any], str]:
-    work.start()
-    try:
-        t0 = time.perf_counter()
-        while work.count() == 0:
-            work.pump()
-            if time.perf_counter() - t0 > args.start_timeout:
-                raise RuntimeError(f"no frame within {args.start_timeout} s")
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < args.warmup:
-            work.pump()
-        work.lat.clear()
-        work.window()
-        f0, win = work.count(), _Window(dev, work.child_cpu, work.child_pids).start()
-        target = args.frames * per_frame_units if args.frames else None
-        while True:
-            work.pump()
-            n = work.count() - f0
-            if (target is not None and n >= target) or (target is None and time.perf_counter() - win.t0 >= args.seconds):
-                break
-        res = win.stop(work.count() - f0)
-        res.update(work.window(res["wall_s"]))
-        lat = sorted(work.lat)
-        res["latency_p50_ms"] = round(lat[len(lat) // 2], 2) if lat else None
-        res["latency_p95_ms"] = round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 2) if lat else None
-        if isinstance(work, _Pipe) and args.breakdown_seconds > 0:
-            res.update(work.breakdown(args.breakdown_seconds))
-        copies, text = _copies(work, dev, args.copy_seconds, tables)
-        res.update(copies)
-        res.update(work.extra)
-        return res, text
-    finally:
-        work.stop()
-
-
 def _load_model(model: str, dev: torch.device) -> tuple[Any, tuple[int, int], str]:
-    from .engines.load import head_for, load_model
+    from ..engines.load import head_for, load_model
 
     eng, md = load_model(model, device=dev, half=dev.type == "cuda")
     size = md.get("input_size") or (640, 640)
@@ -162,14 +132,14 @@ def _plan(n: int, args: argparse.Namespace, ctx: dict[str, Any], got: dict[str, 
     """``(name, make_work)`` of the measurements for ``n`` streams, in order."""
     clip, dev, engine, msize, bs = ctx["clip"], ctx["dev"], ctx["engine"], ctx["msize"], ctx["bs"]
 
-    def pipe(v: str, k: int) -> _Pipe:
+    def pipe(v: str, k: int) -> PipeWork:
         pace = None
         if v == "paced":
             full = max((f for name, f in got.items() if name == "E" or name.startswith("E-p")), default=None)
             if not (args.pace or full):
                 raise ValueError("--variants paced needs --pace or the full E variant measured first")
             pace = args.pace or 0.8 * full / n
-        return _Pipe(clip, n, dev, model=args.model, batch=bs, mux_size=ctx["mux_size"], track=v != "notrack",
+        return PipeWork(clip, n, dev, model=args.model, batch=bs, mux_size=ctx["mux_size"], track=v != "notrack",
                      max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
                      jsonl=os.path.join(ctx["tmp"], f"e{n}.jsonl"), pace=pace,
                      torch_threads=args.torch_threads or None, decode_processes=k)
@@ -179,22 +149,22 @@ def _plan(n: int, args: argparse.Namespace, ctx: dict[str, Any], got: dict[str, 
 
     plan: list[tuple[str, Any]] = []
     if "D" not in args.skip:
-        plan += [(f"D{tag(k)}", (lambda k=k: _DecodeProcs(clip, n, dev, k)) if k else (lambda: _Decode(clip, n, dev)))
+        plan += [(f"D{tag(k)}", (lambda k=k: DecodeProcs(clip, n, dev, k)) if k else (lambda: Decode(clip, n, dev)))
                  for k in args.decode_processes]
     if "M" not in args.skip:
-        plan.append(("M", lambda: _Model(engine, msize, bs, dev)))
+        plan.append(("M", lambda: Model(engine, msize, bs, dev)))
     if "E" not in args.skip:
         plan += [(("E" if v == "full" else f"E-{v}") + tag(k), lambda v=v, k=k: pipe(v, k))
                  for k in args.decode_processes for v in args.variants]
     if "B" not in args.skip:
-        plan.append(("B", lambda: _Naive(clip, n, dev, engine, msize, ctx["fmt"])))
+        plan.append(("B", lambda: Naive(clip, n, dev, engine, msize, ctx["fmt"])))
     return plan
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; prints one JSON line per measurement. Returns 1 if one failed, else 0."""
     args = _parser().parse_args(argv)
-    from .device import resolve_device
+    from ..device import resolve_device
 
     dev = resolve_device(args.device)
     if args.decode_processes is None:
@@ -214,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, dev: torch.device) -> int:
     import av
 
-    from .ops.geometry import letterbox_placement
+    from ..ops.geometry import letterbox_placement
     if any(n < 1 for n in args.streams):
         raise ValueError(f"--streams: expected counts >= 1, got {args.streams}")
     if dev.type == "cuda":
@@ -228,6 +198,7 @@ def _run(args: argparse.Namespace, dev: torch.device) -> int:
         os.environ.setdefault("DISABLE_CUPTI_LAZY_REINIT", "1")
         torch.backends.cudnn.benchmark = True
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+    host = host_cpu()          # beside the GPU on every line: post-processing runs on this CPU
     clip = args.clip or make_bench_clip(width=args.size[0], height=args.size[1], frames=args.clip_frames,
                                         bitrate=args.bitrate)
     with av.open(clip) as c:
@@ -241,6 +212,7 @@ def _run(args: argparse.Namespace, dev: torch.device) -> int:
     failed = 0
 
     def emit(rec: dict[str, Any]) -> None:
+        rec = {**rec, **{k: v for k, v in host.items() if rec.get(k) is None}}
         line = json.dumps(rec)
         print(line, flush=True)
         if out is not None:
@@ -250,14 +222,14 @@ def _run(args: argparse.Namespace, dev: torch.device) -> int:
     try:
         for n in args.streams:
             ctx["bs"] = bs = args.batch_size or min(n, 64)
-            base = {"streams": n, "batch_size": bs, "device": gpu, "model": os.path.basename(str(args.model)),
+            base = {"streams": n, "batch_size": bs, "device": gpu, **host, "model": os.path.basename(str(args.model)),
                     "clip": f"{src_size[0]}x{src_size[1]} {rate / 1e6:.1f} Mbit/s",
                     "torch_threads": torch.get_num_threads(), "switch_interval_s": sys.getswitchinterval()}
             got: dict[str, float] = {}
             for name, make in _plan(n, args, ctx, got):
                 try:
                     work = make()
-                    res, text = _measure(work, dev, args, n, tables=args.profile and name == "E")
+                    res, text = measure(work, dev, args, n, tables=args.profile and name == "E")
                 except Exception as e:  # noqa: BLE001 - report it and go on with the others
                     failed += 1
                     emit({"bench": name, "streams": n, "device": gpu, "error": f"{type(e).__name__}: {e}"})

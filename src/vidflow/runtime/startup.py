@@ -1,0 +1,42 @@
+"""Start-up timing of a run: time to the first batch and time to steady state.
+
+``first_batch_s``: from the start of ``run()`` (warm-up included) until the first batch has left
+the sinks. ``steady_s``: until the start of the first stretch of ``WINDOW`` batches in which no
+interval between two batches leaving the sinks is longer than ``FACTOR`` times their median
+(no compile, autotuning or allocation stall any more). ``None`` while not reached.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["StartupMeter"]
+
+
+class StartupMeter:
+    WINDOW = 8
+    FACTOR = 2.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.t0 = clock()
+        self.first_batch_s: float | None = None
+        self.steady_s: float | None = None
+        self._done: deque[float] = deque(maxlen=self.WINDOW + 1)
+
+    def batch(self) -> None:
+        """A batch has left the sinks."""
+        if self.steady_s is not None:
+            return
+        now = self.clock() - self.t0
+        if self.first_batch_s is None:
+            self.first_batch_s = now
+        self._done.append(now)
+        if len(self._done) == self._done.maxlen:
+            ts = list(self._done)
+            gaps = [b - a for a, b in zip(ts, ts[1:])]
+            if max(gaps) <= self.FACTOR * max(statistics.median(gaps), 1e-9):
+                self.steady_s = ts[0]

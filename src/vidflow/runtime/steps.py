@@ -1,0 +1,174 @@
+"""Running a pipeline's stages and writing its sinks: the contracts bound once, timings to the
+observers, errors named (``StageError`` for a stage, also when its ``close`` fails; ``SinkError``
+for a sink)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..batch import Batch
+from ..errors import SinkError, StageError, VidflowError
+from ..sinks.base import Sink, SupportsEndSource
+from ..stages.base import HostStage, SplitStage, SupportsClose, SupportsReset, SupportsWarmup, stage_name
+from ..stats import RunSummary
+from ..strict import strict_device
+from .observing import Observers
+
+__all__ = ["StageSlot", "SinkSlot", "bind_stage", "bind_sink", "Steps"]
+
+
+@dataclass(frozen=True)
+class StageSlot:
+    """A stage with its capabilities found once (``vidflow.stages.base``). ``name``: what errors
+    name; ``label``: what observers see (``"detect.launch"`` for half of a split stage)."""
+
+    obj: Any
+    name: str
+    label: str
+    call: Callable[[Batch], Any]
+    reset: Callable[[Any], None] | None = None
+    warmup: Callable[[int, torch.device], None] | None = None
+    close: Callable[[], None] | None = None
+    host: bool = False
+    split: tuple[Callable[[Batch], Any], Callable[[Any], Batch]] | None = None
+
+
+@dataclass(frozen=True)
+class SinkSlot:
+    obj: Any
+    name: str
+    write: Callable[[Batch], None]
+    close: Callable[[], None] | None
+    end_source: Callable[[Any], None] | None
+
+
+def bind_stage(obj: Any) -> StageSlot:
+    if not callable(obj):
+        raise ValueError(f"stages: expected callables Batch -> Batch, got {type(obj).__name__}")
+    name = stage_name(obj)
+    return StageSlot(obj, name, name, obj,
+                     reset=obj.reset if isinstance(obj, SupportsReset) else None,
+                     warmup=obj.warmup if isinstance(obj, SupportsWarmup) else None,
+                     close=obj.close if isinstance(obj, SupportsClose) else None,
+                     host=isinstance(obj, HostStage) and bool(obj.host_stage),
+                     split=(obj.launch, obj.finish) if isinstance(obj, SplitStage) else None)
+
+
+def bind_sink(obj: Any) -> SinkSlot:
+    if not callable(getattr(obj, "write", None)):
+        raise ValueError(f"sinks: expected objects with write(batch), got {type(obj).__name__}")
+    return SinkSlot(obj, stage_name(obj), obj.write, obj.close if isinstance(obj, Sink) else None,
+                    obj.end_source if isinstance(obj, SupportsEndSource) else None)
+
+
+class Steps:
+    """Stages and sinks of one pipeline. ``run`` may be called on the main and the tail thread
+    (each with its own stages); ``write`` on one of them at a time."""
+
+    def __init__(self, stages: Sequence[StageSlot], sinks: Sequence[SinkSlot], *, observers: Observers,
+                 summary: RunSummary, lock: threading.RLock, device: torch.device,
+                 strict_device: bool = False) -> None:
+        self.stages = tuple(stages)
+        self.sinks: tuple[SinkSlot, ...] = tuple(sinks)
+        self.observers, self.summary, self.lock = observers, summary, lock
+        self.device, self.strict = device, bool(strict_device)
+        self._sync = device.type == "cuda"
+
+    def add_sink(self, slot: SinkSlot) -> None:
+        self.sinks = (*self.sinks, slot)          # replaced, not changed: a running write loop is unaffected
+
+    def _clock(self) -> float:
+        if self._sync and self.observers.sync:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def timed(self, label: str, n: int, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """``fn(arg)``, its wall time reported to the stage observers as ``label``."""
+        if not self.observers.stages:
+            return fn(arg)
+        t0 = self._clock()
+        out = fn(arg)
+        self.observers.stage(label, n, self._clock() - t0)
+        return out
+
+    def run(self, batch: Batch, stages: Sequence[StageSlot]) -> Batch:
+        for st in stages:
+            try:
+                if self.strict:
+                    with strict_device(st.label):
+                        out = self.timed(st.label, len(batch), st.call, batch)
+                else:
+                    out = self.timed(st.label, len(batch), st.call, batch)
+            except VidflowError:
+                raise
+            except Exception as e:
+                raise StageError(f"{type(e).__name__}: {e}", stage=st.name, frames=batch.frames) from e
+            if not isinstance(out, Batch):
+                raise StageError(f"returned {type(out).__name__}, expected a Batch", stage=st.name,
+                                 frames=batch.frames)
+            batch = out
+        return batch
+
+    def write(self, batch: Batch, wait_s: float = float("nan")) -> None:
+        """Every sink's ``write``, then the run's counters and the batch observers."""
+        timed = bool(self.observers.writes)
+        for sink in self.sinks:
+            t0 = self._clock() if timed else 0.0
+            try:
+                sink.write(batch)
+            except VidflowError:
+                raise
+            except Exception as e:
+                raise SinkError(f"sink {sink.name!r}: {type(e).__name__}: {e}") from e
+            if timed:
+                self.observers.write(sink.name, len(batch), self._clock() - t0)
+        now = time.time_ns()
+        lat = [(now - f.ntp_ns) / 1e9 for f in batch.frames if f.ntp_ns]
+        with self.lock:
+            self.summary.batches += 1
+            for f in batch.frames:
+                st = self.summary.sources.get(f.source_id)
+                if st is not None:
+                    st.frames += 1
+            self.summary.latencies_ms.extend(x * 1e3 for x in lat)
+        if self.observers.batches:
+            self.observers.batch(len(batch), wait_s, lat)
+
+    @staticmethod
+    def reset(sid: int | str, stages: Sequence[StageSlot]) -> None:
+        for st in stages:                    # per-source state (tracks, secondary caches)
+            if st.reset is not None:
+                st.reset(sid)
+
+    def end_sinks(self, sid: int | str) -> None:
+        for sink in self.sinks:              # per-source files / end-of-stream messages
+            if sink.end_source is not None:
+                sink.end_source(sid)
+
+    def close_all(self) -> list[BaseException]:
+        """Close every sink, then every stage; returns what failed (a ``SinkError`` /
+        ``StageError`` each), never raises."""
+        errors: list[BaseException] = []
+        for sink in self.sinks:
+            if sink.close is not None:
+                try:
+                    sink.close()
+                except Exception as e:  # noqa: BLE001 - close everything, report the first
+                    errors.append(e if isinstance(e, SinkError) else
+                                  SinkError(f"closing {sink.name!r}: {type(e).__name__}: {e}"))
+        seen: set[int] = set()
+        for st in self.stages:
+            if st.close is not None and id(st.obj) not in seen:
+                seen.add(id(st.obj))
+                try:
+                    st.close()
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e if isinstance(e, StageError) else
+                                  StageError(f"close: {type(e).__name__}: {e}", stage=st.name))
+        return errors
