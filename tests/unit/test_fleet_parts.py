@@ -131,6 +131,19 @@ def test_ack_waits_for_threaded_sinks_to_finish():
     sink.close()
 
 
+def test_forget_drops_pending_acknowledgements_too():
+    sink = _GatedSink()
+    ack = AckSink([sink])
+    b = _batch(("a", 5))
+    sink.write(b)
+    ack.write(b)
+    ack.forget("a")                                 # the camera starts again before its frame was written
+    sink.gate.set()
+    wait_until(lambda: sink.stats()["written"] == 1, what="written")
+    assert ack.acked() == {}
+    sink.close()
+
+
 def test_ack_of_synchronous_sinks_and_kept_records():
     ack = AckSink([object()], keep_records=3)
     ack.write(_batch(("a", 0), ("a", 1)))

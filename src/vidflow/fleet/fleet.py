@@ -88,15 +88,16 @@ class Fleet:
         if not ray.is_initialized():
             ray.init(address=address, **init_kw)
         s = self.settings
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        num_gpus = s.num_gpus if s.num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
         n = s.workers
         if n is None:
-            gpus = float(ray.cluster_resources().get("GPU", 0.0))
-            n = max(1, int(gpus // s.num_gpus)) if s.num_gpus > 0 else 1
+            n = max(1, int(gpus // num_gpus)) if num_gpus > 0 else 1
         actor = ray.remote(PipelineWorker)
         env = dict(s.env)
         for i in range(n):
             wid = f"w{i}"
-            opts: dict[str, Any] = dict(num_cpus=s.num_cpus, num_gpus=s.num_gpus, max_restarts=s.max_restarts,
+            opts: dict[str, Any] = dict(num_cpus=s.num_cpus, num_gpus=num_gpus, max_restarts=s.max_restarts,
                                         max_task_retries=0, name=f"vidflow-{s.name}-{wid}", namespace="vidflow")
             if env:
                 opts["runtime_env"] = {"env_vars": env}
@@ -161,6 +162,8 @@ class Fleet:
                     self._cams[c.id] = CameraState(c)
                 elif old.spec != c:           # changed: restart it (where it is) with the new entry
                     old.spec, old.failures, old.error = c, 0, None
+                    old.acked, old.acked_ns = -1, 0
+                    self._seen_hw.pop(c.id, None)     # (its frame numbers start again at 0)
                     self._rec.restart(old)
             self._rec.order = ids
 
