@@ -96,7 +96,7 @@ class _Handler(logging.StreamHandler):
 
     # stream None: whatever sys.stderr is when a record comes (it may be replaced meanwhile)
     @property
-    def stream(self) -> IO[str]:    # type: ignore[override]
+    def stream(self) -> IO[str]:
         return self._fixed if self._fixed is not None else sys.stderr
 
     @stream.setter

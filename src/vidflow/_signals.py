@@ -88,7 +88,7 @@ class GracefulStop:
     def _name(self, b: bytes) -> str:
         try:
             return signal.Signals(b[0]).name
-        except ValueError:
+        except (ValueError, IndexError):
             return str(b[0])
 
     def _watch(self) -> None:
@@ -96,7 +96,7 @@ class GracefulStop:
         if b in (_DONE, b""):
             return
         log.warning("stopping: finishing queued batches and closing the outputs (again to stop now)",
-                    extra={"signal": self._name(b), "stop_timeout_s": self.timeout})
+                    extra={"signal": self._name(b or b""), "stop_timeout_s": self.timeout})
         self._call(True)
         b = self._next(self.timeout)
         if b == _DONE:

@@ -101,8 +101,8 @@ class Reconciler:
                 else:
                     cam.state = "ending"
         for cid in rows:                                  # on the worker, not wanted there: stop it
-            cam = self.cams.get(cid)
-            if cam is None or cam.worker != w.id:
+            other = self.cams.get(cid)
+            if other is None or other.worker != w.id:
                 w.handle.remove.remote(cid)
 
     def _lost(self, w: WorkerState, reason: str, now: float) -> None:

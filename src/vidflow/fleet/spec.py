@@ -163,7 +163,7 @@ def parse_cameras(items: Any, *, base: str | None = None, where: str = "cameras"
     return tuple(out)
 
 
-_SETTING_TYPES = {"name": str, "workers": (int, type(None)), "num_gpus": (int, float, type(None)),
+_SETTING_TYPES: dict[str, type | tuple[type, ...]] = {"name": str, "workers": (int, type(None)), "num_gpus": (int, float, type(None)),
                   "num_cpus": (int, float), "capacity": (int, float), "max_restarts": int, "move_back": bool, "poll_s": (int, float),
                   "health_timeout_s": (int, float), "max_camera_failures": int, "backoff_s": (int, float),
                   "max_backoff_s": (int, float), "keep_records": int, "env": Mapping}
@@ -208,7 +208,7 @@ def _template(value: Any, base: str | None) -> dict[str, Any]:
 
 def load_fleet(path: str | os.PathLike) -> FleetSpec:
     """Read a ``cameras.yaml`` (see the module docstring)."""
-    cfg = load_config(path)
+    cfg = load_config(os.fspath(path))
     base = cfg.pop("_base", None)
     unknown = [k for k in cfg if k not in ("fleet", "pipeline", "cameras")]
     if unknown:

@@ -231,8 +231,10 @@ class UriSource(SourceStatus):
         demux.open()
         self.connects += 1
         self.connected_at = time.monotonic()
-        self._declared = demux.info.expected_frames
-        self._truncated = demux.info.truncated
+        info = demux.info
+        assert info is not None            # open() set it
+        self._declared = info.expected_frames
+        self._truncated = info.truncated
         stall.resume()
         gen = run_session(demux, choice, holder, self, sid=sid, stop=self._closed, on_corrupt=self.on_corrupt,
                           timeline=timeline, first_use=self.delivered == 0, stall=stall)
