@@ -131,6 +131,9 @@ def run_to_end(pipe: Any, args: argparse.Namespace) -> int:
     except VidflowError as e:
         log.error("run failed: %s", e)
         code = 1
+    except Exception as e:  # noqa: BLE001 - a bug still ends with the summary and exit code 1
+        log.error("run failed: unexpected %s: %s", type(e).__name__, e, exc_info=True)
+        code = 1
     if stopper.signum is not None:
         pipe.summary.interrupted = True
         code = code or (stopper.exit_code or 0)
