@@ -18,7 +18,7 @@ from typing import Any
 from . import _log
 from .errors import SinkError, SourceError, VidflowError, redact_uri
 
-__all__ = ["run_to_end", "progress", "progress_text"]
+__all__ = ["run_to_end", "progress", "progress_text", "stop_pipeline"]
 
 log = logging.getLogger("vidflow.cli")
 
@@ -40,7 +40,7 @@ def progress(summary: Any) -> None:
     _log.status(progress_text(summary)[:200])
 
 
-def _stop(pipe: Any, drain: bool, timeout: float | None) -> None:
+def stop_pipeline(pipe: Any, drain: bool, timeout: float | None) -> None:
     """The one place the CLI stops a running pipeline (from the signal watcher's thread).
 
     ``drain``: let queued batches through first; else stop now (sinks drop their queues, still
@@ -103,7 +103,7 @@ def run_to_end(pipe: Any, args: argparse.Namespace) -> int:
 
     timeout = args.stop_timeout if args.stop_timeout is not None else getattr(pipe, "stop_timeout", None)
     timeout = 10.0 if timeout is None else float(timeout)
-    stopper = GracefulStop(lambda drain: _stop(pipe, drain, timeout), timeout=timeout, grace=max(1.0, timeout),
+    stopper = GracefulStop(lambda drain: stop_pipeline(pipe, drain, timeout), timeout=timeout, grace=max(1.0, timeout),
                            last_words=lambda: _print_summary(pipe))
     log.info("run started", extra={"pipeline": args.pipeline, "sources": len(pipe.summary.sources),
                                    "sinks": len(pipe.sinks), "pid": os.getpid()})
@@ -130,6 +130,9 @@ def run_to_end(pipe: Any, args: argparse.Namespace) -> int:
         code = 1
     except VidflowError as e:
         log.error("run failed: %s", e)
+        code = 1
+    except Exception as e:  # noqa: BLE001 - a bug still ends with the summary and exit code 1
+        log.error("run failed: unexpected %s: %s", type(e).__name__, e, exc_info=True)
         code = 1
     if stopper.signum is not None:
         pipe.summary.interrupted = True

@@ -82,8 +82,11 @@ class GracefulStop:
 
     def _next(self, timeout: float | None) -> bytes | None:
         """The next byte from the handler (or ``_DONE``); None after ``timeout`` seconds."""
-        ready, _, _ = select.select([self._r], [], [], timeout)
-        return os.read(self._r, 1) if ready else None
+        try:
+            ready, _, _ = select.select([self._r], [], [], timeout)
+            return os.read(self._r, 1) if ready else None
+        except (OSError, ValueError):      # closed by __exit__ after its wait for this thread
+            return _DONE
 
     def _name(self, b: bytes) -> str:
         try:
