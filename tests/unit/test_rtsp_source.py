@@ -81,6 +81,7 @@ def test_a_live_streams_end_reconnects_and_numbering_continues(tmp_path):
             break
     assert src.connects == 3 and src.reconnects == 2 and src.last_error == ""      # recovered: no stale error
     assert [why.split(";")[0] for _, state, why in src.transitions if state == "reconnecting"] == ["end of stream"] * 2
+    assert ["lost" in why for _, state, why in src.transitions if state == "reconnecting"] == [True, True]
     assert [i.frame_num for i in got] == list(range(30))
     assert all(b.pts > a.pts for a, b in zip(got, got[1:]))
     assert abs(got[12].pts - got[11].pts - 1 / 30) < 1e-6      # continues one frame on

@@ -15,6 +15,7 @@ the last 64 ``(time.monotonic(), state, why)``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, fields
@@ -74,6 +75,17 @@ class SourceStatus:
     """State, counters and damage reporting of one source (a base class; see the module text)."""
 
     uri: str
+
+    # picklable (a source moves to a decode process): its stop events are made anew there
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not isinstance(v, threading.Event)}
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        for name in self._EVENTS:
+            setattr(self, name, threading.Event())
+
+    _EVENTS: tuple[str, ...] = ()
 
     def _status_init(self) -> None:
         self.state = "starting"

@@ -61,15 +61,7 @@ class FileSource(SourceStatus):
 
     live = False
     poolable = True           # can decode in a decode process (Pipeline(decode_processes=K))
-
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d.pop("_stop", None)
-        return d
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-        self._stop = threading.Event()
+    _EVENTS = ("_stop",)
 
     def __init__(self, path: str | os.PathLike, *, loop: bool = False,
                  decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -75,15 +75,7 @@ class UriSource(SourceStatus):
     """
 
     poolable = True           # can decode in a decode process (Pipeline(decode_processes=K))
-
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d.pop("_closed", None)
-        return d
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-        self._closed = threading.Event()
+    _EVENTS = ("_closed",)
 
     def __init__(self, uri: str, *, live: bool | None = None, transport: Literal["tcp", "udp"] = "tcp",
                  decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto", connect_timeout: float = 5.0,
@@ -215,7 +207,8 @@ class UriSource(SourceStatus):
                 if self.max_retries is not None and backoff.failures > self.max_retries:
                     raise StreamUnavailable(f"gave up after {backoff.failures - 1} retries; last error: {text}",
                                             source_id=sid, uri=self.uri) from None
-                self._enter("stalled" if stalled else "reconnecting", sid, f"{text}; retrying in {delay:.2f} s",
+                what = "lost" if backoff.failures == 1 else "still down"
+                self._enter("stalled" if stalled else "reconnecting", sid, f"{text}; {what}, retrying in {delay:.2f} s",
                             level=logging.WARNING)
                 if self._closed.wait(delay):
                     return
