@@ -156,14 +156,14 @@ class PipelineWorker:
         parts = build_parts({"sources": [dict(entry)], "_base": self.base}, allow_code=self.allow_code)
         return next(iter(parts.sources.values()))
 
-    def _camera_rows(self) -> dict[str, dict[str, Any]]:
-        """Per camera on this worker: the pipeline's counters (``pipe.summary``) and the acks."""
+    def _camera_rows(self, summary: Any) -> dict[str, dict[str, Any]]:
+        """Per camera on this worker: the pipeline's counters (``pipe.snapshot()``) and the acks."""
         acked = self.ack.acked()
         rows = {}
         with self._lock:
             cams = dict(self._cams)
         for cid, meta in cams.items():
-            st = self.pipe.summary.sources.get(cid)
+            st = summary.sources.get(cid)
             fn, ns = acked.get(cid, (-1, 0))
             row = {"state": meta.get("state", "starting"), "frames": 0, "decoded": 0, "dropped": 0, "errors": 0,
                    "error": meta.get("error"), "last_error": "", "live": False, "acked": fn, "acked_ns": ns,
@@ -177,7 +177,8 @@ class PipelineWorker:
 
     def _run(self) -> None:
         try:
-            self.pipe.run()
+            with self.pipe.process_settings():   # torch's threads, gc freezing: this process is the worker's
+                self.pipe.run()
         except BaseException as e:  # noqa: BLE001 - reported in status(); the fleet restarts the worker
             self._error = f"{type(e).__name__}: {e}"
             log.error("worker %s: the pipeline stopped: %s", self.worker_id, self._error)
@@ -226,20 +227,21 @@ class PipelineWorker:
 
     def status(self) -> dict[str, Any]:
         """The worker and its cameras (see the module docstring); cheap, called every tick."""
+        summary = self.pipe.snapshot()          # a consistent copy, live counters refreshed
         alive = self._thread.is_alive()
         state = "failed" if self._error is not None else ("running" if alive else "stopped")
         return {"worker": self.worker_id, "incarnation": self.incarnation, "restarted": self.restarted,
                 "pid": os.getpid(), "host": socket.gethostname(), "gpus": _gpus(), "device": str(self.pipe.device),
                 "state": state, "error": self._error, "time": time.time(), "started": self.started,
-                "batches": self.pipe.summary.batches, "cameras": self._camera_rows(),
+                "batches": summary.batches, "cameras": self._camera_rows(summary),
                 "records_dropped": self.ack.records_dropped}
 
     def snapshot(self) -> dict[str, Any]:
         """The pipeline's run summary as plain data (cameras, frames, fps, latency)."""
-        s = self.pipe.summary
+        s = self.pipe.snapshot()
         return {"worker": self.worker_id, "frames": s.frames, "batches": s.batches, "fps": s.fps,
                 "latency_ms_p50": s.latency_ms(0.5), "latency_ms_p95": s.latency_ms(0.95),
-                "cameras": self._camera_rows()}
+                "cameras": self._camera_rows(s)}
 
     def records(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Per-frame records kept since the last call (``keep_records``), oldest first."""
