@@ -72,6 +72,7 @@ class Reconciler:
             self._lost(w, "restarted", now)
         w.incarnation, w.pid, w.host, w.gpus, w.device = (st["incarnation"], st["pid"], st["host"], st["gpus"],
                                                           st["device"])
+        w.http = st.get("http")
         w.last_ok = now
         if st["state"] != "running":         # its pipeline stopped: let Ray restart the process
             w.error = st["error"]

@@ -101,7 +101,7 @@ class Fleet:
                                         max_task_retries=0, name=f"vidflow-{s.name}-{wid}", namespace="vidflow")
             if env:
                 opts["runtime_env"] = {"env_vars": env}
-            handle = actor.options(**opts).remote(self.template, wid, keep_records=s.keep_records, env=env,
+            handle = actor.options(**opts).remote(self.template, wid, index=i, keep_records=s.keep_records, env=env,
                                                   allow_code=self.allow_code)
             self._workers[wid] = WorkerState(wid, handle, s.capacity)
         if wait_s:
