@@ -1,7 +1,10 @@
 """Steady-state overhead of the Ray fleet against one pipeline in one process; prints JSON lines.
 
     python benchmarks/fleet.py [--cameras 4] [--seconds 15] [--rounds 3] [--workers 1] [--size 128x96]
-                               [--device cpu] [--num-gpus 0] [--num-cpus 1] [--batch 4]
+                               [--device cpu] [--num-gpus 0] [--num-cpus 1] [--batch 4] [--kill]
+    # the one-GPU target of the fleet issue (2 workers sharing the GPU, 64 cameras, a kill):
+    python benchmarks/fleet.py --device cuda --cameras 64 --workers 2 --num-gpus 0.5 --num-cpus 4 \
+        --size 1920x1080 --batch 32 --decode-processes 2 --rounds 2 --kill
 
 Both runs use the same template (demo detector + tracker + JSONL) and the same looping
 generated clips. ``single``: a ``Pipeline`` in this process; fps and CPU time per frame (this
@@ -50,7 +53,7 @@ def proc_cpu_s(pid: int) -> float:
 
 def template(out: Path, args: argparse.Namespace) -> dict:
     w, h = args.size
-    return {"device": args.device, "torch_threads": 1, "muxer": {"batch_size": args.batch, "size": [w, h]},
+    return {"device": args.device, "torch_threads": 1, "decode_processes": args.decode_processes, "muxer": {"batch_size": args.batch, "size": [w, h]},
             "stages": [{"detect": {"model": "demo", "size": [h, w]}}, {"track": {}}],
             "sinks": [{"jsonl": {"path": str(out / "frames.jsonl"), "attrs": False}}]}
 
@@ -65,7 +68,11 @@ def run_single(tpl: dict, cams: list[dict], args: argparse.Namespace) -> dict:
     pipe = Pipeline(**kw)
     for sid, src in sources.items():
         pipe.add_source(src, sid)
-    t = threading.Thread(target=pipe.run, daemon=True)
+    def run() -> None:
+        with pipe.process_settings():          # torch's threads, as the fleet's workers do
+            pipe.run()
+
+    t = threading.Thread(target=run, daemon=True)
     t.start()
     time.sleep(args.warmup)
     f0, c0, t0 = pipe.summary.frames, time.process_time(), time.monotonic()
@@ -117,6 +124,7 @@ def run_fleet(fleet, cams: list[dict], args: argparse.Namespace) -> dict:
     time.sleep(args.seconds)
     f1, w1, d1, k1, t1 = sample()
     placement = fleet.placement()
+    killed = kill_round(fleet, args) if args.kill else {}
     fleet.apply([])
     _wait(lambda: not fleet.status()["cameras"], "every camera removed")
     frames, wall = f1 - f0, t1 - t0
@@ -125,7 +133,29 @@ def run_fleet(fleet, cams: list[dict], args: argparse.Namespace) -> dict:
             "worker_cpu_ms_per_frame": round((w1 - w0) / max(frames, 1) * 1e3, 3),
             "driver_cpu_cores": round((d1 - d0) / wall, 3), "reconcile_cpu_cores": round((k1 - k0) / wall, 4),
             "driver_cpu_ms_per_frame": round((d1 - d0) / max(frames, 1) * 1e3, 3),
-            "poll_s": args.poll, "placement": placement}
+            "poll_s": args.poll, "placement": placement, **killed}
+
+
+def kill_round(fleet, args: argparse.Namespace) -> dict:
+    """SIGKILL worker w0's process at steady state; how long until its cameras run elsewhere,
+    and the fleet's fps while they were away."""
+    import signal
+
+    before = {c["id"]: len(c["moves"]) for c in fleet.status()["cameras"] if c["worker"] == "w0"}
+    f0, t0 = sum(c["frames"] for c in fleet.status()["cameras"]), time.monotonic()
+    os.kill(fleet.worker_pid("w0"), signal.SIGKILL)
+
+    def back() -> bool:
+        cams = {c["id"]: c for c in fleet.status()["cameras"]}
+        return all(len(cams[i]["moves"]) > n for i, n in before.items())
+
+    _wait(back, "the killed worker's cameras resumed", timeout=120)
+    f1, t1 = sum(c["frames"] for c in fleet.status()["cameras"]), time.monotonic()
+    cams = {c["id"]: c for c in fleet.status()["cameras"]}
+    moves = [cams[i]["moves"][-1] for i in before]
+    _wait(lambda: fleet.status()["workers"][0]["state"] == "running", "the killed worker restarted", timeout=300)
+    return {"killed": "w0", "moved_cameras": len(moves), "resume_s_max": max(m["resume_s"] for m in moves),
+            "gap_s_max": max(m["gap_s"] for m in moves), "fps_during_gap": round((f1 - f0) / (t1 - t0), 1)}
 
 
 def main() -> None:
@@ -142,6 +172,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--poll", type=float, default=0.5)
     p.add_argument("--rounds", type=int, default=3, help="single / fleet measurements, alternated")
+    p.add_argument("--kill", action="store_true", help="SIGKILL worker w0 after each fleet measurement")
+    p.add_argument("--decode-processes", type=int, default=0)
     args = p.parse_args()
 
     from vidflow.testing import make_clip

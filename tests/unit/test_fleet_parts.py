@@ -265,3 +265,11 @@ def test_format_status_names_every_worker_and_camera():
           "cameras": [CameraState(CameraSpec("cam", {"file": "x"}), worker="w0", state="running").row()]}
     text = format_status(st)
     assert "worker w0" in text and "gpus 0" in text and "cam" in text and "running" in text
+
+
+def test_worker_http_ports_do_not_collide():
+    from vidflow.fleet.worker import worker_http
+
+    assert [worker_http(9100, i) for i in range(3)] == [9100, 9101, 9102]
+    assert worker_http("0.0.0.0:9100", 2) == "0.0.0.0:9102" and worker_http("127.0.0.1:0", 3) == "127.0.0.1:0"
+    assert worker_http(0, 1) == 0 and worker_http(None, 1) is None
