@@ -36,13 +36,21 @@ sinks:
     return p
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the test process dies (a killed test run leaves no looping child)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+
+
 class Run:
     """``python -m vidflow.cli run`` as a child; stdout and stderr collected as they come."""
 
     def __init__(self, yaml_path: Path, *args: str) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
         self.proc = subprocess.Popen([sys.executable, "-m", "vidflow.cli", "run", str(yaml_path), *args], cwd=ROOT,
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=_die_with_parent)
         self.out: list[str] = []
         self.err: list[str] = []
         self._readers = [threading.Thread(target=self._read, args=(s, d), daemon=True)
