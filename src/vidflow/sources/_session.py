@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from ..batch import FrameInfo
@@ -97,13 +97,11 @@ def _bigger(stream: Any) -> tuple[int, int]:
 
 def run_session(demux: Demuxer, choice: DecoderChoice, holder: list, st: SourceStatus, *, sid: Any,
                 stop: threading.Event, on_corrupt: str, timeline: Timeline, first_use: bool,
-                stall: StallClock | None = None) -> Iterator[SourceFrame]:
+                stall: StallClock | None = None) -> Generator[SourceFrame, None, int]:
     """Frames of one open ``demux`` (see the module text); returns the number delivered.
     ``holder[0]``: the decoder, kept across calls (NVDEC reused on a loop pass); the caller closes
     it. ``first_use``: no frame was decoded on this source yet (NVDEC may still be refused)."""
     info = demux.info
-    if info is None:
-        raise RuntimeError("run_session: the demuxer is not open")
     dec: Decoder = choice.make(demux.stream, holder[0])
     holder[0] = dec
     st.backend = dec.name
