@@ -186,6 +186,7 @@ class UriSource(SourceStatus):
                 raise _Lost("end of stream")
             except NvdecRefused as e:
                 choice.refuse(e)
+                holder[0].close()
                 holder[0] = None
                 continue                                     # FFmpeg now, at once
             except (_Lost, StreamUnavailable, DecodeError) as e:
