@@ -166,3 +166,29 @@ def test_a_camera_that_hangs_is_stalled_within_its_timeout_then_comes_back(clips
     assert len(stalled) == 1 and "no frame for" in stalled[0]
     silent = float(re.search(r"no frame for ([\d.]+) s", stalled[0]).group(1))
     assert silent <= src.stall_timeout + src.read_timeout, stalled     # detected within its timeout
+
+
+def test_rtsp_camera_back_at_another_size(gst):
+    """An RTSP camera restarts with another resolution (a new SPS): the source reconnects, the
+    decoder is made anew, numbering and timestamps go on."""
+    a = RtspServer(width=320, height=240).start()
+    b = None
+    src = RtspSource(a.url(), backoff=(0.1, 0.5), read_timeout=1.0, stall_timeout=2.0, connect_timeout=2.0)
+    frames = []
+    gen = src.frames(device=CPU, source_id=0)
+    try:
+        for f in gen:
+            frames.append(f)
+            if len(frames) == 15:
+                a.kill()
+                b = RtspServer(port=a.port, width=480, height=272).start()
+            if sum(1 for x in frames if x.info.width == 480) >= 10:
+                break
+    finally:
+        gen.close()
+        a.stop()
+        if b is not None:
+            b.stop()
+    assert _monotonic(frames)
+    assert {f.info.width for f in frames[:15]} == {320} and tuple(frames[-1].data.shape) == (3, 272, 480)
+    assert src.stats().reconnects == 1 and src.stats().last_error == ""

@@ -6,7 +6,8 @@ GOP) once; ``TsServer(segments)`` then serves it to every client that connects t
 cheap enough for 64 streams on one host), released when their timestamps are due, in a loop, with
 timestamps that keep increasing. Segments of different sizes make a resolution change mid-stream
 (each segment starts with its own SPS at a keyframe). ``stop()`` closes the listener and every
-client (the camera went away); ``start()`` serves again on the same port. Used by the e2e tests
+client (the camera went away); ``start()`` serves again on the same port; ``freeze()`` /
+``thaw()`` stop and resume sending without closing (a camera that hangs). Used by the e2e tests
 and ``benchmarks/live.py``.
 """
 

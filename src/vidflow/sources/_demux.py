@@ -25,6 +25,7 @@ from typing import Any
 import av
 
 from ..errors import DecodeError, StreamUnavailable, redact_uri
+from ..frame import ColorMatrix
 from .decoders import stream_color
 
 __all__ = ["Demuxer", "StreamInfo", "ReadTimeout", "describe", "LIVE_SCHEMES", "scheme_of", "network_options"]
@@ -75,7 +76,7 @@ class StreamInfo:
     time_base: float | None
     declared: int
     duration: float
-    matrix: str
+    matrix: ColorMatrix
     full_range: bool
     truncated: bool = False      # the file ends mid-packet (an MPEG-TS whose size is no multiple of 188 / 192)
 
@@ -99,8 +100,15 @@ class Demuxer:
         self.max_pixels, self.options, self.timeout, self.file = max_pixels, dict(options or {}), timeout, file
         self.container: Any = None
         self.stream: Any = None
-        self.info: StreamInfo | None = None
+        self._info: StreamInfo | None = None
         self.opened_at: float | None = None
+
+    @property
+    def info(self) -> StreamInfo:
+        """What the open container says of its video stream."""
+        if self._info is None:
+            raise RuntimeError("Demuxer.info: open() it first")
+        return self._info
 
     def _unavailable(self, text: str, cls: type[StreamUnavailable] = StreamUnavailable) -> StreamUnavailable:
         return cls(text, source_id=self.source_id, uri=self.uri)
@@ -171,13 +179,14 @@ class Demuxer:
         duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
         if not duration and self.container.duration:
             duration = self.container.duration / 1e6          # AV_TIME_BASE
-        matrix, full = stream_color(stream)
+        named, full = stream_color(stream)
+        matrix: ColorMatrix = "bt709" if named == "bt709" else "bt601"
         truncated = False
         if self.file and self.container.format.name == "mpegts":
             size = os.path.getsize(self.target)
             truncated = size % 188 != 0 and size % 192 != 0
         self.stream = stream
-        self.info = StreamInfo(codec=cc.name, width=w, height=h, pix_fmt=cc.format.name if cc.format else None,
+        self._info = StreamInfo(codec=cc.name, width=w, height=h, pix_fmt=cc.format.name if cc.format else None,
                                fps=fps, time_base=tb, declared=int(stream.frames or 0), duration=duration,
                                matrix=matrix, full_range=full, truncated=truncated)
 

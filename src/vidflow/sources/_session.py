@@ -102,8 +102,6 @@ def run_session(demux: Demuxer, choice: DecoderChoice, holder: list, st: SourceS
     ``holder[0]``: the decoder, kept across calls (NVDEC reused on a loop pass); the caller closes
     it. ``first_use``: no frame was decoded on this source yet (NVDEC may still be refused)."""
     info = demux.info
-    if info is None:
-        raise RuntimeError("run_session: the demuxer is not open")
     dec: Decoder = choice.make(demux.stream, holder[0])
     holder[0] = dec
     st.backend = dec.name

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import DecodeError, redact_uri
+from ..errors import DecodeError, StreamUnavailable, redact_uri
 from ..frame import SourceFrame
 from ._demux import Demuxer
 from ._session import NvdecRefused, Timeline, check_on_corrupt, run_session
@@ -134,6 +134,7 @@ class FileSource(SourceStatus):
                         break
                     except NvdecRefused as e:
                         choice.refuse(e)
+                        holder[0].close()
                         holder[0] = None
                         produced = -1
                         break
@@ -141,10 +142,10 @@ class FileSource(SourceStatus):
                         if e.source_id is None:
                             raise DecodeError(str(e), source_id=sid, uri=self.uri) from None
                         raise
-                    except Exception as e:  # noqa: BLE001 - a read failing mid-file ends it, with the error
+                    except StreamUnavailable as e:        # a read failing mid-file ends it, with the error
                         if self.delivered == 0:
                             raise
-                        broken = str(e)
+                        broken = bare_message(e, sid)
                         break
                     if produced == 0:
                         self._enter("running", sid, f"{info.codec} {info.width}x{info.height} on {self.backend}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -186,6 +186,7 @@ class UriSource(SourceStatus):
                 raise _Lost("end of stream")
             except NvdecRefused as e:
                 choice.refuse(e)
+                holder[0].close()
                 holder[0] = None
                 continue                                     # FFmpeg now, at once
             except (_Lost, StreamUnavailable, DecodeError) as e:
@@ -229,7 +230,7 @@ class UriSource(SourceStatus):
         self._declared = info.expected_frames
         self._truncated = info.truncated
         stall.resume()
-        gen = run_session(demux, choice, holder, self, sid=sid, stop=self._closed, on_corrupt=self.on_corrupt,
+        gen: Generator[SourceFrame, None, int] = run_session(demux, choice, holder, self, sid=sid, stop=self._closed, on_corrupt=self.on_corrupt,
                           timeline=timeline, first_use=self.delivered == 0, stall=stall)
         try:
             yield from gen
