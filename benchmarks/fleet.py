@@ -5,6 +5,9 @@
     # the one-GPU target of the fleet issue (2 workers sharing the GPU, 64 cameras, a kill):
     python benchmarks/fleet.py --device cuda --cameras 64 --workers 2 --num-gpus 0.5 --num-cpus 4 \
         --size 1920x1080 --batch 32 --decode-processes 2 --rounds 2 --kill
+    # several GPUs (issue 20): one worker per GPU, 64 cameras each, against one GPU's pipeline of 64
+    python benchmarks/fleet.py --device cuda --cameras 512 --single-cameras 64 --workers 8 --num-gpus 1 \
+        --num-cpus 14 --size 1920x1080 --batch 64 --decode-processes 4 --rounds 2 --kill
 
 Both runs use the same template (demo detector + tracker + JSONL) and the same looping
 generated clips. ``single``: a ``Pipeline`` in this process; fps and CPU time per frame (this
@@ -172,6 +175,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--poll", type=float, default=0.5)
     p.add_argument("--rounds", type=int, default=3, help="single / fleet measurements, alternated")
+    p.add_argument("--single-cameras", type=int, default=0,
+                   help="cameras of the single pipeline (default: all; 64 with --workers 8 = one GPU's share)")
     p.add_argument("--kill", action="store_true", help="SIGKILL worker w0 after each fleet measurement")
     p.add_argument("--decode-processes", type=int, default=0)
     args = p.parse_args()
@@ -190,7 +195,7 @@ def main() -> None:
         try:
             for r in range(args.rounds):         # alternated, so a change in the machine's load hits both
                 head["load_avg_1m"] = round(os.getloadavg()[0], 2)
-                singles.append(run_single(template(out / "single", args), cams, args))
+                singles.append(run_single(template(out / "single", args), cams[:args.single_cameras or None], args))
                 print(json.dumps({**head, "round": r, **singles[-1]}), flush=True)
                 fleets.append(run_fleet(fleet, cams, args))
                 print(json.dumps({**head, "round": r, **fleets[-1]}), flush=True)
@@ -202,7 +207,11 @@ def main() -> None:
                           "single_cpu_ms_per_frame": med(x["cpu_ms_per_frame"] for x in singles),
                           "fleet_cpu_ms_per_frame": med(x["cpu_ms_per_frame"] for x in fleets),
                           "driver_cpu_cores": med(x["driver_cpu_cores"] for x in fleets),
-                          "driver_cpu_ms_per_frame": med(x["driver_cpu_ms_per_frame"] for x in fleets)}), flush=True)
+                          "driver_cpu_ms_per_frame": med(x["driver_cpu_ms_per_frame"] for x in fleets),
+                          # fleet fps over one pipeline's, scaled by the cameras each ran (issue 20: 64 per GPU)
+                          "fleet_over_scaled_single": round(med(x["fps"] for x in fleets) / (
+                              med(x["fps"] for x in singles) * args.cameras / (args.single_cameras or args.cameras)),
+                              3)}), flush=True)
 
 
 if __name__ == "__main__":
