@@ -155,6 +155,14 @@ def check_output(value: str, path: str, *, folder_ok: bool = False, warn_free_by
             return
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            break
+        n /= 1000
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+
+
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
@@ -178,8 +186,8 @@ def warn_low_space(path: str | os.PathLike, threshold: int | None = None) -> int
             new = str(p) not in _warned
             _warned.add(str(p))
         if new:
-            log.warning("only %.1f MB free on the disk of %s (warning threshold %.1f MB)", free / 1e6, path,
-                        threshold / 1e6, extra={"path": str(path), "free_bytes": free, "threshold_bytes": threshold})
+            log.warning("only %s free on the disk of %s (warning threshold %s)", _size(free), path, _size(threshold),
+                        extra={"path": str(path), "free_bytes": free, "threshold_bytes": threshold})
     return free
 def _demo_footage(source: object) -> bool:
     """A source the demo detector was made for: generated scenes, or a clip ``vidflow.scenes``

@@ -74,7 +74,7 @@ class Run:
     def send(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
-    def wait(self, timeout: float = 180) -> int:
+    def wait(self, timeout: float = 300) -> int:
         try:
             rc = self.proc.wait(timeout)
         finally:
@@ -144,7 +144,7 @@ def check_outputs_complete(tmp: Path, stdout: str, *, exact: bool = True) -> dic
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_cleanly(tmp_path, sig, code):
     run = Run(write_yaml(tmp_path))
-    wait_until(lambda: jsonl_lines(tmp_path / "out" / "frames.jsonl") >= 80, what="frames in the JSONL")
+    wait_until(lambda: jsonl_lines(tmp_path / "out" / "frames.jsonl") >= 80, 180, "frames in the JSONL")
     run.send(sig)
     assert run.wait() == code, run.stderr
     assert "(interrupted)" in run.stdout
@@ -159,9 +159,9 @@ def test_signal_stops_cleanly(tmp_path, sig, code):
 def test_second_signal_stops_now_outputs_still_closed(tmp_path):
     p = write_yaml(tmp_path, f"  - '{SINKS}:SlowSink': {{delay: 0.5, queue_size: 64}}\n")
     run = Run(p, "--allow-code", SINKS, "--stop-timeout", "300")
-    wait_until(lambda: jsonl_lines(tmp_path / "out" / "frames.jsonl") >= 80, what="frames in the JSONL")
+    wait_until(lambda: jsonl_lines(tmp_path / "out" / "frames.jsonl") >= 80, 180, "frames in the JSONL")
     run.send(signal.SIGTERM)
-    wait_until(lambda: "stopping:" in run.stderr, what="the graceful stop to begin")
+    wait_until(lambda: "stopping:" in run.stderr, 60, "the graceful stop to begin")
     run.send(signal.SIGTERM)
     assert run.wait() == 143, run.stderr
     assert "stopping now" in run.stderr and 'reason="second signal"' in run.stderr
@@ -173,7 +173,7 @@ def test_second_signal_stops_now_outputs_still_closed(tmp_path):
 def test_stop_timeout_turns_into_stop_now(tmp_path):
     p = write_yaml(tmp_path, f"  - '{SINKS}:SlowSink': {{delay: 0.5, queue_size: 64}}\n")
     run = Run(p, "--allow-code", SINKS, "--stop-timeout", "0.5")
-    wait_until(lambda: jsonl_lines(tmp_path / "out" / "frames.jsonl") >= 80, what="frames in the JSONL")
+    wait_until(lambda: jsonl_lines(tmp_path / "out" / "frames.jsonl") >= 80, 180, "frames in the JSONL")
     run.send(signal.SIGTERM)
     assert run.wait() == 143, run.stderr
     assert 'reason="stop_timeout passed"' in run.stderr
@@ -185,7 +185,7 @@ def test_stuck_sink_cannot_keep_the_process_alive(tmp_path):
     leaves anyway, printing the summary; the other outputs were closed before it."""
     p = write_yaml(tmp_path, f"  - '{SINKS}:SlowSink': {{hang: true, queue_size: 2}}\n")
     run = Run(p, "--allow-code", SINKS, "--stop-timeout", "0.5")
-    wait_until(lambda: jsonl_lines(tmp_path / "out" / "frames.jsonl") >= 8, what="frames in the JSONL")
+    wait_until(lambda: jsonl_lines(tmp_path / "out" / "frames.jsonl") >= 8, 180, "frames in the JSONL")
     run.send(signal.SIGTERM)
     assert run.wait() == 143, run.stderr
     assert "exiting without waiting" in run.stderr and "total:" in run.stdout
@@ -194,7 +194,7 @@ def test_stuck_sink_cannot_keep_the_process_alive(tmp_path):
 
 def test_sigkill_leaves_readable_outputs(tmp_path):
     run = Run(write_yaml(tmp_path))
-    wait_until(lambda: jsonl_lines(tmp_path / "out" / "frames.jsonl") >= 200, what="frames in the JSONL")
+    wait_until(lambda: jsonl_lines(tmp_path / "out" / "frames.jsonl") >= 200, 180, "frames in the JSONL")
     run.send(signal.SIGKILL)
     assert run.wait() == -signal.SIGKILL
     got = per_source(records(tmp_path / "out" / "frames.jsonl"))    # every line complete

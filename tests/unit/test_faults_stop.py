@@ -27,9 +27,9 @@ def test_first_signal_drains_second_stops_now():
     with GracefulStop(calls.append, timeout=120, grace=120) as gs:
         assert gs.installed and gs.exit_code is None
         os.kill(os.getpid(), signal.SIGTERM)
-        wait_until(lambda: calls == [True], what="the graceful stop")
+        wait_until(lambda: calls == [True], 60, "the graceful stop")
         os.kill(os.getpid(), signal.SIGINT)           # a second signal, of either kind
-        wait_until(lambda: calls == [True, False], what="the stop now")
+        wait_until(lambda: calls == [True, False], 60, "the stop now")
     assert gs.signum == signal.SIGTERM and gs.exit_code == 143 and gs.count == 2
     assert signal.getsignal(signal.SIGTERM) is before   # handlers restored
 
@@ -38,7 +38,7 @@ def test_stop_timeout_without_a_second_signal():
     calls: list[bool] = []
     with GracefulStop(calls.append, timeout=0.05, grace=120) as gs:
         os.kill(os.getpid(), signal.SIGINT)
-        wait_until(lambda: calls == [True, False], what="the stop timeout to pass")
+        wait_until(lambda: calls == [True, False], 60, "the stop timeout to pass")
     assert gs.exit_code == 130
 
 
@@ -121,7 +121,7 @@ def test_injected_enospc_mid_fragment_leaves_a_decodable_file(tmp_path, monkeypa
     frames = _frames(40)
     for f in frames[:30]:
         wr.write(f)
-    wait_until(lambda: os.path.getsize(path) > 1000, what="fragments on disk")
+    wait_until(lambda: os.path.getsize(path) > 1000, 60, "fragments on disk")
     real = PyAvWriter._write
 
     def full_disk(self, rgb, pts):
