@@ -34,7 +34,8 @@ def _serve(args: argparse.Namespace) -> None:
                        height=args.height, fps=args.fps, seconds=4.0, gop=args.fps)
     servers = [TsServer([clip]).start() for _ in range(args.streams)]
     print("READY " + " ".join(str(s.port) for s in servers), flush=True)
-    sys.stdin.read()                                       # until the parent closes our stdin
+    for line in sys.stdin:                                 # "sent": report; EOF: stop
+        print("SENT " + " ".join(str(s.sent) for s in servers), flush=True)
     for s in servers:
         s.stop()
 
@@ -75,7 +76,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--warmup", type=float, default=8.0, help="seconds not measured at the start")
+    ap.add_argument("--warmup", type=float, default=5.0,
+                    help="seconds not measured after every stream delivers frames")
     ap.add_argument("--codec", choices=("h264", "hevc"), default="h264")
     ap.add_argument("--width", type=int, default=1920)
     ap.add_argument("--height", type=int, default=1080)
@@ -85,6 +87,8 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / ".models" / "yolo11n_shapes.torchscript"))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--decoder", default="auto", choices=("auto", "nvdec", "ffmpeg"))
+    ap.add_argument("--stages", default="full", choices=("full", "detect", "none"),
+                    help="full: detector + tracker + JSONL; none: decode and mux only (isolates the sources)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -105,7 +109,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, __file__, "--serve", "--workdir", work, "--streams", str(args.streams),
                                "--codec", args.codec, "--width", str(args.width), "--height", str(args.height),
                                "--fps", str(args.fps)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, bufsize=1)
     line = server.stdout.readline()
     if not line.startswith("READY"):
         raise SystemExit(f"stream server failed: {line!r}")
@@ -116,8 +120,11 @@ def main() -> None:
     dev = torch.device(args.device)
     sources = [UriSource(f"tcp://127.0.0.1:{p}", decoder=args.decoder, backoff=(0.5, 5.0)) for p in ports]
     jsonl = os.path.join(work, "out.jsonl")
+    stages = [] if args.stages == "none" else [Detector(args.model, half=dev.type == "cuda")]
+    if args.stages == "full":
+        stages.append(Tracker())
     pipe = Pipeline(sources, Muxer(batch_size=args.batch or args.streams, max_wait_ms=20, size=(640, 640)),
-                    [Detector(args.model, half=dev.type == "cuda"), Tracker()], [JsonlSink(jsonl)], device=dev,
+                    stages, [JsonlSink(jsonl)] if args.stages == "full" else [], device=dev,
                     queue_size=8, decode_processes=args.decode_processes)
     counts: dict = {}
     lat: list[float] = []
@@ -129,7 +136,7 @@ def main() -> None:
     def consume() -> None:
         for batch in pipe:
             now = time.time_ns()
-            measuring = time.monotonic() - t_start >= args.warmup
+            measuring = "t0" in window
             for f in batch.frames:
                 if measuring:
                     counts[f.source_id] = counts.get(f.source_id, 0) + 1
@@ -139,25 +146,39 @@ def main() -> None:
     th = threading.Thread(target=consume, daemon=True)
     th.start()
     me = os.getpid()
-    while time.monotonic() - t_start < args.warmup + args.seconds and not done.is_set():
+    # the window opens once every stream delivers (decode processes, NVDEC and the detector's
+    # warm-up take a while to start) plus --warmup seconds, and lasts --seconds
+    running_at = None
+    while not done.is_set() and (running_at is None or time.monotonic() - running_at < args.warmup + args.seconds):
         t = time.monotonic() - t_start
+        if running_at is None and all(s.state == "running" for s in pipe.snapshot().sources.values()):
+            running_at = time.monotonic()
+            window["startup_s"] = round(t, 1)
+        if running_at is None and t > 120:
+            raise SystemExit(f"not every stream runs after 120 s: {[s.state for s in pipe.snapshot().sources.values()]}")
         if dev.type == "cuda":
             free, total = torch.cuda.mem_get_info(dev)
             mem.append((round(t, 1), round((total - free) / 2**30, 2)))
-        if "cpu0" not in window and t >= args.warmup:
+        if "cpu0" not in window and running_at is not None and time.monotonic() - running_at >= args.warmup:
+            server.stdin.write("sent\n")
+            server.stdin.flush()
+            window["sent0"] = sum(int(x) for x in server.stdout.readline().split()[1:])
             procs = [me] + [p for p in _children(me) if p != server.pid]
             window.update(cpu0=sum(_cpu_s(p) for p in procs), t0=time.monotonic(),
-                          drop0={sid: s.dropped for sid, s in pipe.summary.sources.items()})
-        time.sleep(2.0)
+                          drop0={sid: s.dropped for sid, s in pipe.snapshot().sources.items()})
+        time.sleep(0.5 if running_at is None else 2.0)
     procs = [me] + [p for p in _children(me) if p != server.pid]
     cpu1, t1 = sum(_cpu_s(p) for p in procs), time.monotonic()
-    pipe._refresh()  # noqa: SLF001 - the queues' drop counters now
-    drops = {sid: s.dropped - window.get("drop0", {}).get(sid, 0) for sid, s in pipe.summary.sources.items()}
+    server.stdin.write("sent\n")
+    server.stdin.flush()
+    sent1 = sum(int(x) for x in server.stdout.readline().split()[1:])
+    drops = {sid: s.dropped - window.get("drop0", {}).get(sid, 0) for sid, s in pipe.snapshot().sources.items()}
     pipe.stop()
     th.join(timeout=30)
     server.stdin.close()
     server.wait(timeout=30)
     dt = t1 - window.get("t0", t_start)
+    counters = [s.stats() for s in sources]
     fps = [counts.get(i, 0) / dt for i in range(len(sources))]
     lat.sort()
     q = (lambda x: lat[min(len(lat) - 1, int(x * len(lat)))] if lat else float("nan"))
@@ -166,14 +187,17 @@ def main() -> None:
         "streams": len(sources), "codec": args.codec, "size": f"{args.width}x{args.height}", "offered_fps": args.fps,
         "delivered_fps_min": round(min(fps), 2), "delivered_fps_mean": round(sum(fps) / len(fps), 2),
         "delivered_total_fps": round(sum(fps), 1), "dropped": sum(drops.values()),
+        "served_total_fps": round((sent1 - window.get("sent0", 0)) / dt, 1) if dt > 0 else None,
+        "reconnects": sum(c.reconnects for c in counters), "stalls": sum(c.stalls for c in counters),
+        "decoded_total": sum(c.decoded for c in counters), "stages": args.stages,
         "latency_ms_p50": round(q(0.5), 1), "latency_ms_p95": round(q(0.95), 1),
         "cpu_cores": round((cpu1 - window.get("cpu0", 0.0)) / dt, 2) if dt > 0 else None,
         "cpu_cores_per_stream": round((cpu1 - window.get("cpu0", 0.0)) / dt / len(sources), 3) if dt > 0 else None,
         "gpu_mem_gib": mem, "backends": backends, "decode_processes": args.decode_processes,
-        "measured_s": round(dt, 1), "host_cpu": _cpu_model(),
+        "measured_s": round(dt, 1), "startup_s": window.get("startup_s"), "host_cpu": _cpu_model(),
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "source_states": sorted({s.state for s in sources}),
-        "decode_errors": sum(s.stats().decode_errors for s in sources),
+        "decode_errors": sum(c.decode_errors for c in counters),
     }
     print("FIGURE " + json.dumps(res), flush=True)
     print(f"{res['streams']} x {res['codec']} {res['size']}@{args.fps}: delivered {res['delivered_fps_mean']} fps/stream "

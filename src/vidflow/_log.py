@@ -88,11 +88,27 @@ class JsonFormatter(logging.Formatter):
 class _Handler(logging.StreamHandler):
     """A stream handler that keeps a status line (if any) below the log lines on a terminal."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str] | None) -> None:
         super().__init__(stream)
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.stream = stream        # (StreamHandler put sys.stderr in for None)
         self.line = ""
         self.mark = True            # ours: replaced by the next setup()
+
+    # stream None: whatever sys.stderr is when a record comes (it may be replaced meanwhile)
+    @property
+    def stream(self) -> IO[str]:
+        return self._fixed if self._fixed is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str] | None) -> None:
+        self._fixed = value
+
+    @property
+    def tty(self) -> bool:
+        try:
+            return bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            return False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -127,7 +143,7 @@ def setup(level: str | int = "info", format: str = "text", stream: IO[str] | Non
         raise ValueError(f"log level: expected one of {list(LEVELS)}, got {level!r}")
     teardown()
     root = logging.getLogger()
-    h = _Handler(stream if stream is not None else sys.stderr)
+    h = _Handler(stream)
     h.setFormatter(JsonFormatter() if format == "json" else KeyValueFormatter())
     root.addHandler(h)
     root.setLevel(max(logging.WARNING, lvl) if lvl > logging.NOTSET else logging.WARNING)

@@ -4,7 +4,7 @@ Each raises ``ConfigError`` at the YAML path of the value; none of them creates,
 writing or unpickles anything. A path that cannot be reached because a folder above it cannot be
 entered is reported as *permission denied* naming that folder, not as *not found*. An output on a
 disk with less free space than ``warn_free_bytes`` (1 GiB by default) gets a warning (once per
-disk and process: :func:`warn_low_space`, also used by the sinks when they open their files).
+output and process: :func:`warn_low_space`, also used by the sinks when they open their files).
 """
 
 from __future__ import annotations
@@ -151,28 +151,32 @@ def check_output(value: str, path: str, *, folder_ok: bool = False, warn_free_by
                 raise ConfigError(f"{value}: {parent} is a file, not a folder", path)
             if not _can(parent, os.W_OK | os.X_OK):
                 raise ConfigError(f"{value}: cannot create it, the folder {parent} is not writable by this user", path)
-            warn_low_space(parent, warn_free_bytes)
+            warn_low_space(p, warn_free_bytes)
             return
 
 
-_warned: set[tuple[int, int]] = set()
+_warned: set[str] = set()
 _warned_lock = threading.Lock()
 
 
 def warn_low_space(path: str | os.PathLike, threshold: int | None = None) -> int | None:
-    """Free bytes on the disk holding ``path`` (an existing file or folder; None if unknown);
-    a warning naming the path when below ``threshold`` (default :data:`WARN_FREE_BYTES`; 0 turns it
-    off), once per disk and threshold in this process."""
+    """Free bytes on the disk that holds (or will hold) the output ``path`` (None if unknown); a
+    warning naming it when below ``threshold`` (default :data:`WARN_FREE_BYTES`; 0 turns it off),
+    once per output path in this process (the check before the start and the sink's own when it
+    opens the file say it once)."""
     threshold = WARN_FREE_BYTES if threshold is None else int(threshold)
+    p = Path(path).absolute()
+    where = next((q for q in (p, *p.parents) if q.exists()), None)
+    if where is None:
+        return None
     try:
-        free = shutil.disk_usage(path).free
-        dev = os.stat(path).st_dev
+        free = shutil.disk_usage(where).free
     except OSError:
         return None
     if free < threshold:
         with _warned_lock:
-            new = (dev, threshold) not in _warned
-            _warned.add((dev, threshold))
+            new = str(p) not in _warned
+            _warned.add(str(p))
         if new:
             log.warning("only %.1f MB free on the disk of %s (warning threshold %.1f MB)", free / 1e6, path,
                         threshold / 1e6, extra={"path": str(path), "free_bytes": free, "threshold_bytes": threshold})

@@ -82,13 +82,16 @@ class GracefulStop:
 
     def _next(self, timeout: float | None) -> bytes | None:
         """The next byte from the handler (or ``_DONE``); None after ``timeout`` seconds."""
-        ready, _, _ = select.select([self._r], [], [], timeout)
-        return os.read(self._r, 1) if ready else None
+        try:
+            ready, _, _ = select.select([self._r], [], [], timeout)
+            return os.read(self._r, 1) if ready else None
+        except (OSError, ValueError):      # closed by __exit__ after its wait for this thread
+            return _DONE
 
     def _name(self, b: bytes) -> str:
         try:
             return signal.Signals(b[0]).name
-        except ValueError:
+        except (ValueError, IndexError):
             return str(b[0])
 
     def _watch(self) -> None:
@@ -96,7 +99,7 @@ class GracefulStop:
         if b in (_DONE, b""):
             return
         log.warning("stopping: finishing queued batches and closing the outputs (again to stop now)",
-                    extra={"signal": self._name(b), "stop_timeout_s": self.timeout})
+                    extra={"signal": self._name(b or b""), "stop_timeout_s": self.timeout})
         self._call(True)
         b = self._next(self.timeout)
         if b == _DONE:

@@ -26,7 +26,7 @@ __all__ = ["FakeSource", "MemorySink", "FakeEngine", "Scene", "make_clip", "load
            "wait_until"]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "", *,
+def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "", *,
                interval: float = 0.005) -> Any:
     """Poll ``predicate()`` until it returns something true and return that; ``TimeoutError``
     (naming ``what``) after ``timeout`` s. For tests: waits exactly as long as needed, and the

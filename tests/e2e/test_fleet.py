@@ -64,12 +64,13 @@ def test_cameras_survive_worker_kills_with_every_frame_once(ray_local, clips, tm
     fleet = Fleet(_template(tmp_path), name="kills", workers=2, num_cpus=0.5, capacity=8, poll_s=0.25)
     fleet.start()
     ids = [f"cam{i}" for i in range(6)]
-    fleet.apply([{"id": cid, "file": clips[i % 2]} for i, cid in enumerate(ids)])
+    live = {"id": "live", "synthetic": {"width": 64, "height": 48, "frames": None, "fps": 15, "live": True}}
+    fleet.apply([{"id": cid, "file": clips[i % 2]} for i, cid in enumerate(ids)] + [live])
     try:
         wait_until(lambda: all(c["acked"] >= 10 for c in fleet.status()["cameras"]), timeout=120,
                    what="every camera writing")
         before = _show(fleet, "before")
-        assert sorted(c["worker"] for c in before["cameras"]) == ["w0"] * 3 + ["w1"] * 3
+        assert sorted(c["worker"] for c in before["cameras"]) == ["w0"] * 4 + ["w1"] * 3
 
         # 1. ray.kill: Ray restarts the actor; its cameras go to w1 at once and resume there
         on_w0 = {cid for cid, c in _cams(before).items() if c["worker"] == "w0"}
@@ -84,7 +85,7 @@ def test_cameras_survive_worker_kills_with_every_frame_once(ray_local, clips, tm
         after1 = wait_until(lambda: moved("w0", on_w0), timeout=60, what="w0's cameras resumed elsewhere")
         _show(fleet, "after ray.kill(w0)")
         c = _cams(after1)
-        assert all(c[i]["worker"] == "w1" for i in ids)
+        assert all(c[i]["worker"] == "w1" for i in [*ids, "live"])
         assert all(c[i]["moves"] == [] for i in set(ids) - on_w0)             # the others were not moved
         assert _workers(after1)["w0"]["restarts"] == 1
         for i in on_w0:
@@ -92,8 +93,8 @@ def test_cameras_survive_worker_kills_with_every_frame_once(ray_local, clips, tm
             print(f"{i}: moved w0 -> {m['to']} after frame {m['acked']}, resumed {m['resume_s']} s after the loss "
                   f"was seen, gap {m['gap_s']} s")
             assert m["resume_s"] <= 10.0
-        running = [i for i in ids if c[i]["state"] != "ended"]
-        assert running, "the clips ended before the second kill; make them longer"
+        running = [i for i in ids if c[i]["state"] != "ended"] + ["live"]
+        assert len(running) > 1, "the clips ended before the second kill; make them longer"
 
         # 2. a real SIGKILL of w1's process (all six cameras are there now)
         os.kill(fleet.worker_pid("w1"), signal.SIGKILL)
@@ -102,8 +103,8 @@ def test_cameras_survive_worker_kills_with_every_frame_once(ray_local, clips, tm
         for i in running:
             assert _cams(after2)[i]["moves"][-1]["resume_s"] <= 10.0
 
-        wait_until(lambda: all(c["state"] == "ended" for c in fleet.status()["cameras"]), timeout=180,
-                   what="every camera at its end")
+        wait_until(lambda: all(c["state"] == "ended" for c in fleet.status()["cameras"] if c["id"] != "live"),
+                   timeout=180, what="every file camera at its end")
     finally:
         final = fleet.stop()
     print(f"\n--- final ---\n{fleet.format_status()}")
@@ -113,7 +114,14 @@ def test_cameras_survive_worker_kills_with_every_frame_once(ray_local, clips, tm
     for cid in ids:
         assert recs.frames(cid) == list(range(FRAMES)), (cid, recs.missing(cid, FRAMES))
     assert recs.duplicates <= 6 * 2 * 60           # bounded: about a poll's worth per camera and move
-    assert all(c["state"] == "ended" for c in final["cameras"])
+    cams = _cams(final)
+    assert all(cams[i]["state"] == "ended" for i in ids)
+    # the live camera: not replayed; its gaps reported, its frame numbers still unique
+    lv = cams["live"]
+    assert len(lv["moves"]) == 2 and lv["gap_s"] > 0 and lv["gap_frames"] > 0, lv
+    print(f"live camera: gaps {[m['gap_s'] for m in lv['moves']]} s, ~{lv['gap_frames']} frames missed")
+    live_frames = recs.frames("live")
+    assert live_frames == sorted(set(live_frames)) and len(live_frames) > 0
 
 
 @pytest.mark.slow
@@ -130,19 +138,22 @@ def test_apply_adds_and_removes_without_moving_the_others(ray_local, clips, tmp_
         before = _cams(_show(fleet, "before apply"))
         assert {i: c["worker"] for i, c in before.items()} == {"c0": "w0", "c1": "w1", "c2": "w0", "c3": "w1"}
 
-        fleet.apply([loop[0], loop[2], loop[3], {"id": "c4", "file": {"path": clips[0], "loop": True}},
+        changed = {"id": "c3", "file": {"path": clips[1], "loop": True, "decoder": "ffmpeg"}}
+        fleet.apply([loop[0], loop[2], changed, {"id": "c4", "file": {"path": clips[0], "loop": True}},
                      {"id": "c5", "file": {"path": clips[1], "loop": True}}, {"id": "bad", "file": str(bad)}])
 
         def settled() -> dict | None:
             c = _cams(fleet.status())
             new_ok = all(c[i]["frames"] >= 3 for i in ("c4", "c5"))
-            return c if new_ok and c["bad"]["state"] == "failed" and "c1" not in c else None
+            restarted = c["c3"]["starts"] == 2 and c["c3"]["state"] == "running"
+            return c if new_ok and restarted and c["bad"]["state"] == "failed" and "c1" not in c else None
 
         after = wait_until(settled, timeout=60, what="c4, c5 running, bad failed, c1 gone")
         _show(fleet, "after apply")
-        for i in ("c0", "c2", "c3"):                   # not moved, not restarted, still going
+        for i in ("c0", "c2"):                         # not moved, not restarted, still going
             assert after[i]["worker"] == before[i]["worker"] and after[i]["starts"] == 1 and after[i]["moves"] == []
             assert after[i]["frames"] > before[i]["frames"]
+        assert after["c3"]["worker"] == before["c3"]["worker"] and after["c3"]["moves"] == []   # changed: restarted there
         assert after["c4"]["worker"] == "w1" and after["c5"]["worker"] == "w0"     # least loaded first
         assert after["bad"]["failures"] == 3 and "cannot read as video" in after["bad"]["error"]
 
@@ -200,3 +211,29 @@ def test_cli_run_apply_status(ray_local, clips, tmp_path):
         out, _ = run.communicate(timeout=120)
     print(out[-3000:])
     assert run.returncode == 130 and "worker w0" in out
+
+
+@pytest.mark.slow
+def test_move_back_returns_cameras_to_their_restarted_worker(ray_local, clips, tmp_path):
+    fleet = Fleet(_template(tmp_path), name="back", workers=2, num_cpus=0.5, capacity=2, poll_s=0.25, move_back=True)
+    fleet.start()
+    fleet.apply([{"id": f"m{i}", "file": {"path": clips[i], "loop": True}} for i in range(2)])
+    try:
+        wait_until(lambda: all(c["acked"] >= 3 for c in fleet.status()["cameras"]), timeout=120, what="running")
+        assert fleet.placement() == {"m0": "w0", "m1": "w1"}
+        ray.kill(fleet.handle("w0"), no_restart=False)
+
+        def back() -> dict | None:
+            c = _cams(fleet.status())["m0"]
+            return c if len(c["moves"]) == 2 and c["worker"] == "w0" and c["state"] == "running" else None
+
+        m0 = wait_until(back, timeout=90, what="m0 moved to w1 and back to the restarted w0")
+        _show(fleet, "after move-back")
+        assert [(m["from"], m["to"]) for m in m0["moves"]] == [("w0", "w1"), ("w1", "w0")]
+        assert m0["moves"][1]["reason"] == "moved to w0"
+        assert _cams(fleet.status())["m1"]["moves"] == []
+    finally:
+        fleet.stop()
+    recs = read_records(str(tmp_path / "frames.jsonl"))
+    fr = recs.frames("m0")
+    assert fr == list(range(len(fr)))          # looping file: its numbers go on, none missing

@@ -225,8 +225,7 @@ def test_slow_pipeline_drops_are_counted_not_reported_as_stall(gst):
         for _ in p:
             n += 1
             if n == 20:
-                p._refresh()
-                state = p.summary.sources[0].state
+                state = p.snapshot().sources[0].state
                 p.stop()
         assert p.summary.sources[0].dropped > 0
         assert src.stalls == 0 and src.connects == 1 and state == "running", src.stats()
@@ -280,8 +279,7 @@ def test_rtsp_sources_in_a_decode_process(gst):
             rows += [(f.source_id, f.frame_num) for f in batch.frames]
             assert tuple(batch.images.shape[1:]) == (3, 240, 320)
             if sum(1 for r in rows if r[0] == 0) >= 20 and p.summary.sources[1].state == "failed":
-                p._refresh()
-                state = p.summary.sources[0].state
+                state = p.snapshot().sources[0].state
                 p.stop()
         got = [n for s, n in rows if s == 0]
         assert len(got) >= 20 and all(b > a for a, b in zip(got, got[1:]))   # live: drops allowed, no reorder

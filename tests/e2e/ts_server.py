@@ -78,6 +78,7 @@ class TsServer:
         self.loop, self.pace = loop, pace
         self.port = port or 0
         self.clients = 0
+        self.sent = 0                        # packets muxed to clients so far (a benchmark's "offered")
         self._sock: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._stop = threading.Event()
@@ -145,6 +146,7 @@ class TsServer:
                         pk.dts = int(round((offset + dts + 1.0) / tb))
                         pk.is_keyframe = key
                         out.mux(pk)
+                        self.sent += 1
                     offset += seg.duration
                 if not self.loop:
                     break

@@ -42,6 +42,7 @@ def test_all_measurements_print_every_field(clip, tmp_path, capsys):
     assert d["decoder"] == "ffmpeg"
     assert m["input"] == [320, 320] and m["fps_per_stream"] is None
     assert e["mux_size"] == [160, 96] and e["objects_per_frame"] >= 0
+    assert e["first_batch_s"] > 0 and (e["steady_s"] is None or e["steady_s"] >= e["first_batch_s"])
     assert set(e["breakdown_ms_per_batch"]) >= {"collect", "assemble", "detect", "track", "sink", "other"}
     summary = lines[4]
     assert summary["host_cpu"] == d["host_cpu"] and summary["host_cores"] == d["host_cores"]

@@ -12,15 +12,17 @@ import re
 import pytest
 
 from vidflow import _log
-from vidflow.cli import _progress_text
+from vidflow._runner import progress_text
 from vidflow.stats import RunSummary, SourceStats
 
 TS = re.compile(r"^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
 
 @pytest.fixture
-def logs():
-    """Set up vidflow's handler on a buffer; undone afterwards."""
+def logs(monkeypatch):
+    """Set up vidflow's handler on a buffer; undone afterwards (environment included)."""
+    for k in (_log.ENV_FORMAT, _log.ENV_LEVEL):
+        monkeypatch.setenv(k, "")
     buf = io.StringIO()
     root = logging.getLogger()
     saved = root.level, logging.getLogger("vidflow").level
@@ -107,7 +109,7 @@ def test_progress_text_counts_states_drops_and_elapsed():
     s = RunSummary(started=1.0)
     s.sources = {0: SourceStats(0, state="running", frames=30, dropped=2), 1: SourceStats(1, state="reconnecting"),
                  2: SourceStats(2, state="running", dropped=1)}
-    text = _progress_text(s)
+    text = progress_text(s)
     assert text.startswith("2/3 sources running (1 reconnecting) | 30 frames, ") and "| 3 dropped |" in text
     assert re.search(r"\| \d+:\d\d:\d\d$", text)
 
@@ -121,3 +123,13 @@ def test_cli_flags_before_or_after_the_command(tmp_path, capsys):
     assert (a.log_format, a.log_level, a.verbose) == ("json", "debug", True)
     with pytest.raises(SystemExit):
         _parser().parse_args(["run", "p.yaml", "--log-format", "xml"])
+
+
+def test_config_error_as_a_json_line(tmp_path, capsys, logs):
+    from vidflow.cli import main
+
+    p = tmp_path / "p.yaml"
+    p.write_text("sources: [{synthetic: {frames: 1}}]\nmuxer: {batch_size: eight}\n")
+    assert main(["check", str(p), "--log-format", "json"]) == 2
+    rec = json.loads(capsys.readouterr().err)
+    assert rec["level"] == "error" and rec["path"] == "muxer.batch_size" and 'got "eight"' in rec["msg"]

@@ -130,5 +130,5 @@ def test_nearly_full_disk_warned_before_start(tmp_path, caplog):
         build_parts(load_config(p))
         free_seen = _preflight.warn_low_space(tmp_path, 0)   # threshold 0: never a warning
     msgs = [r for r in caplog.records if "free on the disk of" in r.getMessage()]
-    assert len(msgs) == 1 and msgs[0].path == str(tmp_path) and msgs[0].threshold_bytes == free * 2 and not out.exists()
+    assert len(msgs) == 1 and msgs[0].path == str(out) and msgs[0].threshold_bytes == free * 2 and not out.exists()
     assert free_seen is not None and free_seen > 0

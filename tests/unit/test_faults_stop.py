@@ -166,3 +166,51 @@ def test_video_sink_on_a_full_tmpfs(tmp_path):
     finally:
         import subprocess
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("tail", [b'{"source_id": 0, "fra', b"", b"x" * 70_000])
+def test_append_after_a_kill_cuts_the_partial_line(tmp_path, caplog, tail):
+    import json
+
+    from vidflow.sinks.jsonl import JsonlSink
+
+    path = tmp_path / "f.jsonl"
+    good = b'{"a": 1}\n{"a": 2}\n'
+    path.write_bytes(good + tail)                  # what a write cut short by SIGKILL leaves
+    sink = JsonlSink(path, append=True)
+    for b in batches(2):
+        sink.write(b)
+    sink.close()
+    data = path.read_bytes()
+    assert data.startswith(good) and data.endswith(b"\n")
+    lines = [json.loads(x) for x in data.splitlines()]
+    assert len(lines) == 2 + sink.lines == 2 + 8
+    assert any("removed a partial last line" in r.getMessage() for r in caplog.records) == bool(tail)
+
+
+def test_stop_pipeline_uses_drain_and_timeout_where_the_pipeline_takes_them():
+    from vidflow._runner import stop_pipeline
+
+    class Sink:
+        aborted = 0
+
+        def abort(self):
+            self.aborted += 1
+
+    class New:
+        def __init__(self):
+            self.calls, self.sinks = [], [Sink(), object()]
+
+        def stop(self, drain: bool = True, timeout: float | None = None):
+            self.calls.append((drain, timeout))
+
+    class Old(New):
+        def stop(self):
+            self.calls.append(())
+
+    for cls, first, second in ((New, (True, 3.0), (False, 3.0)), (Old, (), ())):
+        p = cls()
+        stop_pipeline(p, True, 3.0)
+        assert p.calls == [first] and p.sinks[0].aborted == 0      # a drain leaves the sinks' queues
+        stop_pipeline(p, False, 3.0)
+        assert p.calls == [first, second] and p.sinks[0].aborted == 1

@@ -131,6 +131,19 @@ def test_ack_waits_for_threaded_sinks_to_finish():
     sink.close()
 
 
+def test_forget_drops_pending_acknowledgements_too():
+    sink = _GatedSink()
+    ack = AckSink([sink])
+    b = _batch(("a", 5))
+    sink.write(b)
+    ack.write(b)
+    ack.forget("a")                                 # the camera starts again before its frame was written
+    sink.gate.set()
+    wait_until(lambda: sink.stats()["written"] == 1, what="written")
+    assert ack.acked() == {}
+    sink.close()
+
+
 def test_ack_of_synchronous_sinks_and_kept_records():
     ack = AckSink([object()], keep_records=3)
     ack.write(_batch(("a", 0), ("a", 1)))
@@ -252,3 +265,11 @@ def test_format_status_names_every_worker_and_camera():
           "cameras": [CameraState(CameraSpec("cam", {"file": "x"}), worker="w0", state="running").row()]}
     text = format_status(st)
     assert "worker w0" in text and "gpus 0" in text and "cam" in text and "running" in text
+
+
+def test_worker_http_ports_do_not_collide():
+    from vidflow.fleet.worker import worker_http
+
+    assert [worker_http(9100, i) for i in range(3)] == [9100, 9101, 9102]
+    assert worker_http("0.0.0.0:9100", 2) == "0.0.0.0:9102" and worker_http("127.0.0.1:0", 3) == "127.0.0.1:0"
+    assert worker_http(0, 1) == 0 and worker_http(None, 1) is None

@@ -23,7 +23,7 @@ ENTRIES = [(sec, k, spec) for sec, table in kinds.KINDS.items() for k, spec in t
 # Keyword arguments whose docstring does not describe them yet. Those docstrings live in files other
 # helpers own in this wave (sources/, stages/detect.py, sinks/video.py); the list may only shrink:
 # the test fails when one of them gets documented and is still listed here.
-UNDOCUMENTED = {("file", "path"), ("synthetic", "seed"), ("synthetic", "live"), ("rtsp", "url"),
+UNDOCUMENTED = {("synthetic", "seed"), ("synthetic", "live"), ("rtsp", "url"),
                 ("detect", "iou"), ("detect", "max_det"), ("detect", "keep_input"), ("detect", "keep_output"),
                 ("detect", "agnostic"), ("detect", "backend"), ("video", "name")}
 

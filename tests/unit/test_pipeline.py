@@ -1,12 +1,11 @@
 import threading
-import time
 
 import pytest
 import torch
 
 from vidflow import Muxer, Pipeline
 from vidflow.errors import DecodeError, SinkError, SourceError, StageError, VidflowError
-from vidflow.testing import FakeSource, MemorySink, frame_value
+from vidflow.testing import FakeSource, MemorySink, frame_value, wait_until
 
 
 def run(sources, stages=(), batch_size=4, **kw):
@@ -126,12 +125,17 @@ def test_stages_see_batches_and_reset_on_eos():
 
 
 def test_live_source_with_slow_sink_drops_and_counts():
+    pipe = None
+
     class SlowSink(MemorySink):
+        """Holds the first batch until the live source has overflowed its queue (no sleep)."""
+
         def write(self, batch):
-            time.sleep(0.02)
+            if not self.batches:
+                wait_until(lambda: pipe.snapshot().sources[0].dropped >= 3, what="live drops")
             super().write(batch)
 
-    live = FakeSource(200, live=True, delay=0.001)
+    live = FakeSource(200, live=True)
     fil = FakeSource(30)
     sink = SlowSink(keep_images=False)
     pipe = Pipeline([live, fil], Muxer(batch_size=1, max_wait_ms=1), [], [sink], device="cpu", queue_size=2)

@@ -90,3 +90,14 @@ def test_run_summary_reports_start_up():
     assert s.first_batch_s is not None and 0 < s.first_batch_s <= s.wall_s
     assert s.steady_s is None or s.first_batch_s <= s.steady_s <= s.wall_s
     assert "start-up: first batch" in s.table()
+
+
+def test_every_yaml_setting_is_a_pipeline_argument():
+    import inspect
+
+    from vidflow.config import SETTINGS
+
+    params = inspect.signature(Pipeline).parameters
+    assert [k for k in SETTINGS if k not in params] == []
+    for k, s in SETTINGS.items():                 # the same default in both places
+        assert params[k].default == s.default, k

@@ -182,3 +182,13 @@ def test_rois_in_yaml(tmp_path, rois, path, msg):
     with pytest.raises(ConfigError) as ei:
         build_parts(load_config(p))
     assert ei.value.path == path and msg in str(ei.value)
+
+
+def test_roi_beyond_the_frame_is_clipped_to_it():
+    """An ROI reaching past the frame (a camera smaller than the ROIs were drawn for) covers the
+    part inside it; one wholly outside finds nothing."""
+    b = _batch([_frame(1280, 720, seed=7)], [0])
+    got = Detector("demo", rois={0: [[640, 360, 5000, 5000]]}, size=ROI_SIZE)(b).objects
+    assert len(got) and bool(_inside(got.bbox, [640, 360, 1280, 720]).all())
+    none = Detector("demo", rois={0: [[2000, 0, 2600, 400]]}, size=ROI_SIZE)(b).objects
+    assert len(none) == 0

@@ -37,13 +37,14 @@ def running():
         srv = serve.start(pipe, "127.0.0.1:0", **kw)
         t = threading.Thread(target=pipe.run, daemon=True)
         t.start()
-        servers.append((pipe, srv, t))
         client = httpx.Client(base_url=srv.url, timeout=10)
+        servers.append((pipe, srv, t, client))
         wait_until(lambda: client.get("/readyz", headers=_auth(kw)).status_code == 200)
         return pipe, srv, client
 
     yield make
-    for pipe, srv, t in servers:
+    for pipe, srv, t, client in servers:
+        client.close()
         pipe.stop()
         t.join(10)
         srv.stop()

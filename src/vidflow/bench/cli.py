@@ -29,6 +29,8 @@ copies of >= 100 kB: an image, never boxes). E also reports ``breakdown_ms_per_b
 batch in each part of the loop, with the device synchronised at their boundaries (the pipeline's
 observers: ``vidflow.observe``). Every line names the host's CPU beside the device
 (``host_cpu``, ``host_cores``, ``host_cpu_mhz``): post-processing runs there.
+E also reports its start-up: ``first_batch_s`` and ``steady_s``, seconds from the start of the
+pipeline's run to its first batch and to steady state (``vidflow.runtime.startup``).
 
 Modules: ``cli`` (arguments, the plan, the lines), ``meters`` (the timed window, copies, the
 host), ``workloads`` (D, M, B), ``pipe`` (E, through the pipeline's public API only).
@@ -138,7 +140,7 @@ def _plan(n: int, args: argparse.Namespace, ctx: dict[str, Any], got: dict[str, 
             full = max((f for name, f in got.items() if name == "E" or name.startswith("E-p")), default=None)
             if not (args.pace or full):
                 raise ValueError("--variants paced needs --pace or the full E variant measured first")
-            pace = args.pace or 0.8 * full / n
+            pace = args.pace or 0.8 * (full or 0.0) / n
         return PipeWork(clip, n, dev, model=args.model, batch=bs, mux_size=ctx["mux_size"], track=v != "notrack",
                      max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
                      jsonl=os.path.join(ctx["tmp"], f"e{n}.jsonl"), pace=pace,
@@ -249,14 +251,14 @@ def _run(args: argparse.Namespace, dev: torch.device) -> int:
             e_full = {k: v for k, v in got.items() if k == "E" or k.startswith("E-p")}
             d_all = {k: v for k, v in got.items() if k == "D" or k.startswith("D-p")}
             if e_full:
-                e_name = max(e_full, key=e_full.get)
-                d_name = max(d_all, key=d_all.get) if d_all else None
-                e, d = e_full[e_name], d_all.get(d_name)
+                e_name = max(e_full, key=lambda k: e_full[k])
+                d_name = max(d_all, key=lambda k: d_all[k]) if d_all else None
+                e_fps, d_fps = e_full[e_name], (d_all[d_name] if d_name is not None else None)
                 # the best E against the best D: decode's ceiling is whichever way vidflow reaches it
                 emit({"bench": "summary", "streams": n, "device": gpu, **{f"{k}_fps": v for k, v in got.items()},
                       "E_best": e_name, "D_best": d_name,
-                      "E_over_D": round(e / d, 3) if d else None,
-                      "E_over_B": round(e / got["B"], 2) if got.get("B") else None})
+                      "E_over_D": round(e_fps / d_fps, 3) if d_fps else None,
+                      "E_over_B": round(e_fps / got["B"], 2) if got.get("B") else None})
     finally:
         if out is not None:
             out.close()

@@ -10,6 +10,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,10 +33,11 @@ def rss_mb(pid: int | None = None) -> float:
 class Window:
     """Wall, CPU time, peak memory (GPU allocator, whole device, RSS) over a timed window."""
 
-    def __init__(self, dev: torch.device, child_cpu: Any = None, child_pids: Any = None) -> None:
+    def __init__(self, dev: torch.device, child_cpu: Callable[[], float] | None = None,
+                 child_pids: Callable[[], list[int]] | None = None) -> None:
         self.dev, self.used, self.rss = dev, 0.0, 0.0
-        self.child_cpu = child_cpu or (lambda: 0.0)     # CPU seconds of decode processes, if any
-        self.child_pids = child_pids or (lambda: [])
+        self.child_cpu: Callable[[], float] = child_cpu or (lambda: 0.0)     # CPU s of decode processes, if any
+        self.child_pids: Callable[[], list[int]] = child_pids or (lambda: [])
         self.samples: list[tuple[float, float, float]] = []    # (t, rss of all processes, device used)
         self.gc_pauses: list[float] = []                         # this process's collections, s
         self._gc_t0 = self._gc_c0 = 0.0

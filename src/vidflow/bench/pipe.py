@@ -20,11 +20,16 @@ _PARTS = {"muxer.collect": "collect", "muxer.assemble": "assemble", "detect.laun
           "detect.finish": "detect-finish"}
 
 
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
 class _Watch:
     """The bench's observer: frame latencies always; per-part times while ``sync`` is on."""
 
     def __init__(self, lat: Any) -> None:
-        self.lat, self.sync, self.parts, self.batches = lat, False, {}, 0
+        self.lat, self.sync, self.batches = lat, False, 0
+        self.parts: dict[str, float] = {}
 
     def on_stage(self, stage: str, batch_size: int, seconds: float) -> None:
         if self.sync:
@@ -97,18 +102,20 @@ class PipeWork(Work):
         if wall is None:
             self._r0, self._d0 = self._offered_dropped()
             return {}
+        snap = self.pipe.snapshot()     # start-up: from run() to the first batch / to steady state
+        out: dict[str, Any] = {"first_batch_s": _r(snap.first_batch_s), "steady_s": _r(snap.steady_s)}
         if not self.pace:
-            return {}
+            return out
         released, dropped = self._offered_dropped()
-        return {"offered_fps": round((released - self._r0) / wall, 1), "pace_fps_per_stream": round(self.pace, 2),
-                "dropped_fps": round((dropped - self._d0) / wall, 1)}
+        return {**out, "offered_fps": round((released - self._r0) / wall, 1),
+                "pace_fps_per_stream": round(self.pace, 2), "dropped_fps": round((dropped - self._d0) / wall, 1)}
 
     def start(self) -> None:
         # the process-wide settings a pipeline run wants (torch threads, the collector's freeze),
         # as `vidflow run` enters them
         self._settings = self.pipe.process_settings()
         self._settings.__enter__()
-        self.it = iter(self.pipe)
+        self.it: Any = iter(self.pipe)
 
     def pump(self) -> None:
         try:

@@ -94,7 +94,7 @@ class Decode(Threads):
         if self.dev.type == "cuda":
             torch.cuda.set_device(self.dev)
         src = FileSource(self.clip, loop=True)
-        it = src.frames(device=self.dev, source_id=k)
+        it: Any = src.frames(device=self.dev, source_id=k)
         try:
             for f in it:
                 self.counts[k] += 1
@@ -186,7 +186,7 @@ class Naive(Threads):
                     with torch.inference_mode():
                         inp, place = preprocess(x, self.size, dtype=dtype)
                         out = self.engine(inp)
-                        det = decode(next(iter(out.values())), format=self.fmt, conf=0.25, iou=0.7)
+                        det = decode(next(iter(out.values())), format=self.fmt, conf=0.25, iou=0.7)  # type: ignore[arg-type]
                         input_to_image(det.bbox, place).cpu()
                     self.counts[k] += 1
                     self.lat.append((time.time_ns() - t) / 1e6)

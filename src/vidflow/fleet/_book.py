@@ -143,6 +143,7 @@ class WorkerState:
     host: str = ""
     gpus: list[str] = field(default_factory=list)
     device: str = ""
+    http: str | None = None            # its metrics / probes endpoint (the template's ``http``)
     error: str | None = None
     status_ref: Any = None
     status_sent: float = 0.0
@@ -155,7 +156,7 @@ class WorkerState:
 
     def row(self, load: float, cameras: int) -> dict[str, Any]:
         return {"id": self.id, "state": self.state, "pid": self.pid, "host": self.host, "gpus": self.gpus,
-                "device": self.device, "incarnation": self.incarnation, "restarts": self.restarts,
+                "device": self.device, "http": self.http, "incarnation": self.incarnation, "restarts": self.restarts,
                 "cameras": cameras, "load": load, "capacity": self.capacity, "error": self.error}
 
 
@@ -167,6 +168,7 @@ def format_status(status: dict[str, Any]) -> str:
         gpus = ",".join(w["gpus"]) or "-"
         lines.append(f"  worker {w['id']:<4} {w['state']:<8} pid {w['pid'] or '-':<7} host {w['host'] or '-'} "
                      f"gpus {gpus} load {w['load']:g}/{w['capacity']:g} restarts {w['restarts']}"
+                     + (f" {w['http']}" if w.get("http") else "")
                      + (f"  error: {w['error']}" if w["error"] else ""))
     rows = [("camera", "worker", "state", "frames", "fps", "acked", "moves", "note")]
     for c in status["cameras"]:

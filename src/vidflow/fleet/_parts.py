@@ -164,9 +164,12 @@ class AckSink:
             return [self._records.popleft() for _ in range(n)]
 
     def forget(self, source_id: Any) -> None:
+        """Drop a camera's acknowledgements (it starts again), pending ones included."""
         with self._lock:
             self._acked.pop(source_id, None)
             self._acked_ns.pop(source_id, None)
+            for _, newest, _ in self._pending:
+                newest.pop(source_id, None)
 
     def close(self) -> None:
         return None

@@ -36,8 +36,16 @@ class Reconciler:
         self.home: dict[str, str] = {}
         self.unplaced: tuple[str, ...] = ()
 
+    def request(self, now: float) -> list[Any]:
+        """Ask every worker without a pending status call for its status; returns the pending
+        calls (the caller waits for them, a little, without holding the fleet's lock)."""
+        for w in self.workers.values():
+            if w.status_ref is None:
+                w.status_ref, w.status_sent = w.handle.status.remote(), now
+        return [w.status_ref for w in self.workers.values()]
+
     def tick(self, ray: Any, now: float) -> None:
-        """One round: poll the workers, collect add results, carry out the placement plan."""
+        """One round: read the status answers, collect add results, carry out the placement plan."""
         self._poll(ray, now)
         self._check_adds(ray, now)
         self._reconcile(now)
@@ -46,13 +54,11 @@ class Reconciler:
         s = self.settings
         for w in self.workers.values():
             if w.status_ref is None:
-                w.status_ref, w.status_sent = w.handle.status.remote(), now
-        refs = [w.status_ref for w in self.workers.values()]
-        ray.wait(refs, num_returns=len(refs), timeout=min(s.poll_s, 1.0))
-        for w in self.workers.values():
+                continue
             ready, _ = ray.wait([w.status_ref], timeout=0)
             if not ready:
-                if now - w.status_sent > s.health_timeout_s and w.state != "lost":
+                # (only a worker that answered before can hang: building a pipeline may take long)
+                if now - w.status_sent > s.health_timeout_s and w.state == "running":
                     self._lost(w, f"no answer for {s.health_timeout_s:g} s", now)
                     self._kill(ray, w)
                 continue
@@ -72,6 +78,7 @@ class Reconciler:
             self._lost(w, "restarted", now)
         w.incarnation, w.pid, w.host, w.gpus, w.device = (st["incarnation"], st["pid"], st["host"], st["gpus"],
                                                           st["device"])
+        w.http = st.get("http")
         w.last_ok = now
         if st["state"] != "running":         # its pipeline stopped: let Ray restart the process
             w.error = st["error"]
@@ -101,8 +108,8 @@ class Reconciler:
                 else:
                     cam.state = "ending"
         for cid in rows:                                  # on the worker, not wanted there: stop it
-            cam = self.cams.get(cid)
-            if cam is None or cam.worker != w.id:
+            other = self.cams.get(cid)
+            if other is None or other.worker != w.id:
                 w.handle.remove.remote(cid)
 
     def _lost(self, w: WorkerState, reason: str, now: float) -> None:

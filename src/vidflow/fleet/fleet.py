@@ -69,7 +69,7 @@ class Fleet:
         self._thread: threading.Thread | None = None
         self._loop_error: BaseException | None = None
         self.ticks = 0
-        self.tick_s = 0.0                         # driver CPU time spent in ticks (process time)
+        self.tick_s = 0.0                         # CPU time of the reconcile thread (its own)
         self.on_tick: Any = None                  # called after each tick (the CLI's control actor)
 
     @classmethod
@@ -88,19 +88,20 @@ class Fleet:
         if not ray.is_initialized():
             ray.init(address=address, **init_kw)
         s = self.settings
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        num_gpus = s.num_gpus if s.num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
         n = s.workers
         if n is None:
-            gpus = float(ray.cluster_resources().get("GPU", 0.0))
-            n = max(1, int(gpus // s.num_gpus)) if s.num_gpus > 0 else 1
+            n = max(1, int(gpus // num_gpus)) if num_gpus > 0 else 1
         actor = ray.remote(PipelineWorker)
         env = dict(s.env)
         for i in range(n):
             wid = f"w{i}"
-            opts: dict[str, Any] = dict(num_cpus=s.num_cpus, num_gpus=s.num_gpus, max_restarts=s.max_restarts,
+            opts: dict[str, Any] = dict(num_cpus=s.num_cpus, num_gpus=num_gpus, max_restarts=s.max_restarts,
                                         max_task_retries=0, name=f"vidflow-{s.name}-{wid}", namespace="vidflow")
             if env:
                 opts["runtime_env"] = {"env_vars": env}
-            handle = actor.options(**opts).remote(self.template, wid, keep_records=s.keep_records, env=env,
+            handle = actor.options(**opts).remote(self.template, wid, index=i, keep_records=s.keep_records, env=env,
                                                   allow_code=self.allow_code)
             self._workers[wid] = WorkerState(wid, handle, s.capacity)
         if wait_s:
@@ -161,6 +162,8 @@ class Fleet:
                     self._cams[c.id] = CameraState(c)
                 elif old.spec != c:           # changed: restart it (where it is) with the new entry
                     old.spec, old.failures, old.error = c, 0, None
+                    old.acked, old.acked_ns = -1, 0
+                    self._seen_hw.pop(c.id, None)     # (its frame numbers start again at 0)
                     self._rec.restart(old)
             self._rec.order = ids
 
@@ -192,7 +195,7 @@ class Fleet:
             workers = [w.row(load.get(w.id, 0.0), count.get(w.id, 0)) for w in self._workers.values()]
             return {"name": self.settings.name, "workers": workers, "cameras": cams, "unplaced": list(self._rec.unplaced),
                     "fps": round(sum(c["fps"] for c in cams if c["state"] not in ("ended", "failed")), 1),
-                    "ticks": self.ticks, "driver_cpu_s": round(self.tick_s, 3),
+                    "ticks": self.ticks, "reconcile_cpu_s": round(self.tick_s, 3),
                     "loop_error": None if self._loop_error is None else repr(self._loop_error)}
 
     def format_status(self) -> str:
@@ -237,16 +240,20 @@ class Fleet:
     # -- the reconcile loop --------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            t0 = time.process_time()
+            t0 = time.thread_time()
             try:
+                ray = _ray()
                 with self._lock:
-                    self._rec.tick(_ray(), time.time())
+                    refs = self._rec.request(time.time())
+                ray.wait(refs, num_returns=len(refs), timeout=min(self.settings.poll_s, 1.0))
+                with self._lock:
+                    self._rec.tick(ray, time.time())
                 self._loop_error = None
             except Exception as e:  # noqa: BLE001 - logged and shown in status; the loop goes on
                 if repr(e) != repr(self._loop_error):
                     log.exception("fleet: reconcile tick failed")
                 self._loop_error = e
-            self.tick_s += time.process_time() - t0
+            self.tick_s += time.thread_time() - t0
             self.ticks += 1
             if self.on_tick is not None:
                 try:

@@ -4,7 +4,7 @@ pipeline template every worker builds, and the fleet's own settings::
     fleet:                      # all optional
       name: default             # the fleet's name in Ray (``vidflow fleet apply/status`` find it)
       workers: 2                # pipeline workers (null: one per GPU of the cluster, else 1)
-      num_gpus: 1               # per worker; fractional shares a GPU (0.5: two workers on one)
+      num_gpus: 1               # per worker; fractional shares a GPU (0.5: two on one); null: 1 if GPUs
       num_cpus: 1               # per worker, fractional allowed
       capacity: 64              # camera cost one worker takes (a camera costs 1 unless it says)
       max_restarts: -1          # Ray restarts a dead worker this many times (-1: always)
@@ -66,8 +66,9 @@ class CameraSpec:
 
 @dataclass(frozen=True)
 class FleetSettings:
-    """The ``fleet:`` section. ``workers`` None: one per ``num_gpus`` share of the cluster's
-    GPUs (at least 1). ``move_back``: cameras return to their first worker once it is back.
+    """The ``fleet:`` section. ``num_gpus`` None: 1 when the cluster has GPUs, else 0 (CPU
+    workers). ``workers`` None: one per ``num_gpus`` share of the cluster's GPUs (at least 1).
+    ``move_back``: cameras return to their first worker once it is back.
     ``poll_s``: the reconciler's tick; ``health_timeout_s``: a worker silent that long is
     treated as lost (and killed, so Ray restarts it); ``max_camera_failures``: consecutive
     failures before a camera is marked failed (retried meanwhile after ``backoff_s``, doubling up
@@ -76,7 +77,7 @@ class FleetSettings:
 
     name: str = "default"
     workers: int | None = None
-    num_gpus: float = 0.0
+    num_gpus: float | None = None
     num_cpus: float = 1.0
     capacity: float = 64.0
     max_restarts: int = -1
@@ -90,8 +91,8 @@ class FleetSettings:
     env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        checks = {"num_gpus": self.num_gpus >= 0, "num_cpus": self.num_cpus >= 0, "capacity": self.capacity > 0,
-                  "poll_s": self.poll_s > 0, "health_timeout_s": self.health_timeout_s > 0,
+        checks = {"num_gpus": self.num_gpus is None or self.num_gpus >= 0, "num_cpus": self.num_cpus >= 0,
+                  "capacity": self.capacity > 0, "poll_s": self.poll_s > 0, "health_timeout_s": self.health_timeout_s > 0,
                   "max_camera_failures": self.max_camera_failures >= 1, "backoff_s": self.backoff_s >= 0,
                   "max_backoff_s": self.max_backoff_s >= 0, "keep_records": self.keep_records >= 0,
                   "max_restarts": self.max_restarts >= -1,
@@ -162,8 +163,8 @@ def parse_cameras(items: Any, *, base: str | None = None, where: str = "cameras"
     return tuple(out)
 
 
-_SETTING_TYPES = {"name": str, "workers": (int, type(None)), "num_gpus": (int, float), "num_cpus": (int, float),
-                  "capacity": (int, float), "max_restarts": int, "move_back": bool, "poll_s": (int, float),
+_SETTING_TYPES: dict[str, type | tuple[type, ...]] = {"name": str, "workers": (int, type(None)), "num_gpus": (int, float, type(None)),
+                  "num_cpus": (int, float), "capacity": (int, float), "max_restarts": int, "move_back": bool, "poll_s": (int, float),
                   "health_timeout_s": (int, float), "max_camera_failures": int, "backoff_s": (int, float),
                   "max_backoff_s": (int, float), "keep_records": int, "env": Mapping}
 
@@ -207,7 +208,7 @@ def _template(value: Any, base: str | None) -> dict[str, Any]:
 
 def load_fleet(path: str | os.PathLike) -> FleetSpec:
     """Read a ``cameras.yaml`` (see the module docstring)."""
-    cfg = load_config(path)
+    cfg = load_config(os.fspath(path))
     base = cfg.pop("_base", None)
     unknown = [k for k in cfg if k not in ("fleet", "pipeline", "cameras")]
     if unknown:

@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import ConfigError, VidflowError
 from ._parts import KEEPALIVE_ID, AckSink, KeepAlive, Resume
 
-__all__ = ["PipelineWorker", "worker_sink_path"]
+__all__ = ["PipelineWorker", "worker_sink_path", "worker_http"]
 
 log = logging.getLogger("vidflow.fleet")
 
@@ -77,6 +77,19 @@ def _per_worker_sinks(items: list[Any], worker_id: str, restarted: bool) -> list
     return out
 
 
+def worker_http(value: Any, index: int) -> Any:
+    """The template's ``http`` (metrics, probes) for worker ``index``: its port raised by the
+    index, so workers on one host do not collide (port 0, any free port, stays 0)."""
+    if value is None or index == 0:
+        return value
+    if isinstance(value, int):
+        return value + index if value else 0
+    host, _, port = str(value).rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return value
+    return f"{host}:{int(port) + index}" if host else str(int(port) + index)
+
+
 def _restarted() -> bool:
     """Whether Ray restarted this actor (False outside Ray)."""
     try:
@@ -108,16 +121,17 @@ class PipelineWorker:
         template: the pipeline description; its sinks' paths get the worker id (see
             :func:`worker_sink_path`); a restarted worker appends to its JSONL files.
         worker_id: the worker's stable name (``w0``...), also in its sinks' paths.
+        index: the worker's number; the template's ``http`` port is raised by it.
         keep_records: per-frame records kept for :meth:`records` (0: none).
         env: environment variables set in this process before anything is built.
         allow_code: modules the template's and cameras' ``module:Name`` entries may import.
     """
 
-    def __init__(self, template: Mapping[str, Any], worker_id: str, *, keep_records: int = 0,
+    def __init__(self, template: Mapping[str, Any], worker_id: str, *, index: int = 0, keep_records: int = 0,
                  env: Mapping[str, str] | None = None, allow_code: Any = None, log_level: int = logging.WARNING) -> None:
         os.environ.update({str(k): str(v) for k, v in (env or {}).items()})
         logging.basicConfig(level=log_level, format=f"vidflow[{worker_id}]: %(levelname)s: %(message)s")
-        self.worker_id = str(worker_id)
+        self.worker_id, self.index = str(worker_id), int(index)
         self.incarnation = uuid.uuid4().hex[:12]
         self.restarted = _restarted()
         self.allow_code = allow_code
@@ -141,6 +155,8 @@ class PipelineWorker:
 
         cfg = copy.deepcopy(dict(template))
         cfg["sinks"] = _per_worker_sinks(list(cfg.get("sinks") or []), self.worker_id, self.restarted)
+        if cfg.get("http") is not None:
+            cfg["http"] = worker_http(cfg["http"], self.index)
         cfg["sources"] = [{"synthetic": {"width": 32, "height": 32, "frames": 0}}]   # build_parts wants one
         parts = build_parts(cfg, allow_code=self.allow_code)
         kwargs = parts.kwargs(inspect.signature(Pipeline).parameters)
@@ -156,14 +172,14 @@ class PipelineWorker:
         parts = build_parts({"sources": [dict(entry)], "_base": self.base}, allow_code=self.allow_code)
         return next(iter(parts.sources.values()))
 
-    def _camera_rows(self) -> dict[str, dict[str, Any]]:
-        """Per camera on this worker: the pipeline's counters (``pipe.summary``) and the acks."""
+    def _camera_rows(self, summary: Any) -> dict[str, dict[str, Any]]:
+        """Per camera on this worker: the pipeline's counters (``pipe.snapshot()``) and the acks."""
         acked = self.ack.acked()
         rows = {}
         with self._lock:
             cams = dict(self._cams)
         for cid, meta in cams.items():
-            st = self.pipe.summary.sources.get(cid)
+            st = summary.sources.get(cid)
             fn, ns = acked.get(cid, (-1, 0))
             row = {"state": meta.get("state", "starting"), "frames": 0, "decoded": 0, "dropped": 0, "errors": 0,
                    "error": meta.get("error"), "last_error": "", "live": False, "acked": fn, "acked_ns": ns,
@@ -177,7 +193,8 @@ class PipelineWorker:
 
     def _run(self) -> None:
         try:
-            self.pipe.run()
+            with self.pipe.process_settings():   # torch's threads, gc freezing: this process is the worker's
+                self.pipe.run()
         except BaseException as e:  # noqa: BLE001 - reported in status(); the fleet restarts the worker
             self._error = f"{type(e).__name__}: {e}"
             log.error("worker %s: the pipeline stopped: %s", self.worker_id, self._error)
@@ -226,20 +243,21 @@ class PipelineWorker:
 
     def status(self) -> dict[str, Any]:
         """The worker and its cameras (see the module docstring); cheap, called every tick."""
+        summary = self.pipe.snapshot()          # a consistent copy, live counters refreshed
         alive = self._thread.is_alive()
         state = "failed" if self._error is not None else ("running" if alive else "stopped")
         return {"worker": self.worker_id, "incarnation": self.incarnation, "restarted": self.restarted,
                 "pid": os.getpid(), "host": socket.gethostname(), "gpus": _gpus(), "device": str(self.pipe.device),
                 "state": state, "error": self._error, "time": time.time(), "started": self.started,
-                "batches": self.pipe.summary.batches, "cameras": self._camera_rows(),
+                "http": getattr(self.pipe.server, "url", None), "batches": summary.batches, "cameras": self._camera_rows(summary),
                 "records_dropped": self.ack.records_dropped}
 
     def snapshot(self) -> dict[str, Any]:
         """The pipeline's run summary as plain data (cameras, frames, fps, latency)."""
-        s = self.pipe.summary
+        s = self.pipe.snapshot()
         return {"worker": self.worker_id, "frames": s.frames, "batches": s.batches, "fps": s.fps,
                 "latency_ms_p50": s.latency_ms(0.5), "latency_ms_p95": s.latency_ms(0.95),
-                "cameras": self._camera_rows()}
+                "cameras": self._camera_rows(s)}
 
     def records(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Per-frame records kept since the last call (``keep_records``), oldest first."""

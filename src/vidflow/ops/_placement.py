@@ -35,8 +35,8 @@ def place_captions(boxes: Sequence[Sequence[float]], frames: Sequence[int], widt
             continue
         x = min(max(x1 + pad, pad), image_w - w - pad)
         x = max(x, 0.0)
-        spots = (y1 - height - pad, y1 + pad, y2 + pad, y2 - height - pad)
-        spots = [y for y in spots if pad <= y <= image_h - height - pad] or [min(max(y1 + pad, pad), image_h - height)]
+        cands = (y1 - height - pad, y1 + pad, y2 + pad, y2 - height - pad)
+        spots = [y for y in cands if pad <= y <= image_h - height - pad] or [min(max(y1 + pad, pad), image_h - height)]
         taken = placed.setdefault(int(frames[i]), [])
         best = None
         for y in spots:

@@ -119,7 +119,7 @@ class Views:
         a = self.area[idx]
         return torch.maximum(torch.minimum(xy, a[:, 2:]), a[:, :2])
 
-    def content(self, out_hw: tuple[int, int], in_hw: tuple[int, int], box: torch.Tensor | None = None) -> torch.Tensor:
+    def content(self, out_hw: Sequence[int], in_hw: Sequence[int], box: torch.Tensor | None = None) -> torch.Tensor:
         """``[n, 4]``: where each model image's ``area`` (or ``box [n, 4]``, source pixels) lies in
         a model output map of ``out_hw`` (h, w) pixels, for a model input of ``in_hw``."""
         b = self.area if box is None else box
@@ -133,10 +133,11 @@ def plan(frames: Sequence[Any], rois: Mapping[str, tuple[Box, ...]], device: tor
     """The crop table of a batch of ``frames`` (``FrameInfo``): ``(boxes [C, 4] source pixels,
     frame [C] int64)`` on ``device``, one row per ROI of each frame and one whole-frame row for
     each frame of a source without ROIs; ``None`` when no frame has ROIs (the plain path).
-    ``cache``: a dict kept by the caller, keyed by the batch's source ids."""
+    ``cache``: a dict kept by the caller, keyed by the device and the batch's source ids."""
     ids = tuple(str(f.source_id) for f in frames)
-    if cache is not None and ids in cache:
-        return cache[ids]
+    key = (str(device), ids)
+    if cache is not None and key in cache:
+        return cache[key]
     if not any(i in rois for i in ids):
         out = None
     else:
@@ -151,7 +152,7 @@ def plan(frames: Sequence[Any], rois: Mapping[str, tuple[Box, ...]], device: tor
     if cache is not None:
         if len(cache) >= 256:
             cache.clear()
-        cache[ids] = out
+        cache[key] = out
     return out
 
 
@@ -183,7 +184,7 @@ def letterbox_crops(images: torch.Tensor, boxes: torch.Tensor, frame: torch.Tens
     s = new / wh                                                       # input px per image px
     ext0 = lt - pad / s                                                # image point at input (0, 0)
     ext = torch.cat([ext0, ext0 + dst / s], 1)
-    x = crop_resize(images, ext, frame, (W, H), clip=False)
+    x = crop_resize(images, ext, frame, (W, H), clip=False, method="gather")   # no float copy of the frames
     u = torch.arange(W, device=x.device, dtype=torch.float32)
     v = torch.arange(H, device=x.device, dtype=torch.float32)
     inside_u = (u[None] >= pad[:, 0:1]) & (u[None] < pad[:, 0:1] + new[:, 0:1])

@@ -151,12 +151,13 @@ class Pipeline:
 
     # -- parts ---------------------------------------------------------------------------------
     @property
-    def stages(self) -> list[Any]:
-        return [s.obj for s in self._stage_slots]
+    def stages(self) -> tuple[Any, ...]:
+        return tuple(s.obj for s in self._stage_slots)
 
     @property
-    def sinks(self) -> list[Any]:
-        return [s.obj for s in self._steps.sinks]
+    def sinks(self) -> tuple[Any, ...]:
+        """The sinks (add more with :meth:`add_sink`)."""
+        return tuple(s.obj for s in self._steps.sinks)
 
     def add_source(self, source: Any, source_id: int | str | None = None) -> int | str:
         """Register a source; on a running pipeline it starts at once. Returns its id."""

@@ -44,7 +44,7 @@ class Sourcing:
         self.device, self.queue_size, self.decode_processes = device, queue_size, decode_processes
         self.summary, self.lock, self.cond, self.observers = summary, lock, cond, observers
         self.on_retired = on_retired
-        self._reg = threading.Lock()              # the tables below
+        self._reg = threading.RLock()             # the tables below (re-entered by observers' snapshot())
         self.sources: dict[int | str, Any] = {}
         self.queues: dict[int | str, SourceQueue] = {}
         self._threads: dict[int | str, threading.Thread] = {}

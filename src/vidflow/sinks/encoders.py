@@ -146,7 +146,9 @@ class MsgpackEncoder(V1Encoder):
 
 class JsonlEncoder:
     """The DESIGN.md JSONL record (``source_id``, ``frame_num``, ``pts``, ``width``, ``height``,
-    ``objects: [{bbox, class_id, label, confidence, object_id, attrs?}]``). Attributes with at
+    ``objects: [{bbox, class_id, label, confidence, object_id, attrs?, mask?, keypoints?}]``;
+    ``mask``: the instance mask as COCO RLE in source pixels (pycocotools reads it),
+    ``keypoints``: ``[[x, y, score], ...]`` in source pixels). Attributes with at
     most ``max_list`` values per object are lists (classifier labels as names), bigger ones are
     compact (``records.encode_array``). No ``seq`` (kept byte-compatible with earlier files)."""
 
@@ -168,6 +170,8 @@ class JsonlEncoder:
         keys, vals = tuple(extra), tuple(extra.values())
         cnt, fnum, w, h = frames.count.tolist(), frames.frame_num.tolist(), frames.width.tolist(), frames.height.tolist()
         pts = np.round(frames.pts, 6).tolist()
+        kp = cols.get("keypoints")
+        kpts = None if kp is None else np.round(kp.astype(np.float64), nd).tolist()
         for i, sid in enumerate(frames.source_id):
             n = cnt[i]
             objs = [{"bbox": b, "class_id": c, "label": lb, "confidence": cf, "object_id": o}
@@ -175,6 +179,12 @@ class JsonlEncoder:
             if keys:
                 for ob, *av in zip(objs, *[v[i] for v in vals]):
                     ob["attrs"] = dict(zip(keys, av))
+            if frames.rle is not None:
+                for ob, r in zip(objs, frames.rle[i]):
+                    ob["mask"] = r
+            if kpts is not None:
+                for ob, k in zip(objs, kpts[i][:n]):
+                    ob["keypoints"] = k
             out.append({"source_id": sid, "frame_num": fnum[i], "pts": pts[i], "width": w[i], "height": h[i],
                         "objects": objs})
         return out

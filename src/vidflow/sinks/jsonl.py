@@ -15,7 +15,8 @@ Faults: each batch's lines go out in one ``os.write`` loop on an ``O_APPEND`` de
 write fails part-way (disk full, quota, I/O error) the file is truncated back to the end of the
 last complete line, so it never ends in a partial record; the sink is then marked failed (its
 ``on_error`` policy decides whether the pipeline stops). A hard kill loses at most the batch being
-written, never a line's integrity beyond the last one. Free space is checked when the file is
+written, never a line's integrity beyond the last one; ``append=True`` on a file a killed run
+left ending in part of a line first cuts that part off. Free space is checked when the file is
 opened: below ``warn_free_bytes`` a warning names the file.
 """
 
@@ -92,8 +93,32 @@ class JsonlSink(ThreadedSink):
             except OSError as e:
                 raise SinkError(f"{self.name}: cannot open {self.path}: {e}") from e
             self._bytes = os.fstat(self._fd).st_size
+            if self._bytes:
+                self._repair_tail()
             warn_low_space(self.path, self.warn_free_bytes)
         return self._fd
+
+    def _repair_tail(self) -> None:
+        """Appending to a file a killed run left ending in part of a line: cut that part off, so
+        every line stays a complete record (a kill can cut a write short at a page boundary)."""
+        assert self._fd is not None
+        end = pos = self._bytes
+        with open(self.path, "rb") as f:
+            f.seek(end - 1)
+            if f.read(1) == b"\n":
+                return
+            while pos > 0:
+                start = max(0, pos - (1 << 16))
+                f.seek(start)
+                i = f.read(pos - start).rfind(b"\n")
+                if i >= 0:
+                    pos = start + i + 1
+                    break
+                pos = start
+        os.ftruncate(self._fd, pos)
+        self._bytes = pos
+        log.warning("%s: removed a partial last line (%d bytes) that an earlier run left in %s", self.name,
+                    end - pos, self.path, extra={"sink": self.name, "path": str(self.path), "bytes": end - pos})
 
     def _write_lines(self, payloads: list[bytes]) -> None:
         if not payloads:

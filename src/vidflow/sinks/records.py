@@ -51,6 +51,9 @@ class HostFrames:
     count: np.ndarray
     columns: Mapping[str, np.ndarray]
     labels: Mapping[str, tuple[str, ...]]
+    #: per frame, each object's instance mask as COCO RLE (``{"size": [h, w], "counts": str}``,
+    #: ``pycocotools.mask.decode`` reads it) in source pixels; None when the batch has no masks
+    rle: tuple[list[dict[str, Any]], ...] | None = None
 
     def __post_init__(self) -> None:
         b = len(self.source_id)
@@ -99,10 +102,27 @@ def host_frames(batch: Batch, *, attrs: bool | Iterable[str] = True) -> HostFram
             out[name] = np.ascontiguousarray(t.cpu().numpy())
         count = cols["num_objects"].cpu().numpy().astype(np.int64)
     labels = {k: tuple(v) for k, v in batch.labels.items()}
+    rle = _rle_per_frame(batch)
     return HostFrames(
         source_id=tuple(cols["source-id"]), frame_num=cols["frame-num"].numpy(), pts=cols["pts"].numpy(),
         ntp=cols["ntp"].numpy(), width=cols["source-frame-width"].numpy(),
-        height=cols["source-frame-height"].numpy(), count=count, columns=out, labels=labels)
+        height=cols["source-frame-height"].numpy(), count=count, columns=out, labels=labels, rle=rle)
+
+
+def _rle_per_frame(batch: Batch) -> tuple[list[dict[str, Any]], ...] | None:
+    """COCO RLE of every object's mask, grouped by frame (run boundaries found on the device)."""
+    objs = batch.objects
+    if objs is None or objs.masks is None:
+        return None
+    from ..ops.masks import to_rle
+
+    fidx = objs.frame_idx.cpu().tolist()
+    wh = [(f.width, f.height) for f in batch.frames]
+    rles = to_rle(objs.masks, [wh[i] for i in fidx]) if fidx else []
+    out: list[list[dict[str, Any]]] = [[] for _ in batch.frames]
+    for i, r in zip(fidx, rles):       # objects are ordered by frame
+        out[i].append(r)
+    return tuple(out)
 
 
 def label_names(ids: np.ndarray, names: tuple[str, ...]) -> list[str]:

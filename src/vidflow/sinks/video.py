@@ -262,7 +262,7 @@ class VideoSink(ThreadedSink):
                 h, w = (arr.shape[0] * 2 // 3, arr.shape[1]) if self._nvenc else arr.shape[:2]
                 cls = NvencWriter if self._nvenc else PyAvWriter
                 self.files[key].parent.mkdir(parents=True, exist_ok=True)
-                warn_low_space(self.files[key].parent)
+                warn_low_space(self.path)
                 wr = self._writers[key] = cls(self.files[key], w, h, self.fps or 30.0, self.codec, self.bitrate,
                                               fragmented=self.fragmented, keyframe_s=self.keyframe_s,
                                               timing="rate" if self.fps else "pts")

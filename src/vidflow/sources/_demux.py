@@ -77,6 +77,7 @@ class StreamInfo:
     duration: float
     matrix: str
     full_range: bool
+    truncated: bool = False      # the file ends mid-packet (an MPEG-TS whose size is no multiple of 188 / 192)
 
     @property
     def expected_frames(self) -> int:
@@ -171,10 +172,14 @@ class Demuxer:
         if not duration and self.container.duration:
             duration = self.container.duration / 1e6          # AV_TIME_BASE
         matrix, full = stream_color(stream)
+        truncated = False
+        if self.file and self.container.format.name == "mpegts":
+            size = os.path.getsize(self.target)
+            truncated = size % 188 != 0 and size % 192 != 0
         self.stream = stream
         self.info = StreamInfo(codec=cc.name, width=w, height=h, pix_fmt=cc.format.name if cc.format else None,
                                fps=fps, time_base=tb, declared=int(stream.frames or 0), duration=duration,
-                               matrix=matrix, full_range=full)
+                               matrix=matrix, full_range=full, truncated=truncated)
 
     def packets(self) -> Iterator[Any]:
         """The video stream's packets in decode order, then the demuxer's flush packet. A read

@@ -162,6 +162,7 @@ class NvdecDecoder:
         self._stream = torch.cuda.Stream(self.device)
         self._pts: list[int] = []
         self._tb = 0.0
+        self.flushed = False                 # True after flush(): the parser starts afresh
         self._bind(stream)
         self.alloc: Any = None
         kw = dict(gpuid=self.device.index, codec=getattr(nvc.cudaVideoCodec, NVDEC_CODECS[cc.name]),
@@ -180,12 +181,14 @@ class NvdecDecoder:
         self._pts.clear()
 
     def rebind(self, stream: Any) -> bool:
-        """Go on with a new PyAV ``stream`` (the same file re-opened to loop, a live stream
-        re-connected) after ``flush()``: the decoder and its surfaces are kept (creating them at
+        """Go on with a new PyAV ``stream`` (the same file re-opened to loop) after ``flush()``:
+        the decoder and its surfaces are kept (creating them at
         every pass of a short looped clip cost a fifth of a decode process's CPU). ``False``
-        when the stream needs another decoder (codec, size, a format NVDEC cannot take)."""
+        when the stream needs another decoder (codec, size, a format NVDEC cannot take) or the
+        last one was not flushed (a connection that broke off: its decoder is re-created)."""
         cc = stream.codec_context
-        if (cc.name != self.codec or (int(cc.width or 0), int(cc.height or 0)) != (self.width, self.height)
+        if (not self.flushed or cc.name != self.codec
+                or (int(cc.width or 0), int(cc.height or 0)) != (self.width, self.height)
                 or nvdec_unsupported(stream) or self._dec is None):
             return False
         self._bind(stream)
@@ -194,6 +197,7 @@ class NvdecDecoder:
     def decode(self, packet: Any) -> list[Decoded]:
         if packet is None or packet.size == 0:
             return []
+        self.flushed = False
         return self._run(self._bsf.filter(packet) if self._bsf is not None else [packet], flush=False)
 
     def flush(self) -> list[Decoded]:
@@ -204,6 +208,8 @@ class NvdecDecoder:
             return self._run(tail, flush=True)
         except PacketRejected:
             return []
+        finally:
+            self.flushed = True
 
     def _run(self, pkts: list[Any], *, flush: bool) -> list[Decoded]:
         out: list[Decoded] = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from ..batch import FrameInfo
@@ -97,7 +97,7 @@ def _bigger(stream: Any) -> tuple[int, int]:
 
 def run_session(demux: Demuxer, choice: DecoderChoice, holder: list, st: SourceStatus, *, sid: Any,
                 stop: threading.Event, on_corrupt: str, timeline: Timeline, first_use: bool,
-                stall: StallClock | None = None) -> Iterator[SourceFrame]:
+                stall: StallClock | None = None) -> Generator[SourceFrame, None, int]:
     """Frames of one open ``demux`` (see the module text); returns the number delivered.
     ``holder[0]``: the decoder, kept across calls (NVDEC reused on a loop pass); the caller closes
     it. ``first_use``: no frame was decoded on this source yet (NVDEC may still be refused)."""
@@ -129,7 +129,8 @@ def run_session(demux: Demuxer, choice: DecoderChoice, holder: list, st: SourceS
         if d.format == "rgb":
             frame = SourceFrame(frame_info, d.data, "rgb")
         else:
-            frame = SourceFrame(frame_info, d.data, "nv12", info.matrix, info.full_range)
+            frame = SourceFrame(frame_info, d.data, "nv12", "bt709" if info.matrix == "bt709" else "bt601",
+                                info.full_range)
         timeline.num += 1
         produced += 1
         st.delivered += 1

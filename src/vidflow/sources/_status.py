@@ -15,6 +15,7 @@ the last 64 ``(time.monotonic(), state, why)``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, fields
@@ -23,7 +24,7 @@ from typing import Any
 from ..errors import redact_uri
 from ..stats import SOURCE_STATES, SourceCounters
 
-__all__ = ["Counters", "SourceStatus", "WARN_EVERY"]
+__all__ = ["Counters", "SourceStatus", "WARN_EVERY", "bare_message"]
 
 log = logging.getLogger("vidflow.sources")
 
@@ -58,10 +59,33 @@ class Counters(SourceCounters):
 _FIELDS = frozenset(f.name for f in fields(Counters))
 
 
+def bare_message(e: BaseException, sid: Any) -> str:
+    """An error's text without the ``source N (uri): `` prefix a ``SourceError`` carries (the
+    log line and ``last_error`` name the source once), password removed."""
+    from ..errors import SourceError
+    text = str(e)
+    if isinstance(e, SourceError):
+        prefix = f"source {sid}" + (f" ({e.uri})" if e.uri else "") + ": "
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return redact_uri(text)
+
+
 class SourceStatus:
     """State, counters and damage reporting of one source (a base class; see the module text)."""
 
     uri: str
+
+    # picklable (a source moves to a decode process): its stop events are made anew there
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not isinstance(v, threading.Event)}
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        for name in self._EVENTS:
+            setattr(self, name, threading.Event())
+
+    _EVENTS: tuple[str, ...] = ()
 
     def _status_init(self) -> None:
         self.state = "starting"
@@ -89,7 +113,9 @@ class SourceStatus:
         self.transitions.append((now, state, why))
         if state in ("failed", "stalled") or (state == "ended" and why):
             level = max(level, logging.WARNING)
-        log.log(level, "source %s (%s): %s%s", sid, self.uri, state, f": {why}" if why else "")
+        # a failure's error is raised to the pipeline, which logs it once: the state line omits it
+        shown = "" if state == "failed" else why
+        log.log(level, "source %s (%s): %s%s", sid, self.uri, state, f": {shown}" if shown else "")
 
     def _error(self, text: str) -> None:
         self.last_error = redact_uri(text)

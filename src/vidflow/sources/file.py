@@ -24,7 +24,7 @@ from ..errors import DecodeError, redact_uri
 from ..frame import SourceFrame
 from ._demux import Demuxer
 from ._session import NvdecRefused, Timeline, check_on_corrupt, run_session
-from ._status import SourceStatus
+from ._status import SourceStatus, bare_message
 from .base import DEFAULT_MAX_PIXELS
 from .decoders import DecoderChoice, check_decoder
 
@@ -61,15 +61,7 @@ class FileSource(SourceStatus):
 
     live = False
     poolable = True           # can decode in a decode process (Pipeline(decode_processes=K))
-
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d.pop("_stop", None)
-        return d
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-        self._stop = threading.Event()
+    _EVENTS = ("_stop",)
 
     def __init__(self, path: str | os.PathLike, *, loop: bool = False,
                  decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -112,7 +104,7 @@ class FileSource(SourceStatus):
         try:
             yield from self._passes(choice, holder, source_id)
         except Exception as e:
-            self._error(str(e))
+            self._error(bare_message(e, source_id))
             self._enter("failed", source_id, self.last_error)
             raise
         finally:
@@ -178,6 +170,8 @@ class FileSource(SourceStatus):
                 if self.decode_errors:
                     why += f" ({self.decode_errors} decode errors; last: {self.last_error})"
                 raise DecodeError(why, source_id=sid, uri=self.uri)
+            if info.truncated and not broken:
+                broken = "the file ends mid-packet (truncated)"
             self._end_of_pass(sid, produced, info.expected_frames, info.declared, broken)
             if not self.loop or produced == 0:
                 if self.last_error and self.state != "ended":

@@ -32,7 +32,7 @@ from ..frame import SourceFrame
 from ._demux import LIVE_SCHEMES, Demuxer, ReadTimeout, network_options, scheme_of
 from ._reconnect import DEFAULT_BACKOFF, Backoff, Outage, StallClock, check_backoff
 from ._session import NvdecRefused, Stalled, Timeline, check_on_corrupt, run_session
-from ._status import SourceStatus
+from ._status import SourceStatus, bare_message
 from .base import DEFAULT_MAX_PIXELS
 from .decoders import DecoderChoice, check_decoder
 
@@ -75,15 +75,7 @@ class UriSource(SourceStatus):
     """
 
     poolable = True           # can decode in a decode process (Pipeline(decode_processes=K))
-
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d.pop("_closed", None)
-        return d
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-        self._closed = threading.Event()
+    _EVENTS = ("_closed",)
 
     def __init__(self, uri: str, *, live: bool | None = None, transport: Literal["tcp", "udp"] = "tcp",
                  decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto", connect_timeout: float = 5.0,
@@ -123,6 +115,7 @@ class UriSource(SourceStatus):
         self.frame_alloc: Any = None
         self.connected_at: float | None = None   # monotonic time of the last successful open
         self._declared = 0                        # frames the container declares (files), 0 = unknown
+        self._truncated = False                   # a file that ends mid-packet
         self._closed = threading.Event()
         self._status_init()
 
@@ -143,7 +136,7 @@ class UriSource(SourceStatus):
             yield from self._connections(choice, holder, source_id)
         except Exception as e:
             err = as_source_error(e, source_id=source_id, uri=self.uri)
-            self._error(_bare(err, source_id))
+            self._error(bare_message(err, source_id))
             self._enter("failed", source_id, self.last_error)
             if err is e:
                 raise
@@ -203,7 +196,7 @@ class UriSource(SourceStatus):
                     if isinstance(e, SourceError):
                         raise
                     raise StreamUnavailable(str(e), source_id=sid, uri=self.uri) from None
-                text = _bare(e, sid)
+                text = bare_message(e, sid)
                 self._error(text)
                 if outage is None:
                     outage = Outage(fps)
@@ -214,7 +207,8 @@ class UriSource(SourceStatus):
                 if self.max_retries is not None and backoff.failures > self.max_retries:
                     raise StreamUnavailable(f"gave up after {backoff.failures - 1} retries; last error: {text}",
                                             source_id=sid, uri=self.uri) from None
-                self._enter("stalled" if stalled else "reconnecting", sid, f"{text}; retrying in {delay:.2f} s",
+                what = "lost" if backoff.failures == 1 else "still down"
+                self._enter("stalled" if stalled else "reconnecting", sid, f"{text}; {what}, retrying in {delay:.2f} s",
                             level=logging.WARNING)
                 if self._closed.wait(delay):
                     return
@@ -225,11 +219,15 @@ class UriSource(SourceStatus):
                     stall: StallClock) -> Iterator[SourceFrame]:
         demux = Demuxer(self._url, uri=self.uri, source_id=sid, max_pixels=self.max_pixels,
                         options=self._ffmpeg_options, timeout=(self.connect_timeout, min(self.read_timeout,
-                                                                                         self.stall_timeout)))
+                                                                                         self.stall_timeout)),
+                        file=not self.live and not scheme_of(self._url))
         demux.open()
         self.connects += 1
         self.connected_at = time.monotonic()
-        self._declared = demux.info.expected_frames
+        info = demux.info
+        assert info is not None            # open() set it
+        self._declared = info.expected_frames
+        self._truncated = info.truncated
         stall.resume()
         gen = run_session(demux, choice, holder, self, sid=sid, stop=self._closed, on_corrupt=self.on_corrupt,
                           timeline=timeline, first_use=self.delivered == 0, stall=stall)
@@ -239,7 +237,7 @@ class UriSource(SourceStatus):
             raise _Lost(f"stalled: {e}", stalled=True) from None
         except ReadTimeout as e:
             if self.live:                                    # connected, then quiet: a stall
-                raise _Lost(f"stalled: no frame for {stall.silent_for():.1f} s ({_bare(e, sid)})",
+                raise _Lost(f"stalled: no frame for {stall.silent_for():.1f} s ({bare_message(e, sid)})",
                             stalled=True) from None
             raise
         finally:
@@ -256,17 +254,9 @@ class UriSource(SourceStatus):
         expected = self._declared
         if expected and got < expected - max(1, int(expected * 0.02)):
             self._error(f"incomplete: decoded {got} of the {expected} frames the container declares")
+        elif self._truncated:
+            self._error(f"ended early after {got} frames: the file ends mid-packet (truncated)")
         self._end_note = self.last_error
-
-
-def _bare(e: BaseException, sid: Any) -> str:
-    """An error's text without the ``source N (uri): `` prefix a SourceError carries."""
-    text = str(e)
-    if isinstance(e, SourceError):
-        prefix = f"source {sid}" + (f" ({e.uri})" if e.uri else "") + ": "
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-    return redact_uri(text)
 
 
 class RtspSource(UriSource):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -52,8 +53,8 @@ def build(det: Any, batch: Batch, x: torch.Tensor, views: Views,
         # then moved to the frame
         a0 = views.area[:, :2]
         local = boxes - a0[mi].repeat(1, 2)
-        mk = assemble(protos, coeffs, mi, local, proto_spans(content), views.area[:, 2:] - a0)
-        masks = Masks(mk.data, mk.origin + a0[mi].round().long()) if views.crops else mk
+        made = assemble(protos, coeffs, mi, local, proto_spans(content), views.area[:, 2:] - a0)
+        masks = Masks(made.data, made.origin + a0[mi].round().long()) if views.crops else made
     tensors: dict[str, torch.Tensor] = {}
     logits = res.frame_extras.get("class_logits")
     if logits is not None:
@@ -89,7 +90,7 @@ def _names(meta_names: Any, p: int) -> tuple[str, ...]:
     return tuple(str(i) for i in range(p))
 
 
-def semantic_maps(logits: torch.Tensor, views: Views, in_hw: tuple[int, int], size: tuple[int, int], frames: int, *,
+def semantic_maps(logits: torch.Tensor, views: Views, in_hw: Sequence[int], size: tuple[int, int], frames: int, *,
                   probabilities: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class maps of ROI crops -> one map per frame at source resolution ``size=(W, H)``: each
     crop's per-class probabilities cover its ROI; where ROIs overlap, the larger probability of

@@ -245,7 +245,8 @@ class Detector:
         warm = getattr(self.engine, "warmup", None)
         if callable(warm):
             w, h = self._size
-            warm(batch_size, (3, h, w))
+            # with ROIs the model's batch is the crops: up to every frame's largest ROI count
+            warm(batch_size * max([len(r) for r in self.rois.values()] or [1]), (3, h, w))
 
     def close(self) -> None:
         self.engine = None
@@ -253,4 +254,5 @@ class Detector:
     def __repr__(self) -> str:
         m = self.model if isinstance(self.model, (str, os.PathLike)) else type(self.model).__name__
         h = self.head if isinstance(self.head, (str, type(None))) else type(self.head).__name__
-        return f"Detector(model={m!r}, head={h}, conf={self.conf}, iou={self.iou}, name={self.name!r})"
+        r = f", rois={sum(map(len, self.rois.values()))} on {len(self.rois)} source(s)" if self.rois else ""
+        return f"Detector(model={m!r}, head={h}, conf={self.conf}, iou={self.iou}{r}, name={self.name!r})"
