@@ -10,7 +10,8 @@ other busy process its OpenMP threads wait on each other at every barrier: the d
   limited to 2 CPUs on a 64-core host gets 2;
 
 and on CPU gives torch one thread fewer than that (decode threads, the muxer and the sinks need a
-core too), at least 1, at most 16 (more threads than that only spin on video-sized batches).
+core too), at least 1, at most 16 (more threads than that only spin on video-sized batches);
+:func:`decoder_threads` shares the cores out between decoders the same way.
 On CUDA torch gets 1 (its CPU work is launching kernels). ``torch_threads:`` in a pipeline YAML,
 ``--torch-threads`` on the command line or ``VIDFLOW_TORCH_THREADS`` choose a number instead.
 
@@ -24,7 +25,8 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["available_cpus", "cgroup_cpu_limit", "default_threads", "resolve_threads", "apply_threads", "ENV"]
+__all__ = ["available_cpus", "cgroup_cpu_limit", "default_threads", "decoder_threads", "resolve_threads",
+           "apply_threads", "ENV"]
 
 ENV = "VIDFLOW_TORCH_THREADS"
 MAX_DEFAULT = 16
@@ -96,6 +98,15 @@ def default_threads(device: str = "cpu", *, cpus: int | None = None) -> int:
         return 1
     n = available_cpus() if cpus is None else int(cpus)
     return max(1, min(n - 1, MAX_DEFAULT))
+
+
+def decoder_threads(streams: int = 1, *, cpus: int | None = None) -> int:
+    """FFmpeg threads per stream (``codec_context.thread_count``) when ``streams`` decode at once
+    on the CPU: the cores this process may use shared out, at least 1. FFmpeg's own default
+    (0: one per core it sees, for every stream) ignores cgroup quotas and, with many cameras,
+    starts cores x streams threads."""
+    n = available_cpus() if cpus is None else int(cpus)
+    return max(1, min(n, MAX_DEFAULT) // max(1, int(streams)))
 
 
 def resolve_threads(n: int | None, device: str = "cpu") -> int:

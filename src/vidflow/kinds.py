@@ -79,6 +79,7 @@ EXPORTS: dict[str, str] = {
     "SourceFrame": "vidflow.sources.base:SourceFrame", "Gallery": "vidflow.gallery:Gallery",
     "Tiler": "vidflow.sinks.tiler:Tiler", "load_engine": "vidflow.engines:load_engine",
     "TorchEngine": "vidflow.engines.torch:TorchEngine", "OnnxEngine": "vidflow.engines.onnx:OnnxEngine",
+    "read_jsonl": "vidflow.tables:read_jsonl", "export_module": "vidflow.export:export_module",
 }
 
 

@@ -53,6 +53,8 @@ def test_to_pandas_has_read_jsonl_columns(tmp_path):
         sink.write(b)
     back = read_jsonl(tmp_path / "o.jsonl")
     assert list(df.columns) == list(back.columns)
+    import vidflow
+    assert vidflow.read_jsonl is read_jsonl and callable(vidflow.export_module)   # public names
     assert len(df) == 5 and df["label"].tolist() == ["box", "disc", "disc", "disc", "5"]
     assert df["source_id"].tolist() == ["lobby", "lobby", "door", "door", "door"]
     assert df["x2"].tolist() == [10.0] * 5 and df["width"].tolist() == [16] * 5

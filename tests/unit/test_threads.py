@@ -59,6 +59,13 @@ def test_default_threads_leave_a_core_and_cuda_gets_one():
     assert default_threads("cuda:0", cpus=64) == 1
 
 
+def test_decoder_threads_share_the_cores():
+    from vidflow._threads import decoder_threads
+
+    assert decoder_threads(1, cpus=2) == 2 and decoder_threads(4, cpus=2) == 1
+    assert decoder_threads(4, cpus=64) == 4 and decoder_threads(0, cpus=8) == 8
+
+
 def test_resolve_threads_env_and_errors(monkeypatch):
     monkeypatch.delenv(_threads.ENV, raising=False)
     assert resolve_threads(3) == 3
