@@ -259,8 +259,8 @@ class Sourcing:
             st.stalls = int(d.get("stalls", st.stalls) or 0)
             decode_errors = int(d.get("decode_errors", 0) or 0)
             st.errors = max(st.errors, decode_errors + (1 if st.error is not None else 0))
-            if d.get("last_error"):
-                st.last_error = redact_uri(d["last_error"])
+            if "last_error" in d:                      # the worker's current one ("" once recovered)
+                st.last_error = redact_uri(d.get("last_error") or "")
             new = state if isinstance(state, str) and st.state not in _FINAL else None
         if new is not None:
             self._set_state(sid, new)

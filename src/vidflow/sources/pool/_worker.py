@@ -12,6 +12,7 @@ import faulthandler
 import logging
 import os
 import queue
+import signal
 import threading
 from collections import deque
 from multiprocessing.connection import Connection
@@ -180,6 +181,8 @@ def main(fd: int, device: str, slots: int, level: int) -> None:
     import torch.multiprocessing  # noqa: F401 - registers torch's reductions (CUDA IPC) with the pickler
 
     faulthandler.enable(all_threads=True)     # a crash in NVDEC or FFmpeg shows its Python stacks
+    # Ctrl-C reaches the whole process group: the pipeline stops its workers itself (messages, then kill)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("vidflow").setLevel(level)          # the pipeline's level for vidflow only
     conn = Connection(fd)
