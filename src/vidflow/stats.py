@@ -142,14 +142,21 @@ class RunSummary:
             return
         import torch
 
-        host = torch.stack([objs.frame_idx, objs.class_id, objs.object_id]).cpu().tolist()
+        import numpy as np
+
+        fi, ci, oi = torch.stack([objs.frame_idx, objs.class_id, objs.object_id]).cpu().numpy()
         names = batch.labels.get("objects", ())
         sids = [f.source_id for f in batch.frames]
-        for fi, ci, oi in zip(*host):
-            sid = sids[fi]
-            self.classes.setdefault(sid, Counter())[names[ci] if 0 <= ci < len(names) else str(ci)] += 1
-            if oi >= 0:
-                self.tracks.setdefault(sid, set()).add(oi)
+        ncls = int(ci.max()) + 1 if len(ci) else 0
+        # (frame, class) pairs counted at once; then per source (a few sources x classes of Python)
+        pairs, counts = np.unique(fi * max(ncls, 1) + ci, return_counts=True)
+        for p, c in zip(pairs.tolist(), counts.tolist()):
+            f, k = divmod(p, max(ncls, 1))
+            self.classes.setdefault(sids[f], Counter())[names[k] if 0 <= k < len(names) else str(k)] += c
+        tracked = oi >= 0
+        if tracked.any():
+            for f, o in set(zip(fi[tracked].tolist(), oi[tracked].tolist())):
+                self.tracks.setdefault(sids[f], set()).add(o)
 
     def note_outputs(self, sinks: Iterable[Any]) -> None:
         """Remember where the sinks write: each sink's ``path`` / ``uri`` (credentials removed)."""

@@ -58,3 +58,22 @@ def test_to_pandas_has_read_jsonl_columns(tmp_path):
     assert len(df) == 5 and df["label"].tolist() == ["box", "disc", "disc", "disc", "5"]
     assert df["source_id"].tolist() == ["lobby", "lobby", "door", "door", "door"]
     assert df["x2"].tolist() == [10.0] * 5 and df["width"].tolist() == [16] * 5
+
+
+def test_a_run_fills_the_class_and_track_counts_and_lists_its_outputs(tmp_path):
+    from vidflow.mux import Muxer
+    from vidflow.pipeline import Pipeline
+    from vidflow.testing import FakeSource
+
+    def objects(batch):                      # two objects per frame: class 0 (id 7) and class 1 (untracked)
+        n = len(batch)
+        return batch.replace(objects=Objects.create(
+            frame_idx=torch.arange(n).repeat_interleave(2), bbox=torch.tensor([[0, 0, 4, 4.0]]).repeat(2 * n, 1),
+            class_id=torch.tensor([0, 1]).repeat(n), object_id=torch.tensor([7, -1]).repeat(n)),
+            labels={**batch.labels, "objects": ("box", "disc")})
+
+    out = tmp_path / "o.jsonl"
+    s = Pipeline([FakeSource(6), FakeSource(4)], muxer=Muxer(batch_size=4, max_wait_ms=5), stages=[objects],
+                 sinks=[JsonlSink(out)], device="cpu").run()
+    assert {k: dict(v) for k, v in s.classes.items()} == {0: {"box": 6, "disc": 6}, 1: {"box": 4, "disc": 4}}
+    assert s.tracks == {0: {7}, 1: {7}} and s.outputs == [str(out)]

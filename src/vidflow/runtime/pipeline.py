@@ -24,6 +24,7 @@ import torch
 from ..batch import Batch
 from ..device import resolve_device
 from ..errors import PipelineStateError
+from .._threads import resolve_threads
 from ..mux import Muxer
 from ..stats import RunSummary
 from .observing import Observers
@@ -103,13 +104,17 @@ class Pipeline:
         self.muxer = muxer if muxer is not None else Muxer()
         self.queue_size, self.strict = int(queue_size), bool(strict)
         self.progress, self.progress_every = progress, float(progress_every)
-        self.torch_threads = torch_threads if torch_threads is not None else (1 if cuda else None)
+        # torch's CPU threads: given, else $VIDFLOW_TORCH_THREADS, else 1 on CUDA and the cores this
+        # process may really use, less one, on the CPU (vidflow._threads; torch's own default
+        # collapses when another process is busy)
+        self.torch_threads = resolve_threads(torch_threads, str(self.device))
         self.decode_processes = int(decode_processes)
         self.overlap = cuda if overlap is None else bool(overlap)
         self.warmup = cuda if warmup is None else bool(warmup)
         self.stop_timeout = float(stop_timeout)
         self.strict_device, self.http = bool(strict_device), http
         self.summary = RunSummary()
+        self.summary.note_outputs(sinks)
         self._lock = threading.RLock()                       # every write to self.summary, and snapshot()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -171,6 +176,8 @@ class Pipeline:
     def add_sink(self, sink: Any) -> None:
         """Add a sink, before or while the pipeline runs (from the next batch on)."""
         self._steps.add_sink(bind_sink(sink))
+        with self._lock:
+            self.summary.note_outputs([sink])
 
     def add_observer(self, observer: Any) -> None:
         """Add an observer (``vidflow.observe``), before or while the pipeline runs."""

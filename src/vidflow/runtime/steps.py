@@ -137,6 +137,7 @@ class Steps:
                 if st is not None:
                     st.frames += 1
             self.summary.latencies_ms.extend(x * 1e3 for x in lat)
+            self.summary.note_batch(batch)          # objects per class and track ids per source
         if self.observers.batches:
             self.observers.batch(len(batch), wait_s, lat)
 
