@@ -275,10 +275,11 @@ def test_rtsp_sources_in_a_decode_process(gst):
         p = Pipeline([cam, bad], muxer=Muxer(batch_size=2, max_wait_ms=20), sinks=[MemorySink()],
                      device="cpu", decode_processes=1, strict=False)
         rows = []
+        state = None
         for batch in p:
             rows += [(f.source_id, f.frame_num) for f in batch.frames]
             assert tuple(batch.images.shape[1:]) == (3, 240, 320)
-            if sum(1 for r in rows if r[0] == 0) >= 20 and p.summary.sources[1].state == "failed":
+            if state is None and sum(1 for r in rows if r[0] == 0) >= 20 and p.summary.sources[1].state == "failed":
                 state = p.snapshot().sources[0].state
                 p.stop()
         got = [n for s, n in rows if s == 0]
