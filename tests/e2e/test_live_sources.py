@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rtsp_server import RtspServer, free_port, gst_available  # noqa: E402
+from rtsp_server import RtspServer, free_port  # noqa: E402
 from ts_server import TsServer, encode_clip  # noqa: E402
 
 from vidflow.errors import StreamUnavailable  # noqa: E402
@@ -25,16 +25,6 @@ from vidflow.sources.uri import RtspSource, UriSource  # noqa: E402
 from vidflow.testing import MemorySink, wait_until  # noqa: E402
 
 CPU = torch.device("cpu")
-REQUIRE_GST = os.environ.get("VIDFLOW_REQUIRE_GST", "") not in ("", "0", "false", "False")
-
-
-@pytest.fixture(scope="module")
-def gst() -> None:
-    why = gst_available()
-    if why is not None:
-        if REQUIRE_GST:
-            pytest.fail(f"VIDFLOW_REQUIRE_GST=1 but {why}")
-        pytest.skip(why)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rtsp_server import RtspServer, free_port, gst_available  # noqa: E402
+from rtsp_server import RtspServer, free_port  # noqa: E402
 
 from vidflow.errors import StreamUnavailable  # noqa: E402
 from vidflow.mux import Muxer  # noqa: E402
@@ -30,16 +30,6 @@ from vidflow.testing import FakeSource, MemorySink  # noqa: E402
 
 CPU = torch.device("cpu")
 BACKOFF = (0.25, 1.0)
-REQUIRE_GST = os.environ.get("VIDFLOW_REQUIRE_GST", "") not in ("", "0", "false", "False")
-
-
-@pytest.fixture(scope="module")
-def gst() -> None:
-    why = gst_available()
-    if why is not None:
-        if REQUIRE_GST:
-            pytest.fail(f"VIDFLOW_REQUIRE_GST=1 but {why}")
-        pytest.skip(why)
 
 
 def _take(src: RtspSource, n: int, *, timeout: float = 20.0) -> list:

@@ -124,17 +124,25 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
-def _apply(args: argparse.Namespace) -> int:
+def _mailbox(args: argparse.Namespace) -> tuple[Any, Any, Any] | None:
+    """``(ray, spec, the running fleet's mailbox)``, or None (said on stderr) when none runs."""
     from . import control
     from .spec import load_fleet
 
     spec = load_fleet(args.cameras)
     ray = _connect(args.address)
     try:
-        handle = control.attach(spec.settings.name)
+        return ray, spec, control.attach(spec.settings.name)
     except ValueError as e:
         print(f"vidflow fleet: {e}", file=sys.stderr)
+        return None
+
+
+def _apply(args: argparse.Namespace) -> int:
+    got = _mailbox(args)
+    if got is None:
         return 1
+    ray, spec, handle = got
     version = ray.get(handle.put_cameras.remote(_camera_dicts(spec)))
     print(f"vidflow fleet: {len(spec.cameras)} cameras sent to fleet {spec.settings.name!r} (version {version}); "
           f"the driver applies them on its next tick")
@@ -142,17 +150,12 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from . import control
     from ._book import format_status
-    from .spec import load_fleet
 
-    spec = load_fleet(args.cameras)
-    ray = _connect(args.address)
-    try:
-        handle = control.attach(spec.settings.name)
-    except ValueError as e:
-        print(f"vidflow fleet: {e}", file=sys.stderr)
+    got = _mailbox(args)
+    if got is None:
         return 1
+    ray, spec, handle = got
     status, at = ray.get(handle.get_status.remote())
     if status is None:
         print("vidflow fleet: no status published yet", file=sys.stderr)
