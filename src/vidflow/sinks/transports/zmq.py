@@ -41,6 +41,8 @@ class ZmqTransport:
         s = zmq.Context.instance().socket(zmq.PUSH if self.socket == "push" else zmq.PUB)
         s.setsockopt(zmq.SNDHWM, self.hwm)
         s.setsockopt(zmq.LINGER, 1000)
+        # queue only to completed connections: with no peer yet, PUSH refuses (the message stays spooled)
+        s.setsockopt(zmq.IMMEDIATE, 1)
         try:
             s.bind(self.endpoint) if self.bind else s.connect(self.endpoint)
         except zmq.ZMQError as e:
