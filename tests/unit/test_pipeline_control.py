@@ -126,8 +126,12 @@ def test_stop_drain_past_its_timeout_stops_at_once():
     gate, blocked = threading.Event(), threading.Event()
 
     class Gated(MemorySink):
+        first = 0
+
         def write(self, batch):
             super().write(batch)
+            if not blocked.is_set():
+                type(self).first = len(batch)      # frames of the batch the sink is stuck on
             blocked.set()
             gate.wait(30)
 
@@ -137,7 +141,8 @@ def test_stop_drain_past_its_timeout_stops_at_once():
     t.start()
     try:
         blocked.wait(10)
-        wait_until(lambda: pipe.snapshot().sources[0].decoded >= 8, what="a full queue")
+        # a full queue behind the stuck batch: 8 more frames decoded than that batch holds
+        wait_until(lambda: pipe.snapshot().sources[0].decoded >= Gated.first + 8, what="a full queue")
         pipe.stop()                                            # cannot drain: the sink is stuck
         # past the timeout the queue is discarded, which lets the source thread end
         wait_until(lambda: pipe.snapshot().sources[0].state == "stopped", what="stopped")
