@@ -134,29 +134,36 @@ class RunSummary:
         pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
         return {"p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "max": xs[-1]}
 
-    def note_batch(self, batch: Any) -> None:
-        """Count a delivered batch's objects per class name and its track ids, per source (one
-        small host copy per batch)."""
+    @staticmethod
+    def batch_counts(batch: Any) -> tuple[list, Any, Any, Any] | None:
+        """A batch's ``(source ids per frame, frame_idx, class_id, object_id)`` on the host (one
+        small copy), for :meth:`note_batch`; None without objects. Taken outside any lock."""
         objs = batch.objects
         if objs is None or not len(objs):
-            return
+            return None
         import torch
 
+        fi, ci, oi = torch.stack([objs.frame_idx, objs.class_id, objs.object_id]).cpu().numpy()
+        return [f.source_id for f in batch.frames], fi, ci, oi
+
+    def note_batch(self, batch: Any, counts: tuple[list, Any, Any, Any] | None = None) -> None:
+        """Count a delivered batch's objects per class name and its track ids, per source
+        (``counts``: :meth:`batch_counts`, else taken here)."""
+        got = counts if counts is not None else self.batch_counts(batch)
+        if got is None:
+            return
         import numpy as np
 
-        fi, ci, oi = torch.stack([objs.frame_idx, objs.class_id, objs.object_id]).cpu().numpy()
+        sids, fi, ci, oi = got
         names = batch.labels.get("objects", ())
-        sids = [f.source_id for f in batch.frames]
-        ncls = int(ci.max()) + 1 if len(ci) else 0
-        # (frame, class) pairs counted at once; then per source (a few sources x classes of Python)
-        pairs, counts = np.unique(fi * max(ncls, 1) + ci, return_counts=True)
-        for p, c in zip(pairs.tolist(), counts.tolist()):
-            f, k = divmod(p, max(ncls, 1))
+        width = int(ci.max()) + 1
+        # (frame, class) pairs counted at once; then a few (frame, class) rows of Python
+        pairs, n = np.unique(fi * width + ci, return_counts=True)
+        for p, c in zip(pairs.tolist(), n.tolist()):
+            f, k = divmod(p, width)
             self.classes.setdefault(sids[f], Counter())[names[k] if 0 <= k < len(names) else str(k)] += c
-        tracked = oi >= 0
-        if tracked.any():
-            for f, o in set(zip(fi[tracked].tolist(), oi[tracked].tolist())):
-                self.tracks.setdefault(sids[f], set()).add(o)
+        for f in np.unique(fi[oi >= 0]).tolist():             # track ids: one set update per frame
+            self.tracks.setdefault(sids[f], set()).update(oi[(fi == f) & (oi >= 0)].tolist())
 
     def note_outputs(self, sinks: Iterable[Any]) -> None:
         """Remember where the sinks write: each sink's ``path`` / ``uri`` (credentials removed)."""

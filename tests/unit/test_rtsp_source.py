@@ -172,8 +172,8 @@ def test_add_remove_cycles_release_threads_files_and_memory(tmp_path):
     (t10, f10, m10), (t100, f100, m100) = marks[10], marks[100]
     # a removed source's thread may still be closing its demuxer: a leak never comes back down
     with contextlib.suppress(TimeoutError):
-        t100, f100 = wait_until(lambda: (lambda t, f: (t, f) if t <= t10 and f <= f10 else None)(
-            threading.active_count(), _fds()), 10, "threads and files back to the 10-cycle level")
+        wait_until(lambda: threading.active_count() <= t10 and _fds() <= f10, 10, "back to the 10-cycle level")
+    t100, f100 = threading.active_count(), _fds()
     print(f"\nafter 10 cycles: {t10} threads, {f10} fds, {m10:.0f} MB; after 100: {t100}, {f100}, {m100:.0f} MB")
     assert t100 <= t10, f"threads grew {t10} -> {t100}"
     assert f100 <= f10, f"open files grew {f10} -> {f100}"

@@ -26,6 +26,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from ..ops.nms import batched_nms_pure as batched_nms
+from .yolo import _thresholds, xywh_to_xyxy
 
 __all__ = ["Detections", "decode_reference"]
 
@@ -41,21 +42,6 @@ class Detections(NamedTuple):
     bbox: torch.Tensor
     confidence: torch.Tensor
     class_id: torch.Tensor
-
-
-def xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
-    """``[..., 4]`` centre-x, centre-y, w, h -> x1, y1, x2, y2."""
-    xy, wh = b[..., :2], b[..., 2:4] / 2
-    return torch.cat([xy - wh, xy + wh], dim=-1)
-
-
-def _thresholds(conf: float | Sequence[float], num_classes: int, device: torch.device) -> torch.Tensor | float:
-    if isinstance(conf, (int, float)):
-        return float(conf)
-    t = torch.as_tensor(list(conf), dtype=torch.float32)
-    if t.shape != (num_classes,):
-        raise ValueError(f"conf: expected a float or {num_classes} per-class values, got {len(t)}")
-    return t.to(device)
 
 
 def decode_reference(output: torch.Tensor, *, format: Format = "yolov8", conf: float | Sequence[float] = 0.25,

@@ -130,6 +130,7 @@ class Steps:
                 self.observers.write(sink.name, len(batch), self._clock() - t0)
         now = time.time_ns()
         lat = [(now - f.ntp_ns) / 1e9 for f in batch.frames if f.ntp_ns]
+        counts = self.summary.batch_counts(batch)         # the host copy, before taking the lock
         with self.lock:
             self.summary.batches += 1
             for f in batch.frames:
@@ -137,7 +138,7 @@ class Steps:
                 if st is not None:
                     st.frames += 1
             self.summary.latencies_ms.extend(x * 1e3 for x in lat)
-            self.summary.note_batch(batch)          # objects per class and track ids per source
+            self.summary.note_batch(batch, counts)  # objects per class and track ids per source
         if self.observers.batches:
             self.observers.batch(len(batch), wait_s, lat)
 

@@ -197,20 +197,28 @@ def _ds(status: int, reason: str, extra: dict | None = None) -> JSONResponse:
                          **(extra or {})}, status_code=status)
 
 
+async def _sensor(request: Request, change: str, path: str) -> dict:
+    """The ``value`` of a DeepStream ``{"key": "sensor", "value": {...}}`` body whose ``change``
+    (default ``change``) must be ``change``."""
+    body = await _json(request)
+    if _need(body, "key", "body") != "sensor":
+        raise HttpError(400, "key", "expected 'sensor'")
+    value = body.get("value")
+    _need(value, "camera_id", "value")
+    got = value.get("change", change)
+    if got != change:
+        raise HttpError(400, "value.change", f"expected {change!r} on {path}, got {got!r}")
+    return value
+
+
 def routes(control: Control, *, enabled: bool = True) -> list[Route]:
     """The control API's routes. ``enabled=False``: the reads stay, every change gets 403."""
 
     async def ds_add(request: Request) -> JSONResponse:
         try:
-            body = await _json(request)
-            if _need(body, "key", "body") != "sensor":
-                raise HttpError(400, "key", "expected 'sensor'")
-            value = body.get("value")
-            cam = _need(value, "camera_id", "value")
+            value = await _sensor(request, "camera_add", "/stream/add")
+            cam = value["camera_id"]
             url = _need(value, "camera_url", "value")
-            change = value.get("change", "camera_add")
-            if change != "camera_add":
-                raise HttpError(400, "value.change", f"expected 'camera_add' on /stream/add, got {change!r}")
             item = source_item_for_url(url, "value.camera_url")
             try:
                 await run_in_threadpool(control.add, item, cam, name=value.get("camera_name") or cam)
@@ -224,15 +232,8 @@ def routes(control: Control, *, enabled: bool = True) -> list[Route]:
 
     async def ds_remove(request: Request) -> JSONResponse:
         try:
-            body = await _json(request)
-            if _need(body, "key", "body") != "sensor":
-                raise HttpError(400, "key", "expected 'sensor'")
-            value = body.get("value")
-            cam = _need(value, "camera_id", "value")
-            change = value.get("change", "camera_remove")
-            if change != "camera_remove":
-                raise HttpError(400, "value.change", f"expected 'camera_remove' on /stream/remove, got {change!r}")
-            await run_in_threadpool(control.remove, cam)
+            value = await _sensor(request, "camera_remove", "/stream/remove")
+            await run_in_threadpool(control.remove, value["camera_id"])
         except HttpError as e:
             return _ds(e.status, "STREAM_REMOVE_FAIL", {"error": str(e.body()["error"]), "field": e.field})
         return _ds(200, "STREAM_REMOVE_SUCCESS")

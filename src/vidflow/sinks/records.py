@@ -102,27 +102,26 @@ def host_frames(batch: Batch, *, attrs: bool | Iterable[str] = True) -> HostFram
             out[name] = np.ascontiguousarray(t.cpu().numpy())
         count = cols["num_objects"].cpu().numpy().astype(np.int64)
     labels = {k: tuple(v) for k, v in batch.labels.items()}
-    rle = _rle_per_frame(batch)
+    rle = _rle_per_frame(batch, count)
     return HostFrames(
         source_id=tuple(cols["source-id"]), frame_num=cols["frame-num"].numpy(), pts=cols["pts"].numpy(),
         ntp=cols["ntp"].numpy(), width=cols["source-frame-width"].numpy(),
         height=cols["source-frame-height"].numpy(), count=count, columns=out, labels=labels, rle=rle)
 
 
-def _rle_per_frame(batch: Batch) -> tuple[list[dict[str, Any]], ...] | None:
-    """COCO RLE of every object's mask, grouped by frame (run boundaries found on the device)."""
+def _rle_per_frame(batch: Batch, count: np.ndarray) -> tuple[list[dict[str, Any]], ...] | None:
+    """COCO RLE of every object's mask, grouped by frame (``count``: objects per frame). The
+    objects are put in frame order on the device, where the run boundaries are found too."""
     objs = batch.objects
     if objs is None or objs.masks is None:
         return None
     from ..ops.masks import to_rle
 
-    fidx = objs.frame_idx.cpu().tolist()
-    wh = [(f.width, f.height) for f in batch.frames]
-    rles = to_rle(objs.masks, [wh[i] for i in fidx]) if fidx else []
-    out: list[list[dict[str, Any]]] = [[] for _ in batch.frames]
-    for i, r in zip(fidx, rles):       # objects are ordered by frame
-        out[i].append(r)
-    return tuple(out)
+    masks = objs.masks[torch.argsort(objs.frame_idx, stable=True)]
+    sizes = np.repeat([(f.width, f.height) for f in batch.frames], count, axis=0).reshape(-1, 2)
+    rles = to_rle(masks, torch.from_numpy(sizes)) if len(sizes) else []
+    ends = np.cumsum(count).tolist()
+    return tuple(rles[e - n:e] for e, n in zip(ends, count.tolist()))
 
 
 def label_names(ids: np.ndarray, names: tuple[str, ...]) -> list[str]:
