@@ -25,7 +25,7 @@ def info() -> dict:
     except ImportError:
         out["pyav"] = None
     try:
-        from .sources.decode import nvdec_info
+        from .sources._nvdec import nvdec_info
 
         out["nvdec"] = nvdec_info()
     except ImportError as e:

@@ -19,7 +19,7 @@ from vidflow.batch import FrameInfo
 from vidflow.ops.color import convert_into, to_rgb, triton_available
 from vidflow.scenes import Scene, make_clip
 from vidflow.sources.base import SourceFrame
-from vidflow.sources.decode import nvdec_info
+from vidflow.sources._nvdec import nvdec_info
 from vidflow.sources.file import FileSource
 
 pytestmark = pytest.mark.gpu

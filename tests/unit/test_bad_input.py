@@ -22,7 +22,7 @@ from vidflow.mux import Muxer
 from vidflow.pipeline import Pipeline
 from vidflow.scenes import make_clip
 from vidflow.sources.file import FileSource
-from vidflow.sources.rtsp import UriSource
+from vidflow.sources.uri import UriSource
 from vidflow.testing import MemorySink
 
 FRAMES = 30

@@ -23,7 +23,7 @@ from vidflow.ops.color import (
 )
 from vidflow.scenes import Scene
 from vidflow.sources.base import SourceFrame
-from vidflow.sources.decode import stream_color
+from vidflow.sources.decoders import stream_color
 
 
 def _encode(path, w, h, *, colorspace=None, full=False, frames=2):

@@ -98,6 +98,8 @@ def test_overrides(tmp_path):
      "is user code, and a YAML runs none unless the run allows it: pass --allow-code os"),
     ("sources: [{file: a.mp4}]\nstages: [{call: 'os:system'}]\n", "stages[0].call", "--allow-code os"),
     ("sources: [{file: a.mp4}]\nsinks: [{jsonl: {path: a.mp4/x.jsonl}}]\n", "sinks[0].jsonl.path", "is a file, not a folder"),
+    ("sources: [{file: a.mp4}]\nsinks: [{video: {path: v.mp4, encoder: nvenc}}]\n", "sinks[0].video",
+     "encoder='nvenc' is not available"),
 ])
 def test_errors_name_yaml_path(tmp_path, monkeypatch, text, path, msg):
     monkeypatch.chdir(tmp_path)   # sink paths are relative to the working directory

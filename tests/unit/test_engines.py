@@ -74,6 +74,14 @@ def test_onnx_converter_matches_onnxruntime(many_onnx, shape):
         assert torch.allclose(a[k], b[k], atol=1e-4, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
 
 
+def test_onnxruntime_off_the_cpu_is_refused_naming_the_converter(many_onnx):
+    # the onnxruntime-gpu binding never ran anywhere: refused before anything loads, on any machine
+    from vidflow.engines.onnx import OnnxEngine
+
+    with pytest.raises(ValueError, match=r"backend='onnxruntime' on cuda is not available.*backend='torch'"):
+        OnnxEngine(many_onnx, device="cuda", backend="onnxruntime")
+
+
 def test_onnx_converter_on_yolo11n():
     path = next((p for p in YOLO if p.exists()), None)
     if path is None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from vidflow.ops.color import nv12_to_rgb
-from vidflow.sources.decode import stream_color
+from vidflow.sources.decoders import stream_color
 from vidflow.sources.file import FileSource
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "real"

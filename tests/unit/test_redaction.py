@@ -19,7 +19,7 @@ from vidflow.errors import ConfigError, SourceError, StreamUnavailable, redact_u
 from vidflow.mux import Muxer
 from vidflow.pipeline import Pipeline
 from vidflow.sinks.jsonl import JsonlSink
-from vidflow.sources.rtsp import RtspSource, UriSource
+from vidflow.sources.uri import RtspSource, UriSource
 from vidflow.testing import FakeSource
 
 SECRET = "s3cr3t-Pa55"

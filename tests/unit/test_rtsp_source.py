@@ -16,7 +16,8 @@ from vidflow.errors import StreamUnavailable
 from vidflow.mux import Muxer
 from vidflow.pipeline import Pipeline
 from vidflow.scenes import make_clip
-from vidflow.sources.rtsp import RtspSource, StallClock, UriSource, backoff_delay
+from vidflow.sources._reconnect import StallClock, backoff_delay
+from vidflow.sources.uri import RtspSource, UriSource
 from vidflow.testing import FakeSource, wait_until
 
 

@@ -150,14 +150,6 @@ def test_empty_batches_and_bad_arguments():
     tr = Tracker()
     out = tr(make_batch([(0, 0, []), (1, 0, [])]))
     assert len(out.objects) == 0 and out.objects.attrs[TRACKER_BBOX].shape == (0, 4)
-    for kw in ({"iou": 1.5}, {"low": 0.6, "high": 0.5}, {"min_hits": 0}, {"assoc_device": "gpu"},
-               {"appearance_weight": 2}):
+    for kw in ({"iou": 1.5}, {"low": 0.6, "high": 0.5}, {"min_hits": 0}, {"appearance_weight": 2}):
         with pytest.raises(ValueError):
             Tracker(**kw)
-
-
-def test_assoc_device_is_deprecated_and_changes_nothing():
-    frames = [(0, i, [box(10 + 5 * i, 20), box(200, 40 + 3 * i)]) for i in range(12)]
-    with pytest.warns(DeprecationWarning, match="assoc_device"):
-        old_style = Tracker(assoc_device="device")
-    assert run(old_style, frames) == run(Tracker(), frames)

@@ -4,8 +4,8 @@
 
 =====================================  =======================================================
 ``torch.nn.Module`` / ScriptModule     :class:`TorchEngine`
-``*.onnx``                             :class:`OnnxEngine` (onnxruntime; torch conversion on CUDA
-                                       without onnxruntime-gpu)
+``*.onnx``                             :class:`OnnxEngine` (onnxruntime on the CPU; converted to
+                                       torch on CUDA)
 ``*.torchscript``, ``*.pt``, ``*.jit``  :class:`TorchEngine` via ``torch.jit.load`` (never unpickled)
 =====================================  =======================================================
 """

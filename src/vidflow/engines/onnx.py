@@ -2,10 +2,11 @@
 
 * CPU: onnxruntime (``CPUExecutionProvider``); inputs/outputs are shared with torch through
   numpy without copies.
-* CUDA: onnxruntime-gpu with I/O binding when ``CUDAExecutionProvider`` is available (input and
-  output stay in torch CUDA memory); otherwise the graph is converted to torch modules
-  (:mod:`vidflow.engines.onnx_torch`) and runs as a torch model on the GPU.
-  ``backend="onnxruntime" | "torch"`` forces one.
+* CUDA: the graph is converted to torch modules (:mod:`vidflow.engines.onnx_torch`) and runs as a
+  torch model on the GPU (input and output stay in torch CUDA memory). ``backend="onnxruntime"``
+  on CUDA is refused with an error naming ``backend="torch"``: an onnxruntime-gpu I/O binding was
+  written once but never ran anywhere, so it was removed until a machine with onnxruntime-gpu
+  can test one. ``backend="torch"`` on the CPU runs the converter there too.
 
 Metadata: Ultralytics writes ``names``/``imgsz``/``stride`` into ``metadata_props``; they become
 ``labels``, ``input_size`` and ``metadata``.
@@ -36,6 +37,11 @@ class OnnxEngine:
 
         if backend not in ("auto", "onnxruntime", "torch"):
             raise ValueError(f"backend: expected 'auto', 'onnxruntime' or 'torch', got {backend!r}")
+        if backend == "onnxruntime" and torch.device(device).type != "cpu":
+            raise ValueError(f"backend='onnxruntime' on {torch.device(device).type} is not available: vidflow's "
+                             "onnxruntime-gpu binding never ran on any machine, so it is not offered; use "
+                             "backend='torch' (the ONNX->torch converter, what 'auto' picks off the CPU) "
+                             "or device='cpu' for onnxruntime on the CPU")
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -56,25 +62,14 @@ class OnnxEngine:
         self.half = bool(half) and self.device.type == "cuda"
         file_half = ins[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
         self._file_dtype = torch.float16 if file_half else torch.float32
-        self._shapes: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
-        use_ort = self.device.type == "cpu"
-        if self.device.type == "cuda" and backend != "torch":
-            import onnxruntime as ort
-            use_ort = "CUDAExecutionProvider" in ort.get_available_providers()
-            if backend == "onnxruntime" and not use_ort:
-                raise ValueError("backend='onnxruntime' on CUDA needs onnxruntime-gpu "
-                                 "(CUDAExecutionProvider is not available)")
-        if backend == "torch":
-            use_ort = False
+        use_ort = self.device.type == "cpu" and backend != "torch"
         self.backend = "onnxruntime" if use_ort else "torch"
         if use_ort:
             import onnxruntime as ort
             so = ort.SessionOptions()
             if threads:
                 so.intra_op_num_threads = int(threads)
-            prov = (["CPUExecutionProvider"] if self.device.type == "cpu" else
-                    [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"])
-            self.session = ort.InferenceSession(proto.SerializeToString(), so, providers=prov)
+            self.session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
             self.input_dtype = self._file_dtype
             self.module = None
         else:
@@ -93,33 +88,8 @@ class OnnxEngine:
         x = x.to(self.device, self.input_dtype, non_blocking=True).contiguous()
         if self.module is not None:
             return dict(zip(self.output_names, self.module(x)))
-        if self.device.type == "cpu":
-            outs = self.session.run(list(self.output_names), {self.input_name: x.numpy()})
-            return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs)}
-        return self._run_cuda(x)
-
-    def _run_cuda(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """onnxruntime-gpu with I/O binding: torch owns every buffer (output shapes are learnt on
-        the first call for each input shape)."""
-        import numpy as np
-
-        key = tuple(x.shape)
-        if key not in self._shapes:  # learn output shapes/dtypes once per input shape
-            outs = self.session.run(list(self.output_names), {self.input_name: x.cpu().numpy()})
-            self._shapes[key] = [(o.shape, o.dtype) for o in outs]
-        dev = self.device.index or 0
-        io = self.session.io_binding()
-        torch.cuda.current_stream(self.device).synchronize()
-        io.bind_input(self.input_name, "cuda", dev, np.dtype(str(x.dtype).removeprefix("torch.")),
-                      list(x.shape), x.data_ptr())
-        result = {}
-        for name, (shape, dtype) in zip(self.output_names, self._shapes[key]):
-            t = torch.empty(shape, dtype=getattr(torch, np.dtype(dtype).name), device=self.device)
-            io.bind_output(name, "cuda", dev, dtype, list(shape), t.data_ptr())
-            result[name] = t
-        self.session.run_with_iobinding(io)
-        io.synchronize_outputs()
-        return result
+        outs = self.session.run(list(self.output_names), {self.input_name: x.numpy()})
+        return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs)}
 
     def __repr__(self) -> str:
         return (f"OnnxEngine({os.path.basename(self.path)!r}, backend={self.backend}, device={self.device}, "

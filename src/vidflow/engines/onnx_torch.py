@@ -1,6 +1,6 @@
 """A small ONNX -> PyTorch converter: runs an ONNX graph node by node with torch ops.
 
-Used to run ONNX models on CUDA when onnxruntime-gpu is not installed, so tensors stay on the
+Used to run ONNX models on CUDA (vidflow has no onnxruntime-gpu path), so tensors stay on the
 GPU. It covers the operators of common CNN detector/classifier exports (YOLOv5/v8/11, ResNet-
 style classifiers); an unsupported operator raises ``NotImplementedError`` naming it at load
 time. Weights become buffers (``.to(device)`` / ``.half()`` apply); integer constants and shape
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-__all__ = ["OnnxTorchModule", "SUPPORTED_OPS"]
+__all__ = ["OnnxTorchModule"]
 
 _DT = {1: torch.float32, 2: torch.uint8, 3: torch.int8, 5: torch.int16, 6: torch.int32, 7: torch.int64,
        9: torch.bool, 10: torch.float16, 11: torch.float64, 16: torch.bfloat16}
@@ -400,5 +400,3 @@ _OPS: dict[str, Callable] = {
     "ReduceMean": _reduce(torch.mean), "ReduceSum": _reduce(torch.sum),
     "ReduceMax": _reduce(lambda t, dim, keepdim: t.amax(dim=dim, keepdim=keepdim)),
 }
-
-SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(_OPS)) + ("Constant",)

@@ -1,4 +1,5 @@
-"""The video sink's encoders: FFmpeg (libx264/libx265) through PyAV, NVENC through PyNvVideoCodec."""
+"""The video sink's encoder: FFmpeg (libx264/libx265) through PyAV; whether this GPU has NVENC (for
+``vidflow info``: vidflow has no NVENC writer, see :mod:`vidflow.sinks.video`)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import os
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import SinkError
 
-__all__ = ["nvenc_available", "rgb_to_nv12", "PyAvWriter", "NvencWriter", "CODECS", "complete_mp4_end"]
+__all__ = ["nvenc_available", "PyAvWriter", "CODECS", "complete_mp4_end"]
 
 _CODECS = {"h264": ("libx264", "h264"), "hevc": ("libx265", "hevc")}
 CODECS = _CODECS
@@ -176,59 +176,4 @@ class _PyAvWriter:
                             f"cut back to its last complete fragment ({cut} bytes removed)")
 
 
-class _NvencWriter:
-    """NVENC through PyNvVideoCodec: NV12 host input, Annex-B output remuxed into MP4 by PyAV
-    at close. Input is NV12 ``[H*3//2, W]`` uint8 (converted on the device before the copy)."""
-
-
-    def __init__(self, path: Path, width: int, height: int, fps: float, codec: str, bitrate: int | None,
-                 **_: Any) -> None:
-        import PyNvVideoCodec as nvc  # noqa: N813
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.fps, self.codec = path, fps, codec
-        self.raw_path = path.with_suffix(path.suffix + f".{codec}")
-        kw = {"codec": codec, "fps": str(round(fps)), "preset": "p4"}
-        if bitrate:
-            kw["bitrate"] = str(int(bitrate))
-        self.enc = nvc.CreateEncoder(width, height, "NV12", True, **kw)
-        self.raw = open(self.raw_path, "wb")  # noqa: SIM115 - closed in close()
-
-    def write(self, nv12: np.ndarray, pts: float = 0.0) -> None:  # constant rate: fps
-        self.raw.write(bytes(self.enc.Encode(nv12)))
-
-    def close(self) -> None:
-        import av
-
-        self.raw.write(bytes(self.enc.EndEncode()))
-        self.raw.close()
-        tb = Fraction(1, 1) / Fraction(self.fps).limit_denominator(1001)
-        with av.open(str(self.raw_path), format=self.codec) as src, av.open(str(self.path), "w") as dst:
-            ins = src.streams.video[0]
-            out = dst.add_stream_from_template(ins)
-            out.time_base = tb
-            for i, pkt in enumerate(p for p in src.demux(ins) if p.size):
-                pkt.pts = pkt.dts = i
-                pkt.time_base = tb
-                pkt.stream = out
-                dst.mux(pkt)
-        os.remove(self.raw_path)
-
-
-def _rgb_to_nv12(img: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[3,H,W]`` RGB -> uint8 ``[H*3//2, W]`` NV12, BT.709 limited range (H, W even)."""
-    x = img.float()
-    r, g, b = x[0], x[1], x[2]
-    y = 16 + 0.1826 * r + 0.6142 * g + 0.0620 * b
-    u = 128 - 0.1006 * r - 0.3386 * g + 0.4392 * b
-    v = 128 + 0.4392 * r - 0.3989 * g - 0.0403 * b
-    uv = torch.stack([u, v], -1)  # [H,W,2]
-    h, w = y.shape
-    uv = uv.view(h // 2, 2, w // 2, 2, 2).mean((1, 3)).reshape(h // 2, w)
-    return torch.cat([y, uv]).round_().clamp_(0, 255).to(torch.uint8)
-
-
-
-rgb_to_nv12 = _rgb_to_nv12
 PyAvWriter = _PyAvWriter
-NvencWriter = _NvencWriter

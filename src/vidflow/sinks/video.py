@@ -16,8 +16,9 @@ every ``keyframe_s``): a killed process leaves a file that plays up to its last 
 failed write (a full disk) cuts the torn last fragment off, so the file still opens and decodes;
 ``close()`` finalises it. A disk with less than 1 GiB free gets a warning when a file is opened. yuv420p, BT.709 limited range, tagged as such.
 
-The encoder is NVENC through PyNvVideoCodec when ``encoder="nvenc"`` (or ``"auto"`` and the GPU
-has one: :func:`nvenc_available`), else FFmpeg's libx264/libx265 through PyAV.
+The encoder is FFmpeg's libx264/libx265 through PyAV (on the host, after one copy of each frame).
+``encoder="nvenc"`` is refused with an error naming ``"pyav"``: an NVENC writer was written once but
+never ran (the H100/H200 have no NVENC), so it was removed until a machine with NVENC can test one.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ import torch.nn.functional as F
 from .._preflight import warn_low_space
 from ..batch import Batch
 from ..errors import SinkError
-from ._writers import CODECS, NvencWriter, PyAvWriter, nvenc_available, rgb_to_nv12
+from ._writers import CODECS, PyAvWriter, nvenc_available
 from .base import ThreadedSink
 from .tiler import Tiler, grid_for
 
 __all__ = ["VideoSink", "nvenc_available"]
 
-_ENCODERS = ("auto", "nvenc", "pyav")
+_ENCODERS = ("auto", "pyav")
 
 
 def _even(v: int) -> int:
@@ -59,8 +60,8 @@ class VideoSink(ThreadedSink):
     to the source's size). ``draw``: draw boxes and captions on a copy first (leave False when an
     ``Annotate`` stage already drew). ``overlay``: camera name (``names[source_id]``, else the
     id), time (wall clock when known, else pts) and measured fps on each frame or cell.
-    ``codec``: ``"h264"`` / ``"hevc"``; ``bitrate`` bits/s; ``encoder``: ``"auto"`` | ``"nvenc"``
-    | ``"pyav"``; ``keyframe_s``: fragment length; ``fragmented=False`` writes a classic MP4
+    ``codec``: ``"h264"`` / ``"hevc"``; ``bitrate`` bits/s; ``encoder``: ``"auto"`` | ``"pyav"``
+    (both: FFmpeg through PyAV; ``"nvenc"`` is refused: no NVENC writer yet); ``keyframe_s``: fragment length; ``fragmented=False`` writes a classic MP4
     (not playable after a kill). ``queue_size``: batches waiting for the encoder; ``when_full`` /
     ``on_error``: see :class:`~vidflow.sinks.base.ThreadedSink`.
     """
@@ -70,11 +71,15 @@ class VideoSink(ThreadedSink):
                  max_size: tuple[int, int] | list[int] = (1920, 1080), upscale: bool = False, draw: bool = True,
                  overlay: bool = False, names: dict[Any, str] | None = None,
                  codec: Literal["h264", "hevc"] = "h264", bitrate: int | None = None,
-                 encoder: Literal["auto", "nvenc", "pyav"] = "auto", keyframe_s: float = 1.0, fragmented: bool = True,
+                 encoder: Literal["auto", "pyav", "nvenc"] = "auto", keyframe_s: float = 1.0, fragmented: bool = True,
                  queue_size: int = 8, when_full: Literal["block", "drop_oldest"] = "block",
                  on_error: Literal["isolate", "stop"] = "isolate", name: str = "video") -> None:
         if codec not in CODECS:
             raise ValueError(f"codec: expected one of {sorted(CODECS)}, got {codec!r}")
+        if encoder == "nvenc":
+            raise ValueError("encoder='nvenc' is not available: the NVENC writer never ran on any machine, so "
+                             "vidflow does not offer it; use encoder='pyav' (CPU encode through PyAV/FFmpeg, "
+                             "what 'auto' picks)")
         if encoder not in _ENCODERS:
             raise ValueError(f"encoder: expected one of {list(_ENCODERS)}, got {encoder!r}")
         if fps is not None and fps <= 0:
@@ -101,7 +106,6 @@ class VideoSink(ThreadedSink):
         self._tiler: Tiler | None = None
         self._annotate = None
         self._writers: dict[Any, Any] = {}
-        self._nvenc: bool | None = None
         self._rate: dict[Any, list[float]] = {}      # per source: [last pts, fps estimate]
         self._step_pts: dict[int, float] = {}
 
@@ -113,19 +117,9 @@ class VideoSink(ThreadedSink):
             return Path(self.path.format(source_id=key))
         return Path(self.path) / f"{key}.mp4"
 
-    def _use_nvenc(self, device: torch.device) -> bool:
-        if self._nvenc is None:
-            if self.encoder == "nvenc":
-                if device.type != "cuda" or not nvenc_available():
-                    raise SinkError(f"{self.name}: encoder='nvenc' but PyNvVideoCodec/NVENC is not available on this device")
-                self._nvenc = True
-            else:
-                self._nvenc = self.encoder == "auto" and device.type == "cuda" and nvenc_available()
-        return self._nvenc
-
     def _host(self, key: Any, img: torch.Tensor, pts: float) -> tuple:
         """Start the host copy of uint8 ``[3,H,W]`` ``img`` for file ``key``."""
-        src = rgb_to_nv12(img) if self._use_nvenc(img.device) else img.permute(1, 2, 0)
+        src = img.permute(1, 2, 0)
         if img.is_cuda:
             host = torch.empty(src.shape, dtype=torch.uint8, pin_memory=True)
             host.copy_(src, non_blocking=True)
@@ -259,11 +253,10 @@ class VideoSink(ThreadedSink):
             arr = host.numpy()
             wr = self._writers.get(key)
             if wr is None:
-                h, w = (arr.shape[0] * 2 // 3, arr.shape[1]) if self._nvenc else arr.shape[:2]
-                cls = NvencWriter if self._nvenc else PyAvWriter
+                h, w = arr.shape[:2]
                 self.files[key].parent.mkdir(parents=True, exist_ok=True)
                 warn_low_space(self.path)
-                wr = self._writers[key] = cls(self.files[key], w, h, self.fps or 30.0, self.codec, self.bitrate,
+                wr = self._writers[key] = PyAvWriter(self.files[key], w, h, self.fps or 30.0, self.codec, self.bitrate,
                                               fragmented=self.fragmented, keyframe_s=self.keyframe_s,
                                               timing="rate" if self.fps else "pts")
             wr.write(arr, pts)

@@ -40,13 +40,10 @@ frames where no two allowed pairs share a track or a detection take those pairs 
 the optimum); only the others run ``scipy.optimize.linear_sum_assignment`` on the frame's matrix.
 The ids and boxes are those of the per-source version this replaced
 (``tests/reference/track_v1.py``, checked by ``tests/unit/test_track_reference.py``);
-``benchmarks/track.py`` prints both side by side. ``assoc_device`` is deprecated (it never
-changed anything: the association always ran on the host).
+``benchmarks/track.py`` prints both side by side.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
@@ -60,7 +57,6 @@ from ._trackbank import starts as _starts
 __all__ = ["Tracker"]
 
 _NO_INT = np.zeros(0, dtype=np.int64)
-_ASSOC_DEVICES = ("auto", "cpu", "device")
 
 
 class Tracker:
@@ -76,8 +72,6 @@ class Tracker:
             appearance cost; ``None`` = motion only.
         appearance_weight: weight of the appearance cost in ``[0, 1]``.
         per_class: only match detections of the track's class.
-        assoc_device: deprecated, ignored (the association always runs on the host); removed in
-            the next release.
         name: stage name (prefix of ``"track.bbox"``).
     """
 
@@ -85,7 +79,7 @@ class Tracker:
 
     def __init__(self, *, max_age: int = 30, min_hits: int = 3, iou: float = 0.3, high: float = 0.5,
                  low: float = 0.1, appearance: str | None = None, appearance_weight: float = 0.5,
-                 per_class: bool = True, assoc_device: str | None = None, name: str = "track") -> None:
+                 per_class: bool = True, name: str = "track") -> None:
         if max_age < 0 or min_hits < 1:
             raise ValueError(f"Tracker: expected max_age >= 0 and min_hits >= 1, got {max_age}, {min_hits}")
         if not 0.0 <= iou <= 1.0:
@@ -94,11 +88,6 @@ class Tracker:
             raise ValueError(f"Tracker: expected 0 <= low <= high, got low={low}, high={high}")
         if not 0.0 <= appearance_weight <= 1.0:
             raise ValueError(f"Tracker: expected 0 <= appearance_weight <= 1, got {appearance_weight}")
-        if assoc_device is not None:
-            if assoc_device not in _ASSOC_DEVICES:
-                raise ValueError(f"Tracker: assoc_device must be one of {_ASSOC_DEVICES}, got {assoc_device!r}")
-            warnings.warn("Tracker(assoc_device=...) is deprecated and ignored (the association always runs "
-                          "on the host); remove it: it goes in the next release", DeprecationWarning, stacklevel=2)
         self.max_age, self.min_hits, self.iou = int(max_age), int(min_hits), float(iou)
         self.high, self.low = float(high), float(low)
         self.appearance, self.appearance_weight = appearance, float(appearance_weight)
