@@ -170,12 +170,11 @@ def test_spool_survives_sigkill_and_is_replayed_in_order(tmp_path):
     need_module("zmq")
     port, spool = free_port(), str(tmp_path / "spool.db")
     code = SPOOL_CHILD.format(root=str(ROOT), src=str(ROOT / "src"), port=port, spool=spool)
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "spooled"    # nobody listens: all 21 in the spool
-    finally:
-        p.kill()
-        p.wait(10)
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout.readline().strip() == "spooled"    # nobody listens: all 21 in the spool
+        finally:
+            p.kill()                    # (leaving the block closes its stdout and waits for it)
     ready = threading.Event()
     got: list = []
     reader = threading.Thread(target=lambda: got.extend(consume(f"zmq+tcp://127.0.0.1:{port}", timeout=3,
@@ -239,6 +238,7 @@ def test_webhook_in_process_and_refusal():
             sink.close()
     finally:
         srv.shutdown()
+        srv.server_close()
 
 
 def test_in_a_pipeline_end_of_stream_per_source(tmp_path):

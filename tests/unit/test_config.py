@@ -184,7 +184,6 @@ def _model_yaml(tmp_path, model, extra=""):
     return write(tmp_path, f"sources: [{{synthetic: {{frames: 1}}}}]\nstages: [{{detect: {{model: {model}{extra}}}}}]\n")
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # torch.jit.script/save, used to make a TorchScript file
 def test_models_checked_before_start(tmp_path, monkeypatch):
     import torch
 

@@ -75,5 +75,6 @@ def test_demo_weights_are_small_and_safe():
     assert os.path.getsize(os.path.join(root, "demo_detector.pt")) < 4_000_000
     state = torch.load(os.path.join(root, "demo_detector.pt"), map_location="cpu", weights_only=True)  # plain tensors only
     assert all(isinstance(v, torch.Tensor) for v in state.values())
-    info = json.load(open(os.path.join(root, "demo_detector.json")))
+    with open(os.path.join(root, "demo_detector.json")) as f:
+        info = json.load(f)
     assert info["labels"] == ["box", "disc", "triangle"] and info["format"] == "yolov8"

@@ -158,7 +158,7 @@ def test_replaces_existing_objects_and_bgr():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="yolov8"):
+    with pytest.raises(ValueError, match="yolov8"), pytest.deprecated_call(match="head="):
         Detector("demo", format="yolox")
     with pytest.raises(ValueError, match="rgb"):
         Detector("demo", color="hsv")

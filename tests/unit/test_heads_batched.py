@@ -3,7 +3,6 @@ the head contract, head selection, load_model and the new Objects columns."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,10 +142,8 @@ def test_format_is_deprecated_and_head_validated():
     assert d.head == "yolov5" and d.format == "yolov5"
     with pytest.raises(ValueError, match="head: expected one of"):
         Detector("demo", head="yolox")
-    with pytest.raises(ValueError, match="give one"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            Detector("demo", head="pose", format="yolov8")
+    with pytest.raises(ValueError, match="give one"), pytest.deprecated_call(match="head="):
+        Detector("demo", head="pose", format="yolov8")
     assert Detector("demo", head="detect").head == "yolov8"
 
 

@@ -33,7 +33,9 @@ def ref_nms(boxes: torch.Tensor, scores: torch.Tensor, thr: float, groups=None) 
             w = max(np.float32(0), min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]))
             h = max(np.float32(0), min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1]))
             inter = np.float32(w * h)
-            iou = np.float32(inter / np.float32(np.float32(area[i] + area[j]) - inter))
+            union = np.float32(np.float32(area[i] + area[j]) - inter)
+            # two zero-area boxes: torchvision's kernel divides 0 by 0 (NaN, never > thr: both kept)
+            iou = np.float32(inter / union) if union else np.float32("nan")
             if float(iou) > thr:  # float32 IoU, float64 comparison, as torchvision
                 removed[j] = True
     return keep

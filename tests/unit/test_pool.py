@@ -217,7 +217,10 @@ def test_decode_processes_argument_checked():
 
 
 def _gone(pid: int) -> bool:
-    return not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    if not os.path.exists(f"/proc/{pid}"):
+        return True
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] == "Z"
 
 
 def test_worker_processes_end_with_the_pool_and_the_pipeline():

@@ -236,12 +236,11 @@ def test_killed_writer_leaves_a_playable_file(tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     code = KILL_CHILD.format(root=str(root), src=str(root / "src"), path=str(tmp_path / "k"))
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "written"
-    finally:
-        p.kill()
-        p.wait(10)
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout.readline().strip() == "written"
+        finally:
+            p.kill()                    # (leaving the block closes its stdout and waits for it)
     w, h, ts = _probe(tmp_path / "k" / "0.mp4")        # never finalised, still opens and decodes
     assert (w, h) == (160, 120)
     assert 100 <= len(ts) <= 150 and ts == sorted(ts)   # at most the last fragments (+ x264 lookahead) lost
