@@ -108,49 +108,49 @@ def test_metrics_and_control_through_both_apis(tmp_path):
     make_clip(extra, width=160, height=120, frames=600, fps=30, seed=2)
     srv = Served([str(write_yaml(tmp_path, clip)), "--http", "127.0.0.1:0"], tmp_path)
     try:
-        c = httpx.Client(base_url=srv.wait_url(), timeout=20)
-        wait_until(lambda: c.get("/readyz").status_code == 200, 60, "ready")
-        assert c.get("/startupz").status_code == 200 and c.get("/livez").json() == {"status": "ok"}
-        # counters grow; the fps gauge agrees with the rate between two scrapes
-        t1, m1 = scrape(c)
-        key = ("vidflow_source_frames_delivered_total", (("source", "1"),))
-        wait_until(lambda: scrape(c)[1][key] >= m1[key] + 120, 60, "120 more frames")
-        t2, m2 = scrape(c)
-        for name in ("vidflow_source_frames_decoded_total", "vidflow_source_frames_delivered_total"):
-            assert m2[(name, (("source", "1"),))] > m1[(name, (("source", "1"),))]
-        rate = (m2[key] - m1[key]) / (t2 - t1)
-        gauge = m2[("vidflow_source_fps", (("source", "1"),))]
-        print(f"fps gauge {gauge:.2f}, rate from two scrapes {rate:.2f}")
-        assert abs(gauge - rate) <= 0.1 * rate
-        assert m2[("vidflow_source_state", (("source", "1"), ("state", "running")))] == 1
-        assert m2[("vidflow_batches_total", ())] > m1[("vidflow_batches_total", ())]
-        assert m2[("vidflow_frame_latency_seconds_count", ())] > 0
-        assert ("process_resident_memory_bytes", ()) in m2
-        # DeepStream's API: add, list, remove
-        r = c.post("/api/v1/stream/add", json={
-            "key": "sensor", "value": {"camera_id": "cam-ds", "camera_name": "door", "camera_url": f"file://{extra}",
-                                       "change": "camera_add", "metadata": {"resolution": "160 x 120", "codec": "h264",
-                                                                            "framerate": 30}},
-            "headers": {"source": "test", "created_at": "2026-12-03T00:00:00.000Z"}})
-        assert r.status_code == 200 and r.json() == {"status": "HTTP/1.1 200 OK", "reason": "STREAM_ADD_SUCCESS"}
-        info = c.get("/api/v1/stream/get-stream-info").json()["stream-info"]
-        assert {"camera_id": "cam-ds", "camera_name": "door"} in info["stream-info"]
-        wait_until(lambda: c.get("/api/v1/sources/cam-ds").json()["frames"] > 10, 30, "cam-ds frames")
-        r = c.post("/api/v1/stream/remove", json={"key": "sensor", "value": {"camera_id": "cam-ds", "change": "camera_remove"}})
-        assert r.json()["reason"] == "STREAM_REMOVE_SUCCESS"
-        assert c.get("/api/v1/sources/cam-ds").status_code == 404
-        # vidflow's own API: add, get, delete
-        r = c.post("/api/v1/sources", json={"id": "cam-own", "source": {"synthetic": {
-            "width": 160, "height": 120, "frames": None, "fps": 15, "live": True}}})
-        assert r.status_code == 201, r.text
-        wait_until(lambda: c.get("/api/v1/sources/cam-own").json()["frames"] > 10, 30, "cam-own frames")
-        assert c.delete("/api/v1/sources/cam-own").status_code == 200
-        ids = [s["id"] for s in c.get("/api/v1/sources").json()["sources"]]
-        assert ids == [0, 1]
-        # the file stream ran through all of this: every frame it offered was delivered
-        wait_until(lambda: c.get("/api/v1/sources/0").json()["frames"] == 300, 60, "file source delivered")
-        rec = c.get("/api/v1/sources/0").json()
-        assert rec["decoded"] == 300 and rec["frames"] == 300
+        with httpx.Client(base_url=srv.wait_url(), timeout=20) as c:
+            wait_until(lambda: c.get("/readyz").status_code == 200, 60, "ready")
+            assert c.get("/startupz").status_code == 200 and c.get("/livez").json() == {"status": "ok"}
+            # counters grow; the fps gauge agrees with the rate between two scrapes
+            t1, m1 = scrape(c)
+            key = ("vidflow_source_frames_delivered_total", (("source", "1"),))
+            wait_until(lambda: scrape(c)[1][key] >= m1[key] + 120, 60, "120 more frames")
+            t2, m2 = scrape(c)
+            for name in ("vidflow_source_frames_decoded_total", "vidflow_source_frames_delivered_total"):
+                assert m2[(name, (("source", "1"),))] > m1[(name, (("source", "1"),))]
+            rate = (m2[key] - m1[key]) / (t2 - t1)
+            gauge = m2[("vidflow_source_fps", (("source", "1"),))]
+            print(f"fps gauge {gauge:.2f}, rate from two scrapes {rate:.2f}")
+            assert abs(gauge - rate) <= 0.1 * rate
+            assert m2[("vidflow_source_state", (("source", "1"), ("state", "running")))] == 1
+            assert m2[("vidflow_batches_total", ())] > m1[("vidflow_batches_total", ())]
+            assert m2[("vidflow_frame_latency_seconds_count", ())] > 0
+            assert ("process_resident_memory_bytes", ()) in m2
+            # DeepStream's API: add, list, remove
+            r = c.post("/api/v1/stream/add", json={
+                "key": "sensor", "value": {"camera_id": "cam-ds", "camera_name": "door", "camera_url": f"file://{extra}",
+                                           "change": "camera_add", "metadata": {"resolution": "160 x 120", "codec": "h264",
+                                                                                "framerate": 30}},
+                "headers": {"source": "test", "created_at": "2026-12-03T00:00:00.000Z"}})
+            assert r.status_code == 200 and r.json() == {"status": "HTTP/1.1 200 OK", "reason": "STREAM_ADD_SUCCESS"}
+            info = c.get("/api/v1/stream/get-stream-info").json()["stream-info"]
+            assert {"camera_id": "cam-ds", "camera_name": "door"} in info["stream-info"]
+            wait_until(lambda: c.get("/api/v1/sources/cam-ds").json()["frames"] > 10, 30, "cam-ds frames")
+            r = c.post("/api/v1/stream/remove", json={"key": "sensor", "value": {"camera_id": "cam-ds", "change": "camera_remove"}})
+            assert r.json()["reason"] == "STREAM_REMOVE_SUCCESS"
+            assert c.get("/api/v1/sources/cam-ds").status_code == 404
+            # vidflow's own API: add, get, delete
+            r = c.post("/api/v1/sources", json={"id": "cam-own", "source": {"synthetic": {
+                "width": 160, "height": 120, "frames": None, "fps": 15, "live": True}}})
+            assert r.status_code == 201, r.text
+            wait_until(lambda: c.get("/api/v1/sources/cam-own").json()["frames"] > 10, 30, "cam-own frames")
+            assert c.delete("/api/v1/sources/cam-own").status_code == 200
+            ids = [s["id"] for s in c.get("/api/v1/sources").json()["sources"]]
+            assert ids == [0, 1]
+            # the file stream ran through all of this: every frame it offered was delivered
+            wait_until(lambda: c.get("/api/v1/sources/0").json()["frames"] == 300, 60, "file source delivered")
+            rec = c.get("/api/v1/sources/0").json()
+            assert rec["decoded"] == 300 and rec["frames"] == 300
     finally:
         code, out, err = srv.stop()
     assert code == 143, err           # stopped by SIGTERM after a clean stop (vidflow.cli)
@@ -177,25 +177,25 @@ def test_auth_and_redaction(tmp_path):
     ok = {"Authorization": f"Bearer {TOKEN}"}
     try:
         url = srv.wait_url()
-        c = httpx.Client(base_url=url, timeout=20)
-        assert c.get("/livez").status_code == 200
-        for path in ("/readyz", "/metrics", "/api/v1/sources", "/view", "/api/v1/stream/get-stream-info"):
-            assert c.get(path).status_code == 401, path
-        wait_until(lambda: c.get("/readyz", headers=ok).status_code == 200, 60, "ready")
-        bad = f"rtsp://admin:{SECRET}@127.0.0.1:9/stream"
-        r = c.post("/api/v1/sources", json={"id": "cam-pw", "uri": bad}, headers=ok)
-        assert r.status_code == 201 and SECRET not in r.text and "admin:***@" in r.text
-        r = c.post("/api/v1/stream/add", headers=ok, json={"key": "sensor", "value": {
-            "camera_id": "cam-pw2", "camera_url": bad.replace("/stream", "/two")}})
-        assert r.status_code == 200
-        wait_until(lambda: c.get("/api/v1/sources/cam-pw", headers=ok).json()["last_error"] != "", 60, "error shown")
-        bodies = [c.get(p, headers=ok).text for p in ("/api/v1/sources", "/api/v1/sources/cam-pw", "/api/v1/status",
-                                                       "/api/v1/stream/get-stream-info", "/metrics", "/view",
-                                                       "/readyz", "/startupz")]
-        assert all(SECRET not in b for b in bodies)
-        assert "admin:***@127.0.0.1:9" in bodies[0]
-        r = c.post("/api/v1/sources", json={"id": "cam-pw", "uri": bad}, headers=ok)     # 409 names it, redacted
-        assert r.status_code == 409 and SECRET not in r.text
+        with httpx.Client(base_url=url, timeout=20) as c:
+            assert c.get("/livez").status_code == 200
+            for path in ("/readyz", "/metrics", "/api/v1/sources", "/view", "/api/v1/stream/get-stream-info"):
+                assert c.get(path).status_code == 401, path
+            wait_until(lambda: c.get("/readyz", headers=ok).status_code == 200, 60, "ready")
+            bad = f"rtsp://admin:{SECRET}@127.0.0.1:9/stream"
+            r = c.post("/api/v1/sources", json={"id": "cam-pw", "uri": bad}, headers=ok)
+            assert r.status_code == 201 and SECRET not in r.text and "admin:***@" in r.text
+            r = c.post("/api/v1/stream/add", headers=ok, json={"key": "sensor", "value": {
+                "camera_id": "cam-pw2", "camera_url": bad.replace("/stream", "/two")}})
+            assert r.status_code == 200
+            wait_until(lambda: c.get("/api/v1/sources/cam-pw", headers=ok).json()["last_error"] != "", 60, "error shown")
+            bodies = [c.get(p, headers=ok).text for p in ("/api/v1/sources", "/api/v1/sources/cam-pw", "/api/v1/status",
+                                                           "/api/v1/stream/get-stream-info", "/metrics", "/view",
+                                                           "/readyz", "/startupz")]
+            assert all(SECRET not in b for b in bodies)
+            assert "admin:***@127.0.0.1:9" in bodies[0]
+            r = c.post("/api/v1/sources", json={"id": "cam-pw", "uri": bad}, headers=ok)     # 409 names it, redacted
+            assert r.status_code == 409 and SECRET not in r.text
     finally:
         code, out, err = srv.stop()
     assert SECRET not in err and SECRET not in out

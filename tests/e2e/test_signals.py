@@ -46,6 +46,8 @@ def _die_with_parent() -> None:
 class Run:
     """``python -m vidflow.cli run`` as a child; stdout and stderr collected as they come."""
 
+    live: list[Run] = []       # started and not yet reaped (``reap_runs`` ends them after each test)
+
     def __init__(self, yaml_path: Path, *args: str) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
         self.proc = subprocess.Popen([sys.executable, "-m", "vidflow.cli", "run", str(yaml_path), *args], cwd=ROOT,
@@ -57,6 +59,7 @@ class Run:
                          for s, d in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
         for t in self._readers:
             t.start()
+        Run.live.append(self)
 
     @staticmethod
     def _read(stream, dest: list[str]) -> None:
@@ -78,11 +81,28 @@ class Run:
         try:
             rc = self.proc.wait(timeout)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
+            self._reap()
+        return rc
+
+    def _reap(self) -> None:
+        """Kill the child if it still runs, collect it, let the readers finish, close the pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
         for t in self._readers:
             t.join(10)
-        return rc
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
+        if self in Run.live:
+            Run.live.remove(self)
+
+
+@pytest.fixture(autouse=True)
+def reap_runs():
+    """After each test: no child left running, no pipe left open (also when the test failed early)."""
+    yield
+    while Run.live:
+        Run.live[0]._reap()
 
 
 def records(path: Path) -> list[dict]:

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.test_signals import Run, mp4_frames, per_source, records, summary_rows
+from tests.e2e.test_signals import Run, mp4_frames, per_source, reap_runs, records, summary_rows  # noqa: F401 - reap_runs: autouse
 
 
 @pytest.fixture
