@@ -85,6 +85,8 @@ class RtspServer:
     def start(self, *, timeout: float = 20.0) -> RtspServer:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("server already running")
+        if self.proc is not None:          # killed before: close its pipes, the new process gets new ones
+            self._close_pipes()
         self.proc = subprocess.Popen([SYSTEM_PYTHON, str(HERE), *self.args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + timeout
@@ -126,10 +128,13 @@ class RtspServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        self._close_pipes()
+        self.proc = None
+
+    def _close_pipes(self) -> None:
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
-        self.proc = None
 
     def __enter__(self) -> RtspServer:
         return self.start()
