@@ -11,7 +11,7 @@ Checked against onnxruntime in ``tests/unit/test_engines.py``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import onnx
 import torch
@@ -97,7 +97,7 @@ class OnnxTorchModule(torch.nn.Module):
                 res = (res,)
             for name, v in zip(outs, res):
                 env[name] = v
-        return tuple(env[o] for o in self.output_names)
+        return tuple(cast(torch.Tensor, env[o]) for o in self.output_names)   # ("" is the only None)
 
 
 def _constant(a: dict[str, Any]) -> torch.Tensor:
