@@ -18,7 +18,8 @@ Models: ``--detect`` / ``--seg`` (default: yolo11n_shapes{,_seg}.torchscript fro
 - ``M``: the engine on a random ``[batch, 3, H, W]`` input.
 - ``masks``: one batch of the clip's first frames through ``Detector.finish`` with masks and with
   ``masks=False`` (``ms_masks`` = the difference: box-cropped masks assembled at source
-  resolution), and ``to_rle`` of all the batch's masks (what the JSONL sink adds), device synced.
+  resolution), and ``to_rle`` of all the batch's masks (what the JSONL sink adds), device synced;
+  medians, and the minima under ``min_ms``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _ms(fn, dev: torch.device, reps: int) -> float:
+def _ms(fn, dev: torch.device, reps: int) -> tuple[float, float]:
+    """(median, min) ms of ``reps`` calls after one warm-up call (min: the figure least moved by
+    other work on a shared machine)."""
     fn()
     _sync(dev)
     ts = []
@@ -77,7 +80,7 @@ def _ms(fn, dev: torch.device, reps: int) -> float:
         fn()
         _sync(dev)
         ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e3
+    return statistics.median(ts) * 1e3, min(ts) * 1e3
 
 
 def _clip_frames(clip: str, n: int, dev: torch.device) -> torch.Tensor:
@@ -114,9 +117,11 @@ def mask_times(seg: str, clip: str, batch: int, dev: torch.device, reps: int) ->
     m = objs.masks
     return {"frames": [w, h], "objects": len(objs), "objects_per_frame": round(len(objs) / batch, 2),
             "mask_crop": list(m.data.shape[1:]), "mask_mb": round(m.data.numel() / 1e6, 2),
-            "ms_finish_with_masks": round(t_masks, 3), "ms_finish_boxes_only": round(t_boxes, 3),
-            "ms_masks": round(t_masks - t_boxes, 3), "ms_rle_all": round(t_rle, 3),
-            "ms_masks_per_object": round((t_masks - t_boxes) / max(len(objs), 1), 4)}
+            "ms_finish_with_masks": round(t_masks[0], 3), "ms_finish_boxes_only": round(t_boxes[0], 3),
+            "ms_masks": round(t_masks[0] - t_boxes[0], 3), "ms_rle_all": round(t_rle[0], 3),
+            "ms_masks_per_object": round((t_masks[0] - t_boxes[0]) / max(len(objs), 1), 4),
+            "min_ms": {"finish_with_masks": round(t_masks[1], 3), "finish_boxes_only": round(t_boxes[1], 3),
+                       "masks": round(t_masks[1] - t_boxes[1], 3), "rle_all": round(t_rle[1], 3)}}
 
 
 def main(argv: list[str] | None = None) -> int:
