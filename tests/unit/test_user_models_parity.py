@@ -204,3 +204,45 @@ def test_onnx_results_equal_torchscript(task, backend, size):
         assert float(d.max()) <= 0.1 and float(ds.max()) <= 1e-3
     _figure(**fig)
     assert float(ious.min()) >= 0.99
+
+
+# (c) regions of interest: an ROI is the crop run as a source of its own ---------------------------
+ROI = (300, 100, 940, 460)       # 640x360 of 1280x720, at a 320x320 input: the frame's scale at 640
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_roi_equals_the_crop_as_its_own_source(task):
+    """With ``rois`` the model sees the ROI letterboxed as if it were a frame: its objects, masks
+    and keypoints are those of the cropped image run on its own, moved by the ROI's corner -- in
+    every scene, occluded objects included. (Against the *whole* frame's objects they agree only
+    where what the model sees around an object does not change its answer: tests/unit/
+    test_roi_heads.py, docs/MODELS.md.)"""
+    model = _model(f"yolo11n_shapes_{task}.onnx")
+    x1, y1, x2, y2 = ROI
+    n = 0
+    for seed in (1, 2, 4, 6):
+        rgb, _ = Scene(1280, 720, seed=seed, num_objects=10).render(0)
+        img = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+        crop = img[:, y1:y2, x1:x2].contiguous()
+        roi = Detector(model, rois={0: [list(ROI)]}, size=(320, 320))(
+            Batch(img[None], (FrameInfo(0, 0, 0.0, width=1280, height=720),))).objects
+        own = Detector(model, size=(320, 320))(Batch(crop[None], (FrameInfo(0, 0, 0.0, width=640, height=360),))).objects
+        shift = torch.tensor([x1, y1, x1, y1], dtype=own.bbox.dtype)
+        ob = own.bbox + shift
+        assert len(roi) == len(own)
+        n += len(roi)
+        if not len(roi):
+            continue
+        iou = box_iou(roi.bbox, ob)
+        iou[roi.class_id[:, None] != own.class_id[None]] = -1
+        best, j = iou.max(1)
+        assert float(best.min()) >= 0.999 and len(set(j.tolist())) == len(roi), (seed, best)
+        if task == "seg":
+            a = roi.masks.full(1280, 720)
+            assert not a[:, :, :x1].any() and not a[:, :, x2:].any() and not a[:, :y1].any() and not a[:, y2:].any()
+            miou = _iou(a[:, y1:y2, x1:x2], own.masks.full(640, 360)[j])
+            assert float(miou.min()) >= 0.99, (seed, miou)
+        else:
+            d = (roi.keypoints[:, :, :2] - own.keypoints[j, :, :2] - shift[:2]).norm(dim=-1)
+            assert float(d.max()) <= 0.05, (seed, d)
+    assert n >= 10
