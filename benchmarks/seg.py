@@ -15,7 +15,8 @@ Models: ``--detect`` / ``--seg`` (default: yolo11n_shapes{,_seg}.torchscript fro
 - ``E``: as ``vidflow bench`` (fps, cpu_cores, latency, per-part ``breakdown_ms_per_batch``,
   ``image_copies_per_frame``: host<->device copies >= 100 kB (CUDA only) -- a full-frame mask
   copied to the host would show here).
-- ``M``: the engine on a random ``[batch, 3, H, W]`` input.
+- ``M``: the engine on a random ``[batch, 3, H, W]`` input, 5 s (outside the pipeline's thread
+  settings: on a CPU shared with other work it swings widely; E alternates, M does not).
 - ``masks``: one batch of the clip's first frames through ``Detector.finish`` with masks and with
   ``masks=False`` (``ms_masks`` = the difference: box-cropped masks assembled at source
   resolution), and ``to_rle`` of all the batch's masks (what the JSONL sink adds), device synced;
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             for task, path in models.items():
                 eng, md = load_model(path, device=dev, half=gpu)
                 size = tuple(md.get("input_size") or (640, 640))
-                res, _ = measure(Model(eng, size, bs, dev), dev, argparse.Namespace(**{**vars(meas), "seconds": 3.0,
+                res, _ = measure(Model(eng, size, bs, dev), dev, argparse.Namespace(**{**vars(meas), "seconds": 5.0,
                                  "breakdown_seconds": 0, "copy_seconds": 0.2}), 1)
                 emit({"bench": "M", "task": task, "model": os.path.basename(path), "fps": res["fps"],
                       "ms_per_batch": round(bs * 1e3 / res["fps"], 2) if res["fps"] else None})
