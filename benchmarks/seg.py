@@ -113,9 +113,10 @@ def mask_times(seg: str, clip: str, batch: int, dev: torch.device, reps: int) ->
     t_masks = _ms(lambda: with_m.finish(pm), dev, reps)
     t_boxes = _ms(lambda: without.finish(pb), dev, reps)
     objs = with_m.finish(pm).objects
-    sizes = [[w, h]] * len(objs)
-    t_rle = _ms(lambda: to_rle(objs.masks, sizes), dev, max(3, reps // 4))
+    assert objs is not None and objs.masks is not None, "the segment model gave no masks"
     m = objs.masks
+    sizes = [[w, h]] * len(objs)
+    t_rle = _ms(lambda: to_rle(m, sizes), dev, max(3, reps // 4))
     return {"frames": [w, h], "objects": len(objs), "objects_per_frame": round(len(objs) / batch, 2),
             "mask_crop": list(m.data.shape[1:]), "mask_mb": round(m.data.numel() / 1e6, 2),
             "ms_finish_with_masks": round(t_masks[0], 3), "ms_finish_boxes_only": round(t_boxes[0], 3),

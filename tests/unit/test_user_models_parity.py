@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -81,7 +82,7 @@ def _frames(size: tuple[int, int]) -> torch.Tensor:
     return _FRAMES[size]
 
 
-def _detect(model: str, size: tuple[int, int], backend: str = "auto"):
+def _detect(model: str, size: tuple[int, int], backend: Literal["auto", "onnxruntime", "torch"] = "auto"):
     key = (model, size, backend)
     if key not in _RESULTS:
         det = Detector(model, conf=CONF, backend=backend)
