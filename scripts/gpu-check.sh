@@ -4,7 +4,9 @@
 #                          xmltodict: pip download --no-deps --python-version 3.12 -d .whl/extra ...)
 #   .models/              (copies of ../shared/models/*)       tests/data/ (scripts/fetch_test_clips.py)
 #   .whl/ray312.tar.xz, .whl/ray-deps/ (scripts/device-ray.sh; only for the fleet step)
+#   .before/src           (only for the compare step: mkdir .before && git archive e07be02 src | tar -x -C .before)
 # Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet]...   (default: tests demo bench)
+#   compare: E/D/M of this tree against .before/src, alternated A B A B on the same host (issue 13)
 # Writes logs to $OUT (or ./out/gpu-check) and prints the figures.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +45,18 @@ for step in "${steps[@]}"; do
       timeout 540 python3 benchmarks/fleet.py --device cuda --cameras 64 --workers 2 --num-gpus 0.5 --num-cpus 4 \
         --size 1920x1080 --batch 32 --decode-processes 2 --rounds 2 --kill > "$out/fleet.log" 2>&1 || rc=1
       grep -E '^\{' "$out/fleet.log" | cut -c1-600; tail -n 5 "$out/fleet.log" ;;
-    *) echo "unknown step $step (tests | demo | bench | fleet)"; rc=2 ;;
+    compare)
+      B="--streams ${BENCH_STREAMS:-64} --seconds ${BENCH_SECONDS:-6} --warmup 2 --skip B --model .models/yolo11n_shapes.torchscript"
+      for round in 1 2; do
+        for tree in after before; do
+          src=$PWD/src; [ $tree = before ] && src=$PWD/.before/src
+          [ -d "$src" ] || { echo "compare: $src missing"; rc=2; continue; }
+          PYTHONPATH=/tmp/site:$src timeout 240 python3 -m vidflow.cli bench $B --out "$out/compare_${tree}_$round.jsonl" \
+            > "$out/compare_${tree}_$round.log" 2>&1 || rc=1
+          echo "== $tree, round $round"; cut -c1-400 "$out/compare_${tree}_$round.jsonl" 2>/dev/null
+        done
+      done ;;
+    *) echo "unknown step $step (tests | demo | bench | fleet | compare)"; rc=2 ;;
   esac
 done
 exit $rc
