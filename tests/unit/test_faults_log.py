@@ -39,12 +39,12 @@ def logs(monkeypatch):
 
 def test_text_lines_carry_timestamp_level_and_extras(logs):
     buf = logs("text")
-    logging.getLogger("vidflow.sources.rtsp").warning(
+    logging.getLogger("vidflow.sources.uri").warning(
         "source %s back after %.1f s", "cam1", 10.2,
         extra={"source": "cam1", "state": "running", "missed_s": 10.2, "frames_missed": 255, "live": True})
     line = buf.getvalue().strip()
     assert TS.match(line), line
-    assert (" level=warning logger=vidflow.sources.rtsp msg=\"source cam1 back after 10.2 s\" source=cam1 state=running "
+    assert (" level=warning logger=vidflow.sources.uri msg=\"source cam1 back after 10.2 s\" source=cam1 state=running "
             "missed_s=10.2 frames_missed=255 live=true") in line
 
 
