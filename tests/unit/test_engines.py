@@ -206,3 +206,26 @@ def test_onnx_conv_transpose_converts_to_torch(tmp_path):
     got = OnnxEngine(p, device="cpu", backend="torch")(x)["output0"]
     assert got.shape == (2, 2, 32, 32)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+
+
+class _Flat(nn.Module):      # a head whose size is baked in: a trace runs at its export size only
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 16 * 24, 2)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_trace_at_another_size_names_the_export_size(tmp_path):
+    p = tmp_path / "t.torchscript"
+    torch.jit.save(torch.jit.trace(_Flat().eval(), torch.rand(1, 3, 16, 24)), str(p),
+                   _extra_files={"config.txt": '{"imgsz": [16, 24]}'})
+    e = load_engine(str(p))
+    assert e(torch.rand(2, 3, 16, 24))["output0"].shape == (2, 2)         # its own size runs
+    with pytest.raises(ValueError, match=r"t\.torchscript: .*exported at 24x16.*got 32x16.*ONNX"):
+        e(torch.rand(2, 3, 16, 32))
+    bare = tmp_path / "bare.torchscript"                                   # no size in its metadata:
+    torch.jit.save(torch.jit.trace(_Flat().eval(), torch.rand(1, 3, 16, 24)), str(bare))
+    with pytest.raises(RuntimeError):                                      # the error is torch's own
+        load_engine(str(bare))(torch.rand(2, 3, 16, 32))

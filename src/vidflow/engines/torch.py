@@ -59,8 +59,9 @@ class TorchEngine:
         self.channels_last = cuda if channels_last is None else bool(channels_last)
         self.cuda_graphs = cuda if cuda_graphs is None else bool(cuda_graphs) and cuda
         meta: dict[str, Any] = {}
+        self.path: str | None = None
         if isinstance(model, (str, os.PathLike)):
-            path = os.fspath(model)
+            path = self.path = os.fspath(model)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"TorchScript model not found: {path}")
             extra = {"config.txt": ""}
@@ -113,11 +114,29 @@ class TorchEngine:
             x = torch.cat([x, x.new_zeros((bp - b, *x.shape[1:]))])
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = as_outputs(self.model(x), self._names)
+        try:
+            raw = self.model(x)
+        except RuntimeError as e:
+            raise self._size_error(x, e) or e
+        out = as_outputs(raw, self._names)
         self.output_names = tuple(out)
         if bp != b:
             out = {k: v[:b] if v.dim() and v.shape[0] == bp else v for k, v in out.items()}
         return out
+
+    def _size_error(self, x: torch.Tensor, e: RuntimeError) -> ValueError | None:
+        """A clear error for a TorchScript trace run at a size other than its export size (the
+        trace fails deep inside with a shape mismatch); None when the size is not the cause."""
+        if self.input_size is None or not isinstance(self.model, torch.jit.ScriptModule) or x.dim() != 4:
+            return None
+        w, h = self.input_size
+        if (x.shape[-1], x.shape[-2]) == (w, h):
+            return None
+        return ValueError(f"{self.path or 'the TorchScript model'}: its metadata says it was "
+                          f"exported at {w}x{h}, and a trace runs at that size only; it got "
+                          f"{x.shape[-1]}x{x.shape[-2]}. Set the stage's size: to {w}x{h} (or leave it out), "
+                          f"or export to ONNX with dynamic axes for other sizes ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:160]})")
 
     def warmup(self, max_batch: int, shape: tuple[int, ...]) -> int:
         """Run (and on CUDA capture) the model once at every batch bucket up to ``max_batch`` for
