@@ -1,0 +1,353 @@
+"""``vidflow bench --live``: N live camera streams on loopback through the pipeline, as an operator
+would watch it. One JSON line per run (``"bench": "live"``), and with ``--max-cameras`` one more
+(``"live-max"``).
+
+    vidflow bench --live --streams 64 --codec h264 --size 1080p --seconds 60            # GPU host
+    vidflow bench --live --streams 64 --codec hevc --seconds 60
+    vidflow bench --live --streams 64 --kill-every 3 --seconds 306                     # 100 reconnects
+    vidflow bench --live --streams 64 --max-cameras --step 8 --seconds 30
+    vidflow bench --live --streams 2 --size 360p --decoder ffmpeg --stages none --device cpu
+
+The cameras (:mod:`.live_serve`, a separate process): N streams of one barcoded camera-like clip
+(H.264 or HEVC, no B-frames, a keyframe a second), MPEG-TS over TCP on 127.0.0.1, each frame
+sent when a clock shared by all cameras says it is shot. The pipeline: N ``UriSource(tcp://...)``
+(``--decoder``; NVDEC on CUDA with ``auto``) in ``--procs`` decode processes -> Muxer(640x640)
+-> ``--stages`` (full: detector + tracker + JSONL) -> :class:`~.live_meter.GlassClock`, which
+reads each frame's index from its pixels and so knows when the camera sent it.
+
+The window opens only once every stream delivers frames to the sinks (``startup_s``), plus
+``--warmup`` s, and lasts ``--seconds``. Fields: ``delivered_fps_min`` / ``_median`` per stream
+against ``offered_fps`` (and ``served_fps_*``: what the cameras actually got out; below the
+offered rate when the pipeline's TCP reads fall behind); ``cpu_cores`` and ``cpu_cores_per_stream``
+of the pipeline's process tree (this process and its descendants, the cameras excluded:
+``server_cpu_cores`` is theirs); ``latency_p50_ms`` / ``p95`` / ``max`` from the camera's send to
+the last sink; ``dropped`` (live queues, drop-oldest); memory over the window; with
+``--kill-every S`` camera(s) ``--kill-streams`` are killed every S s (restarted after
+``--kill-down`` s): ``kills``, ``recovered`` (delivered again before the next kill),
+``reconnects`` (the sources' counters), ``frames_lost_per_reconnect`` and
+``others_delivered_fps_min`` (the streams never killed). ``--max-cameras`` steps the stream count
+up by ``--step`` from ``--streams`` until a stream falls below ``--threshold`` x offered fps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .live_meter import GlassClock, descendants, proc_table, quantile, tree_cpu_s
+from .meters import Window, host_cpu
+
+__all__ = ["main", "SIZES", "LIVE_FIELDS"]
+
+SIZES = {"2160p": (3840, 2160), "1440p": (2560, 1440), "1080p": (1920, 1080), "720p": (1280, 720),
+         "480p": (854, 480), "360p": (640, 360), "240p": (426, 240)}
+LIVE_FIELDS = ("bench", "streams", "codec", "size", "offered_fps", "decoder", "backends", "procs", "stages", "device",
+               "host_cpu", "host_cores", "host_cpu_mhz", "measured_s", "startup_s", "delivered_fps_min",
+               "delivered_fps_median", "delivered_over_offered_min", "served_fps_min", "served_fps_median",
+               "dropped", "cpu_cores", "cpu_cores_per_stream", "server_cpu_cores", "latency_p50_ms", "latency_p95_ms",
+               "latency_max_ms", "kills", "recovered", "reconnects", "frames_lost_per_reconnect",
+               "others_delivered_fps_min")
+
+
+def _size(text: str) -> tuple[int, int]:
+    if text.lower() in SIZES:
+        return SIZES[text.lower()]
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected one of {sorted(SIZES)} or WIDTHxHEIGHT, got {text!r}") from None
+    if w < 64 or h < 64 or w % 2 or h % 2:
+        raise argparse.ArgumentTypeError(f"expected even sizes >= 64, got {text!r}")
+    return w, h
+
+
+def parser() -> argparse.ArgumentParser:
+    model = ".models/yolo11n_shapes.torchscript" if os.path.exists(".models/yolo11n_shapes.torchscript") else "demo"
+    p = argparse.ArgumentParser(prog="vidflow bench --live", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--streams", type=int, default=8, help="live streams (the first count with --max-cameras; default 8)")
+    a("--codec", choices=("h264", "hevc"), default="h264")
+    a("--size", type=_size, default=(1920, 1080), help=f"{'|'.join(SIZES)} or WxH (default 1080p)")
+    a("--fps", type=int, default=30, help="frames per second each camera sends (default 30)")
+    a("--seconds", type=float, default=30.0, help="measured window (default 30)")
+    a("--warmup", type=float, default=5.0, help="seconds after every stream delivers, before the window (default 5)")
+    a("--decoder", choices=("auto", "nvdec", "ffmpeg"), default="auto")
+    a("--low-latency", choices=("on", "off"), default="on", help="the sources' low_latency (NVDEC; default on)")
+    a("--procs", type=int, default=None, help="decode processes (default: 8 on CUDA, 0 on the CPU)")
+    a("--stages", choices=("full", "detect", "none"), default="full",
+      help="full: detector + tracker + JSONL; detect: detector only; none: decode and mux only")
+    a("--model", default=model, help=f"detector (default {model})")
+    a("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    a("--batch-size", type=int, default=None, help="muxer batch (default: streams, at most 64)")
+    a("--max-wait-ms", type=float, default=20.0)
+    a("--queue-size", type=int, default=8, help="frames queued per source (live: drop-oldest; default 8)")
+    a("--kill-every", type=float, default=0.0, help="kill the camera(s) every S s of the window (0: never)")
+    a("--kill-streams", type=int, default=1, help="how many cameras (the first ones) each kill takes (default 1)")
+    a("--kill-down", type=float, default=1.0, help="seconds a killed camera stays down (default 1)")
+    a("--max-cameras", action="store_true", help="step --streams up by --step until a stream falls behind")
+    a("--step", type=int, default=None, help="--max-cameras step (default: streams / 4, at least 1)")
+    a("--threshold", type=float, default=0.97, help="--max-cameras: delivered/offered per stream to pass")
+    a("--max-streams", type=int, default=1024, help="--max-cameras stops here")
+    a("--clip-seconds", type=float, default=10.0, help="camera clip loop (latency is read modulo it; default 10)")
+    a("--bitrate", type=int, default=4_000_000, help="camera bit/s (default 4000000)")
+    a("--workdir", default=os.path.join(tempfile.gettempdir(), "vidflow-live"), help="where the clip is cached")
+    a("--start-timeout", type=float, default=180.0, help="seconds for every stream to deliver (default 180)")
+    a("--out", default=None, help="also append the JSON lines to this file")
+    return p
+
+
+class _Cameras:
+    """The camera process (:mod:`.live_serve`) and its commands."""
+
+    def __init__(self, args: argparse.Namespace, n: int) -> None:
+        here = Path(__file__).resolve()
+        cmd = [sys.executable, str(here.with_name("live_serve.py")), "--streams", str(n), "--codec", args.codec,
+               "--width", str(args.size[0]), "--height", str(args.size[1]), "--fps", str(args.fps),
+               "--clip-seconds", str(args.clip_seconds), "--bitrate", str(args.bitrate), "--workdir", args.workdir]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("READY "):
+            self.close()
+            raise RuntimeError(f"the camera process failed to start (exit {self.proc.poll()}): {line!r}")
+        self.info: dict[str, Any] = json.loads(line[6:])
+        self._lock = threading.Lock()
+
+    def send(self, cmd: str) -> None:
+        with self._lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
+
+    def stat(self) -> dict[str, Any]:
+        with self._lock:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.write("stat\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        if not line.startswith("STAT "):
+            raise RuntimeError(f"the camera process stopped answering: {line!r}")
+        return json.loads(line[5:])
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def _pipeline(args: argparse.Namespace, ports: list[int], dev: torch.device, glass: GlassClock,
+              tmp: str) -> tuple[Any, list[Any]]:
+    from ..mux import Muxer
+    from ..pipeline import Pipeline
+    from ..sources.uri import UriSource
+
+    sources = [UriSource(f"tcp://127.0.0.1:{p}", decoder=args.decoder, low_latency=args.low_latency == "on")
+               for p in ports]
+    stages: list[Any] = []
+    sinks: list[Any] = []
+    if args.stages != "none":
+        from ..stages.detect import Detector
+        stages.append(Detector(args.model, half=dev.type == "cuda"))
+    if args.stages == "full":
+        from ..sinks.jsonl import JsonlSink
+        from ..stages.track import Tracker
+        stages.append(Tracker())
+        sinks.append(JsonlSink(os.path.join(tmp, "live.jsonl")))
+    bs = args.batch_size or min(len(ports), 64)
+    pipe = Pipeline(sources, Muxer(batch_size=bs, max_wait_ms=args.max_wait_ms, size=(640, 640)), stages,
+                    [*sinks, glass], device=dev, queue_size=args.queue_size, decode_processes=args.procs)
+    return pipe, sources
+
+
+def _wait(pred: Any, timeout: float, what: str, failed: Any) -> float:
+    t0 = time.monotonic()
+    while not pred():
+        if failed():
+            raise RuntimeError(f"the pipeline stopped while waiting for {what}: {failed()}")
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def run_once(args: argparse.Namespace, n: int, dev: torch.device) -> dict[str, Any]:
+    """One measurement with ``n`` streams (see the module text); returns its fields."""
+    tmp = tempfile.mkdtemp(prefix="vidflow-live-")
+    cams = _Cameras(args, n)
+    info = cams.info
+    glass = GlassClock(epoch=info["epoch"], fps=info["fps"], frames=info["frames"], source_height=args.size[1])
+    pipe, sources = _pipeline(args, info["ports"], dev, glass, tmp)
+    err: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            for _ in pipe:
+                pass
+        except BaseException as e:  # noqa: BLE001 - reported by the controller
+            err.append(e)
+
+    settings = pipe.process_settings()
+    settings.__enter__()
+    runner = threading.Thread(target=drive, name="live-bench", daemon=True)
+    t_start = time.monotonic()
+    runner.start()
+    me, server = os.getpid(), cams.proc.pid
+    try:
+        failed = lambda: err[0] if err else (None if runner.is_alive() else "the pipeline ended")  # noqa: E731
+        startup = _wait(lambda: len(glass.ever) == n and all(s.state == "running" for s in pipe.snapshot().sources.values()),
+                        args.start_timeout, f"every one of the {n} streams to deliver", failed)
+        time.sleep(args.warmup)
+        snap0 = pipe.snapshot().sources
+        st0 = cams.stat()
+        win = Window(dev, child_cpu=lambda: tree_cpu_s(descendants(me, (server,))),
+                     child_pids=lambda: descendants(me, (server,)))
+        scpu0 = tree_cpu_s([server])
+        glass.open()
+        win.start()
+        kill_ids = list(range(min(n, args.kill_streams))) if args.kill_every > 0 else []
+        kills, recovered, k = 0, 0, 1
+        up_at: float | None = None           # when the last killed camera(s) came back
+
+        def back() -> bool:                  # their frames sent since then reached the sinks
+            return up_at is not None and all(glass.last_sent.get(sids0[i], -1.0) >= up_at for i in kill_ids)
+        sids0 = list(snap0)
+        while (t := time.perf_counter() - win.t0) < args.seconds:
+            if failed():
+                raise RuntimeError(f"the pipeline stopped during the window: {failed()}")
+            if kill_ids and k * args.kill_every <= args.seconds - args.kill_every and t >= k * args.kill_every:
+                recovered += back()
+                for i in kill_ids:
+                    cams.send(f"kill {i}")
+                time.sleep(args.kill_down)
+                for i in kill_ids:
+                    cams.send(f"start {i}")
+                up_at = time.time()
+                kills, k = kills + 1, k + 1
+                continue
+            time.sleep(0.05)
+        lat, streams, unreadable = glass.close_window()
+        res = win.stop(sum(s.seen for s in streams.values()))
+        wall = res["wall_s"]
+        st1 = cams.stat()
+        server_cpu = (tree_cpu_s([server]) - scpu0) / wall
+        snap1 = pipe.snapshot().sources
+        recovered += back()
+    finally:
+        pipe.stop(drain=False)
+        runner.join(timeout=60)
+        settings.__exit__(None, None, None)
+        cams.close()
+    sids = list(snap1)
+    fps = {sid: (streams[sid].seen if sid in streams else 0) / wall for sid in sids}
+    served = [(b - a) / (st1["t"] - st0["t"]) for a, b in zip(st0["sent"], st1["sent"])]
+    killed = [sids[i] for i in kill_ids]
+    others = [fps[s] for s in sids if s not in killed]
+    lost = sum(streams[s].lost - (snap1[s].dropped - snap0[s].dropped) for s in killed if s in streams)
+    backends = sorted({getattr(s, "backend", None) or "?" for s in sources})
+    ratios = [f / args.fps for f in fps.values()]
+    pids = descendants(me, (server,), proc_table())
+    return {
+        "bench": "live", "streams": n, "codec": args.codec, "size": f"{args.size[0]}x{args.size[1]}",
+        "offered_fps": args.fps, "decoder": args.decoder, "backends": backends, "procs": args.procs,
+        "stages": args.stages, "model": os.path.basename(args.model) if args.stages != "none" else None,
+        "low_latency": args.low_latency == "on", "measured_s": round(wall, 1), "startup_s": round(startup, 1),
+        "delivered_fps_min": round(min(fps.values()), 2), "delivered_fps_median": round(statistics.median(fps.values()), 2),
+        "delivered_over_offered_min": round(min(ratios), 3),
+        "served_fps_min": round(min(served), 2), "served_fps_median": round(statistics.median(served), 2),
+        "dropped": sum(snap1[s].dropped - snap0[s].dropped for s in sids),
+        "cpu_cores": res["cpu_cores"], "cpu_cores_per_stream": round(res["cpu_cores"] / n, 4),
+        "server_cpu_cores": round(server_cpu, 3), "server_cpu_cores_per_stream": round(server_cpu / n, 4),
+        "latency_p50_ms": _r(quantile(lat, 0.5)), "latency_p95_ms": _r(quantile(lat, 0.95)),
+        "latency_max_ms": _r(max(lat) if lat else None), "latency_samples": len(lat), "unreadable_frames": unreadable,
+        "kills": kills, "kill_streams": len(kill_ids), "recovered": recovered,
+        "reconnects": sum(snap1[s].reconnects - snap0[s].reconnects for s in sids),
+        "stalls": sum(snap1[s].stalls - snap0[s].stalls for s in sids),
+        "frames_lost_per_reconnect": round(lost / kills / max(1, len(killed)), 1) if kills else None,
+        "others_delivered_fps_min": round(min(others), 2) if killed and others else None,
+        "decode_errors": sum(getattr(s, "decode_errors", 0) for s in sources),
+        "processes_measured": 1 + len(pids), "rss_peak_mb": res["rss_peak_mb"],
+        "gpu_used_peak_mb": res["gpu_used_peak_mb"],
+        **{k: res[k] for k in ("memory_first_last_tenth", "memory_curve_s_rss_gpu_mb") if k in res},
+        "camera_clip": {"bytes": info["clip_bytes"], "frames": info["frames"], "gop": info["gop"],
+                        "bitrate": args.bitrate}, "run_s": round(time.monotonic() - t_start, 1),
+    }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the live benchmark; prints JSON lines. Returns 1 when a run failed, else 0."""
+    args = parser().parse_args(argv)
+    from ..device import resolve_device
+
+    dev = resolve_device(args.device)
+    if args.procs is None:
+        args.procs = 8 if dev.type == "cuda" else 0
+    if args.streams < 1 or args.fps < 1 or args.seconds <= 0:
+        raise SystemExit("vidflow bench --live: --streams, --fps and --seconds must be positive")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+    host = host_cpu()
+    out = open(args.out, "a") if args.out else None  # noqa: SIM115 - closed below
+
+    def emit(rec: dict[str, Any]) -> None:
+        rec = {"device": gpu, **host, **rec}
+        line = json.dumps({k: rec.get(k) for k in LIVE_FIELDS if k in rec} | rec)
+        print(line, flush=True)
+        if out is not None:
+            out.write(line + "\n")
+            out.flush()
+
+    def one(n: int) -> dict[str, Any] | None:
+        try:
+            rec = run_once(args, n, dev)
+        except Exception as e:  # noqa: BLE001 - a line saying why, then the rest
+            emit({"bench": "live", "streams": n, "codec": args.codec, "error": f"{type(e).__name__}: {e}"})
+            return None
+        emit(rec)
+        return rec
+
+    try:
+        if not args.max_cameras:
+            return 0 if one(args.streams) is not None else 1
+        step = args.step or max(1, args.streams // 4)
+        n, good, trials, last = args.streams, None, [], None
+        while n <= args.max_streams:
+            rec = one(n)
+            ratio = rec["delivered_over_offered_min"] if rec else 0.0
+            trials.append([n, ratio])
+            last = rec
+            if ratio < args.threshold:
+                break
+            good, n = n, n + step
+        busy = last is not None and (last["cpu_cores"] + last["server_cpu_cores"]) >= 0.9 * host["host_cores"]
+        emit({"bench": "live-max", "max_cameras": good, "first_failing": n if n <= args.max_streams else None,
+              "threshold": args.threshold, "step": step, "codec": args.codec,
+              "size": f"{args.size[0]}x{args.size[1]}", "offered_fps": args.fps, "trials": trials,
+              "limit": None if last is None else ("the host CPU (pipeline + cameras use >= 90% of its cores)" if busy
+                                                  else "not the host CPU: see the failing line (decode, model, loop)")})
+        return 0 if good is not None else 1
+    finally:
+        if out is not None:
+            out.close()
