@@ -250,6 +250,7 @@ def run_once(args: argparse.Namespace, n: int, dev: torch.device) -> dict[str, A
         server_cpu = (tree_cpu_s([server]) - scpu0) / wall
         snap1 = pipe.snapshot().sources
         recovered += back()
+        pids = descendants(me, (server,))
     finally:
         pipe.stop(drain=False)
         runner.join(timeout=60)
@@ -263,7 +264,6 @@ def run_once(args: argparse.Namespace, n: int, dev: torch.device) -> dict[str, A
     lost = sum(streams[s].lost - (snap1[s].dropped - snap0[s].dropped) for s in killed if s in streams)
     backends = sorted({getattr(s, "backend", None) or "?" for s in sources})
     ratios = [f / args.fps for f in fps.values()]
-    pids = descendants(me, (server,), proc_table())
     return {
         "bench": "live", "streams": n, "codec": args.codec, "size": f"{args.size[0]}x{args.size[1]}",
         "offered_fps": args.fps, "decoder": args.decoder, "backends": backends, "procs": args.procs,
@@ -341,12 +341,15 @@ def main(argv: list[str] | None = None) -> int:
             if ratio < args.threshold:
                 break
             good, n = n, n + step
+        failing = n if n <= args.max_streams else None
         busy = last is not None and (last["cpu_cores"] + last["server_cpu_cores"]) >= 0.9 * host["host_cores"]
-        emit({"bench": "live-max", "max_cameras": good, "first_failing": n if n <= args.max_streams else None,
-              "threshold": args.threshold, "step": step, "codec": args.codec,
-              "size": f"{args.size[0]}x{args.size[1]}", "offered_fps": args.fps, "trials": trials,
-              "limit": None if last is None else ("the host CPU (pipeline + cameras use >= 90% of its cores)" if busy
-                                                  else "not the host CPU: see the failing line (decode, model, loop)")})
+        limit = (f"none up to --max-streams {args.max_streams}" if failing is None
+                 else "the run failed (see its error line)" if last is None
+                 else "the host CPU (pipeline + cameras use >= 90% of its cores)" if busy
+                 else "not the host CPU: see the failing line (decode, model, loop)")
+        emit({"bench": "live-max", "max_cameras": good, "first_failing": failing, "threshold": args.threshold,
+              "step": step, "codec": args.codec, "size": f"{args.size[0]}x{args.size[1]}", "offered_fps": args.fps,
+              "trials": trials, "limit": limit})
         return 0 if good is not None else 1
     finally:
         if out is not None:

@@ -81,7 +81,8 @@ class GlassClock:
             self.measuring = False
             return self.lat_ms, self.streams, self.unreadable
 
-    def _indices(self, images: torch.Tensor, frames: tuple) -> list[int]:
+    def read_indices(self, images: torch.Tensor, frames: tuple) -> list[int]:
+        """The clip frame index in each image's barcode (``frames``: their ``FrameInfo``)."""
         b, _, h, w = images.shape
         bs, ys, xs = [], [], []
         for k, f in enumerate(frames):
@@ -101,7 +102,7 @@ class GlassClock:
     def write(self, batch: Any) -> None:
         if not batch.frames:
             return
-        idx = self._indices(batch.images, batch.frames)
+        idx = self.read_indices(batch.images, batch.frames)
         now = time.time()
         with self._lock:
             for f, i in zip(batch.frames, idx):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BITS", "encode_clip", "barcode_cells", "strip_rows", "Clip", "Camera", "main"]
+__all__ = ["BITS", "encode_clip", "barcode_cells", "strip_rows", "camera_picture", "Clip", "Camera", "main"]
 
 BITS = 12                     # frame index mod 4096 in the barcode: clips up to ~136 s at 30 fps
 _TB = 90000                   # MPEG-TS time base
@@ -55,7 +55,8 @@ def barcode_cells(height: int) -> tuple[list[float], float]:
     return [(j + 0.5) / BITS for j in range(BITS)], strip_rows(height) / 2 / height
 
 
-def _picture(bg: np.ndarray, i: int) -> np.ndarray:
+def camera_picture(bg: np.ndarray, i: int) -> np.ndarray:
+    """Clip frame ``i`` on the background ``bg`` (HxWx3 uint8): a moving box and the barcode."""
     h, w = bg.shape[:2]
     img = bg.copy()
     bw, bh = w // 6, h // 6
@@ -95,7 +96,7 @@ def encode_clip(path: str | Path, *, codec: str = "h264", width: int = 1920, hei
     base = rng.integers(0, 255, size=(height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
     bg = np.kron(base, np.ones((16, 16, 1), np.uint8))[:height, :width]
     for i in range(frames):
-        for p in st.encode(av.VideoFrame.from_ndarray(_picture(bg, i), format="rgb24")):
+        for p in st.encode(av.VideoFrame.from_ndarray(camera_picture(bg, i), format="rgb24")):
             out.mux(p)
     for p in st.encode():
         out.mux(p)
