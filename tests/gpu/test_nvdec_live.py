@@ -144,8 +144,8 @@ def test_low_latency_nvdec_gives_each_packets_picture_at_once_equal_to_ffmpeg(cl
         demux.close()
     assert per_packet == [1] * len(per_packet) and not tail, (per_packet[:12], len(tail))
     assert len(got) == len(ref)
-    from vidflow.frame import SourceFrame
     from vidflow.batch import FrameInfo
+    from vidflow.frame import SourceFrame
     worst = min(_psnr(to_rgb(SourceFrame(FrameInfo(0, i, 0.0, 0, d.width, d.height), d.data, "nv12")).permute(1, 2, 0)
                       .cpu().numpy(), r) for i, (d, r) in enumerate(zip(got, ref)))
     assert worst >= 40.0, f"{codec}: worst frame PSNR {worst:.1f} dB"

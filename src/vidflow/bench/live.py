@@ -4,7 +4,7 @@ would watch it. One JSON line per run (``"bench": "live"``), and with ``--max-ca
 
     vidflow bench --live --streams 64 --codec h264 --size 1080p --seconds 60            # GPU host
     vidflow bench --live --streams 64 --codec hevc --seconds 60
-    vidflow bench --live --streams 64 --kill-every 3 --seconds 306                     # 100 reconnects
+    vidflow bench --live --streams 64 --kill-every 3 --seconds 303                     # 100 reconnects
     vidflow bench --live --streams 64 --max-cameras --step 8 --seconds 30
     vidflow bench --live --streams 2 --size 360p --decoder ffmpeg --stages none --device cpu
 
@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from .live_meter import GlassClock, descendants, proc_table, quantile, tree_cpu_s
+from .live_meter import GlassClock, descendants, quantile, tree_cpu_s
 from .meters import Window, host_cpu
 
 __all__ = ["main", "SIZES", "LIVE_FIELDS"]
@@ -85,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
     a("--warmup", type=float, default=5.0, help="seconds after every stream delivers, before the window (default 5)")
     a("--decoder", choices=("auto", "nvdec", "ffmpeg"), default="auto")
     a("--low-latency", choices=("on", "off"), default="on", help="the sources' low_latency (NVDEC; default on)")
+    a("--source-option", action="append", default=[], metavar="KEY=VALUE",
+      help="an FFmpeg option of every UriSource (repeatable), e.g. fflags=nobuffer+noparse+nofillin")
     a("--procs", type=int, default=None, help="decode processes (default: 8 on CUDA, 0 on the CPU)")
     a("--stages", choices=("full", "detect", "none"), default="full",
       help="full: detector + tracker + JSONL; detect: detector only; none: decode and mux only")
@@ -159,8 +161,9 @@ def _pipeline(args: argparse.Namespace, ports: list[int], dev: torch.device, gla
     from ..pipeline import Pipeline
     from ..sources.uri import UriSource
 
-    sources = [UriSource(f"tcp://127.0.0.1:{p}", decoder=args.decoder, low_latency=args.low_latency == "on")
-               for p in ports]
+    opts = opts_of(args)
+    sources = [UriSource(f"tcp://127.0.0.1:{p}", decoder=args.decoder, low_latency=args.low_latency == "on",
+                         options=opts) for p in ports]
     stages: list[Any] = []
     sinks: list[Any] = []
     if args.stages != "none":
@@ -268,7 +271,7 @@ def run_once(args: argparse.Namespace, n: int, dev: torch.device) -> dict[str, A
         "bench": "live", "streams": n, "codec": args.codec, "size": f"{args.size[0]}x{args.size[1]}",
         "offered_fps": args.fps, "decoder": args.decoder, "backends": backends, "procs": args.procs,
         "stages": args.stages, "model": os.path.basename(args.model) if args.stages != "none" else None,
-        "low_latency": args.low_latency == "on", "measured_s": round(wall, 1), "startup_s": round(startup, 1),
+        "low_latency": args.low_latency == "on", "source_options": opts_of(args), "measured_s": round(wall, 1), "startup_s": round(startup, 1),
         "delivered_fps_min": round(min(fps.values()), 2), "delivered_fps_median": round(statistics.median(fps.values()), 2),
         "delivered_over_offered_min": round(min(ratios), 3),
         "served_fps_min": round(min(served), 2), "served_fps_median": round(statistics.median(served), 2),
@@ -289,6 +292,13 @@ def run_once(args: argparse.Namespace, n: int, dev: torch.device) -> dict[str, A
         "camera_clip": {"bytes": info["clip_bytes"], "frames": info["frames"], "gop": info["gop"],
                         "bitrate": args.bitrate}, "run_s": round(time.monotonic() - t_start, 1),
     }
+
+
+def opts_of(args: argparse.Namespace) -> dict[str, str]:
+    bad = [o for o in args.source_option if "=" not in o]
+    if bad:
+        raise ValueError(f"--source-option: expected KEY=VALUE, got {bad}")
+    return dict(o.split("=", 1) for o in args.source_option)
 
 
 def _r(x: float | None) -> float | None:

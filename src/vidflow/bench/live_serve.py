@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def encode_clip(path: str | Path, *, codec: str = "h264", width: int = 1920, hei
         raise ValueError(f"clip of {frames} frames: at most {1 << BITS} carry a distinct index")
     part = path.with_suffix(".part.ts")
     out = av.open(str(part), "w", format="mpegts")
-    st = out.add_stream({"h264": "libx264", "hevc": "libx265"}[codec], rate=fps)
+    st: Any = out.add_stream({"h264": "libx264", "hevc": "libx265"}[codec], rate=fps)     # a VideoStream
     st.width, st.height, st.pix_fmt = width, height, "yuv420p"
     st.bit_rate = bitrate
     if codec == "h264":
