@@ -18,7 +18,8 @@ reads each frame's index from its pixels and so knows when the camera sent it.
 The window opens only once every stream delivers frames to the sinks (``startup_s``), plus
 ``--warmup`` s, and lasts ``--seconds``. Fields: ``delivered_fps_min`` / ``_median`` per stream
 against ``offered_fps`` (and ``served_fps_*``: what the cameras actually got out; below the
-offered rate when the pipeline's TCP reads fall behind); ``cpu_cores`` and ``cpu_cores_per_stream``
+offered rate when the pipeline's TCP reads fall behind; ``camera_late_ms_p95`` / ``_max``: how
+late the cameras sent, part of every latency: above a few ms the camera process is the limit); ``cpu_cores`` and ``cpu_cores_per_stream``
 of the pipeline's process tree (this process and its descendants, the cameras excluded:
 ``server_cpu_cores`` is theirs); ``latency_p50_ms`` / ``p95`` / ``max`` from the camera's send to
 the last sink; ``dropped`` (live queues, drop-oldest); memory over the window; with
@@ -191,13 +192,54 @@ def _wait(pred: Any, timeout: float, what: str, failed: Any) -> float:
     return time.monotonic() - t0
 
 
+class _Kills:
+    """``--kill-every``: kill the first ``--kill-streams`` cameras at S, 2S, ... s of the window
+    (the last at least S s before its end), each down ``--kill-down`` s; ``recovered`` counts the
+    kills after which every killed stream delivered a frame its camera sent once back."""
+
+    def __init__(self, args: argparse.Namespace, n: int, cams: _Cameras, glass: GlassClock) -> None:
+        self.every, self.down, self.seconds = args.kill_every, args.kill_down, args.seconds
+        self.ids = list(range(min(n, args.kill_streams))) if args.kill_every > 0 else []
+        self.cams, self.glass = cams, glass
+        self.done = self.recovered = 0
+        self._up_at: float | None = None
+
+    def _back(self) -> bool:
+        return self._up_at is not None and all(self.glass.last_sent.get(i, -1.0) >= self._up_at for i in self.ids)
+
+    def due(self, t: float) -> bool:
+        k = self.done + 1
+        return bool(self.ids) and k * self.every <= self.seconds - self.every and t >= k * self.every
+
+    def kill(self) -> None:
+        self.recovered += self._back()
+        for i in self.ids:
+            self.cams.send(f"kill {i}")
+        time.sleep(self.down)
+        for i in self.ids:
+            self.cams.send(f"start {i}")
+        self._up_at = time.time()
+        self.done += 1
+
+    def end(self) -> None:
+        self.recovered += self._back()
+        self._up_at = None
+
+
 def run_once(args: argparse.Namespace, n: int, dev: torch.device) -> dict[str, Any]:
     """One measurement with ``n`` streams (see the module text); returns its fields."""
-    tmp = tempfile.mkdtemp(prefix="vidflow-live-")
+    t_start = time.monotonic()
     cams = _Cameras(args, n)
+    try:
+        return _measure(args, n, dev, cams, t_start)
+    finally:
+        cams.close()
+
+
+def _measure(args: argparse.Namespace, n: int, dev: torch.device, cams: _Cameras, t_start: float) -> dict[str, Any]:
     info = cams.info
     glass = GlassClock(epoch=info["epoch"], fps=info["fps"], frames=info["frames"], source_height=args.size[1])
-    pipe, sources = _pipeline(args, info["ports"], dev, glass, tmp)
+    pipe, sources = _pipeline(args, info["ports"], dev, glass, tempfile.mkdtemp(prefix="vidflow-live-"))
     err: list[BaseException] = []
 
     def drive() -> None:
@@ -207,87 +249,68 @@ def run_once(args: argparse.Namespace, n: int, dev: torch.device) -> dict[str, A
         except BaseException as e:  # noqa: BLE001 - reported by the controller
             err.append(e)
 
-    settings = pipe.process_settings()
-    settings.__enter__()
-    runner = threading.Thread(target=drive, name="live-bench", daemon=True)
-    t_start = time.monotonic()
-    runner.start()
-    me, server = os.getpid(), cams.proc.pid
-    try:
-        failed = lambda: err[0] if err else (None if runner.is_alive() else "the pipeline ended")  # noqa: E731
-        startup = _wait(lambda: len(glass.ever) == n and all(s.state == "running" for s in pipe.snapshot().sources.values()),
-                        args.start_timeout, f"every one of the {n} streams to deliver", failed)
-        time.sleep(args.warmup)
-        snap0 = pipe.snapshot().sources
-        st0 = cams.stat()
-        win = Window(dev, child_cpu=lambda: tree_cpu_s(descendants(me, (server,))),
-                     child_pids=lambda: descendants(me, (server,)))
-        scpu0 = tree_cpu_s([server])
-        glass.open()
-        win.start()
-        kill_ids = list(range(min(n, args.kill_streams))) if args.kill_every > 0 else []
-        kills, recovered, k = 0, 0, 1
-        up_at: float | None = None           # when the last killed camera(s) came back
+    def failed() -> Any:
+        return err[0] if err else (None if runner.is_alive() else "the pipeline ended")
 
-        def back() -> bool:                  # their frames sent since then reached the sinks
-            return up_at is not None and all(glass.last_sent.get(sids0[i], -1.0) >= up_at for i in kill_ids)
-        sids0 = list(snap0)
-        while (t := time.perf_counter() - win.t0) < args.seconds:
-            if failed():
-                raise RuntimeError(f"the pipeline stopped during the window: {failed()}")
-            if kill_ids and k * args.kill_every <= args.seconds - args.kill_every and t >= k * args.kill_every:
-                recovered += back()
-                for i in kill_ids:
-                    cams.send(f"kill {i}")
-                time.sleep(args.kill_down)
-                for i in kill_ids:
-                    cams.send(f"start {i}")
-                up_at = time.time()
-                kills, k = kills + 1, k + 1
-                continue
-            time.sleep(0.05)
-        lat, streams, unreadable = glass.close_window()
-        res = win.stop(sum(s.seen for s in streams.values()))
-        wall = res["wall_s"]
-        st1 = cams.stat()
-        server_cpu = (tree_cpu_s([server]) - scpu0) / wall
-        snap1 = pipe.snapshot().sources
-        recovered += back()
-        pids = descendants(me, (server,))
-    finally:
-        pipe.stop(drain=False)
-        runner.join(timeout=60)
-        settings.__exit__(None, None, None)
-        cams.close()
-    sids = list(snap1)
-    fps = {sid: (streams[sid].seen if sid in streams else 0) / wall for sid in sids}
+    me, server = os.getpid(), cams.proc.pid
+    tree = lambda: descendants(me, (server,))        # noqa: E731 - the pipeline's processes but me
+    runner = threading.Thread(target=drive, name="live-bench", daemon=True)
+    kills = _Kills(args, n, cams, glass)
+    with pipe.process_settings():
+        runner.start()
+        try:
+            startup = _wait(lambda: len(glass.ever) == n and all(s.state == "running"
+                                                                 for s in pipe.snapshot().sources.values()),
+                            args.start_timeout, f"every one of the {n} streams to deliver", failed)
+            time.sleep(args.warmup)
+            snap0, st0, scpu0 = pipe.snapshot().sources, cams.stat(), tree_cpu_s([server])
+            win = Window(dev, child_cpu=lambda: tree_cpu_s(tree()), child_pids=tree)
+            glass.open()
+            win.start()
+            while (t := time.perf_counter() - win.t0) < args.seconds:
+                if failed():
+                    raise RuntimeError(f"the pipeline stopped during the window: {failed()}")
+                if kills.due(t):
+                    kills.kill()
+                else:
+                    time.sleep(0.05)
+            lat, streams, unreadable = glass.close_window()
+            res = win.stop(sum(s.seen for s in streams.values()))
+            st1, scpu1, snap1, pids = cams.stat(), tree_cpu_s([server]), pipe.snapshot().sources, tree()
+            kills.end()
+        finally:
+            pipe.stop(drain=False)
+            runner.join(timeout=60)
+    wall, sids = res["wall_s"], list(range(n))
+    fps = {i: (streams[i].seen if i in streams else 0) / wall for i in sids}
     served = [(b - a) / (st1["t"] - st0["t"]) for a, b in zip(st0["sent"], st1["sent"])]
-    killed = [sids[i] for i in kill_ids]
-    others = [fps[s] for s in sids if s not in killed]
-    lost = sum(streams[s].lost - (snap1[s].dropped - snap0[s].dropped) for s in killed if s in streams)
-    backends = sorted({getattr(s, "backend", None) or "?" for s in sources})
-    ratios = [f / args.fps for f in fps.values()]
+    others = [fps[i] for i in sids if i not in kills.ids]
+    lost = sum(streams[i].lost - (snap1[i].dropped - snap0[i].dropped) for i in kills.ids if i in streams)
+    server_cpu = (scpu1 - scpu0) / wall
+
+    def delta(name: str) -> int:
+        return sum(getattr(snap1[i], name) - getattr(snap0[i], name) for i in sids)
+
     return {
         "bench": "live", "streams": n, "codec": args.codec, "size": f"{args.size[0]}x{args.size[1]}",
-        "offered_fps": args.fps, "decoder": args.decoder, "backends": backends, "procs": args.procs,
-        "stages": args.stages, "model": os.path.basename(args.model) if args.stages != "none" else None,
-        "low_latency": args.low_latency == "on", "source_options": opts_of(args), "measured_s": round(wall, 1), "startup_s": round(startup, 1),
-        "delivered_fps_min": round(min(fps.values()), 2), "delivered_fps_median": round(statistics.median(fps.values()), 2),
-        "delivered_over_offered_min": round(min(ratios), 3),
+        "offered_fps": args.fps, "decoder": args.decoder, "backends": sorted({s.backend or "?" for s in sources}),
+        "procs": args.procs, "stages": args.stages, "model": os.path.basename(args.model) if args.stages != "none" else None,
+        "low_latency": args.low_latency == "on", "source_options": opts_of(args), "measured_s": round(wall, 1),
+        "startup_s": round(startup, 1), "delivered_fps_min": round(min(fps.values()), 2),
+        "delivered_fps_median": round(statistics.median(fps.values()), 2),
+        "delivered_over_offered_min": round(min(fps.values()) / args.fps, 3),
         "served_fps_min": round(min(served), 2), "served_fps_median": round(statistics.median(served), 2),
-        "dropped": sum(snap1[s].dropped - snap0[s].dropped for s in sids),
-        "cpu_cores": res["cpu_cores"], "cpu_cores_per_stream": round(res["cpu_cores"] / n, 4),
+        "camera_late_ms_p95": st1["late_ms_p95"], "camera_late_ms_max": st1["late_ms_max"],
+        "dropped": delta("dropped"), "cpu_cores": res["cpu_cores"], "cpu_cores_per_stream": round(res["cpu_cores"] / n, 4),
         "server_cpu_cores": round(server_cpu, 3), "server_cpu_cores_per_stream": round(server_cpu / n, 4),
         "latency_p50_ms": _r(quantile(lat, 0.5)), "latency_p95_ms": _r(quantile(lat, 0.95)),
         "latency_max_ms": _r(max(lat) if lat else None), "latency_samples": len(lat), "unreadable_frames": unreadable,
-        "kills": kills, "kill_streams": len(kill_ids), "recovered": recovered,
-        "reconnects": sum(snap1[s].reconnects - snap0[s].reconnects for s in sids),
-        "stalls": sum(snap1[s].stalls - snap0[s].stalls for s in sids),
-        "frames_lost_per_reconnect": round(lost / kills / max(1, len(killed)), 1) if kills else None,
-        "others_delivered_fps_min": round(min(others), 2) if killed and others else None,
-        "decode_errors": sum(getattr(s, "decode_errors", 0) for s in sources),
-        "processes_measured": 1 + len(pids), "rss_peak_mb": res["rss_peak_mb"],
-        "gpu_used_peak_mb": res["gpu_used_peak_mb"],
+        "kills": kills.done, "kill_streams": len(kills.ids), "recovered": kills.recovered,
+        "reconnects": delta("reconnects"), "stalls": delta("stalls"),
+        "frames_lost_per_reconnect": round(lost / kills.done / len(kills.ids), 1) if kills.done else None,
+        "others_delivered_fps_min": round(min(others), 2) if kills.ids and others else None,
+        "decode_errors": sum(s.decode_errors for s in sources), "processes_measured": 1 + len(pids),
+        "rss_peak_mb": res["rss_peak_mb"], "gpu_used_peak_mb": res["gpu_used_peak_mb"],
         **{k: res[k] for k in ("memory_first_last_tenth", "memory_curve_s_rss_gpu_mb") if k in res},
         "camera_clip": {"bytes": info["clip_bytes"], "frames": info["frames"], "gop": info["gop"],
                         "bitrate": args.bitrate}, "run_s": round(time.monotonic() - t_start, 1),

@@ -17,7 +17,8 @@ The parent talks on stdin/stdout: ``READY {json}`` once listening (ports, epoch,
 gop, duration); then each line it reads is a command: ``kill I`` (close camera I's listener and
 every connection, with a reset: the camera is gone), ``start I`` (serve again on the same port),
 ``stat`` (answers ``STAT {json}``: packets sent per camera, connections so far, this process's
-CPU seconds); end of input stops everything.
+CPU seconds, how late it sent packets since the last ``stat``: p95 and max ms); end of input
+stops everything.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = ["BITS", "encode_clip", "barcode_cells", "strip_rows", "camera_picture
 
 BITS = 12                     # frame index mod 4096 in the barcode: clips up to ~136 s at 30 fps
 _TB = 90000                   # MPEG-TS time base
+_LATE_BINS = 1000             # lateness histogram: 1 ms bins
 
 
 def strip_rows(height: int) -> int:
@@ -131,6 +133,8 @@ class Camera:
         self.clip, self.epoch, self.port = clip, epoch, port
         self.sent = 0
         self.clients = 0
+        self.late = [0] * (_LATE_BINS + 1)    # packets by ms sent after due (the last bin: more)
+        self.late_max = 0.0
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._conns: list[socket.socket] = []
@@ -208,6 +212,9 @@ class Camera:
                 pk.pts = pk.dts = int(round((shot + 1.0) * _TB))
                 pk.is_keyframe = key
                 out.mux(pk)
+                late = (time.monotonic() - (self.epoch + shot + mono)) * 1e3
+                self.late[min(_LATE_BINS, max(0, int(late)))] += 1
+                self.late_max = max(self.late_max, late)
                 self.sent += 1
                 n += 1
         except (OSError, ValueError, av.error.FFmpegError):
@@ -217,6 +224,23 @@ class Camera:
                 f.close()
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+def _lateness(cams: list[Camera]) -> tuple[int | None, float]:
+    """p95 (ms, a bin's upper edge) and max of how late the cameras sent since the last call
+    (then reset): above a few ms, the camera process cannot keep its schedule."""
+    hist = [0] * (_LATE_BINS + 1)
+    worst = 0.0
+    for c in cams:
+        h, c.late = c.late, [0] * (_LATE_BINS + 1)
+        hist = [a + b for a, b in zip(hist, h)]
+        worst, c.late_max = max(worst, c.late_max), 0.0
+    total, acc = sum(hist), 0
+    for ms, k in enumerate(hist):
+        acc += k
+        if total and acc >= 0.95 * total:
+            return ms + 1, round(worst, 1)
+    return None, round(worst, 1)
 
 
 def _cpu_s() -> float:
@@ -255,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         elif cmd == "start":
             cams[int(arg)].start()
         elif cmd == "stat":
+            p95, worst = _lateness(cams)
             print("STAT " + json.dumps({"sent": [c.sent for c in cams], "clients": [c.clients for c in cams],
-                                        "cpu_s": _cpu_s(), "t": time.monotonic()}), flush=True)
+                                        "cpu_s": _cpu_s(), "t": time.monotonic(), "late_ms_p95": p95,
+                                        "late_ms_max": worst}), flush=True)
     for c in cams:
         c.kill()
     return 0
