@@ -95,7 +95,8 @@ class GlassClock:
         dev = images.device
         if self._weights is None or self._weights.device != dev:
             self._weights = torch.tensor([1 << (self.bits - 1 - j) for j in range(self.bits)], device=dev)
-        px = images[torch.tensor(bs, device=dev), :, torch.tensor(ys, device=dev), torch.tensor(xs, device=dev)]
+        where = torch.tensor([bs, ys, xs]).to(dev, non_blocking=True)     # one small upload
+        px = images[where[0], :, where[1], where[2]]
         on = (px.float().mean(dim=1) > 127.5).view(b, self.bits).long()
         return (on * self._weights).sum(dim=1).tolist()          # the one copy to the host
 
