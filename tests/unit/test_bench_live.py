@@ -137,3 +137,12 @@ def test_live_sources_default_to_low_latency():
     assert UriSource("tcp://127.0.0.1:9", low_latency=False).low_latency is False
     with pytest.raises(ValueError, match="low_latency"):
         UriSource("tcp://127.0.0.1:9", low_latency="yes")  # type: ignore[arg-type]
+
+
+def test_cameras_join_at_the_next_keyframe_on_the_shared_clock(tmp_path):
+    from vidflow.bench.live_serve import Clip
+
+    clip = Clip(encode_clip(tmp_path / "cam.ts", width=160, height=128, fps=10, seconds=2.0, gop=5, bitrate=100_000),
+                10, 5)
+    assert clip.frames == 20 and clip.keyframes == [0, 5, 10, 15]
+    assert [clip.next_keyframe(x) for x in (0, 0.5, 5, 6, 16, 19.2, 20, 41)] == [0, 5, 5, 10, 20, 20, 20, 45]

@@ -287,13 +287,14 @@ def _measure(args: argparse.Namespace, n: int, dev: torch.device, cams: _Cameras
     others = [fps[i] for i in sids if i not in kills.ids]
     lost = sum(streams[i].lost - (snap1[i].dropped - snap0[i].dropped) for i in kills.ids if i in streams)
     server_cpu = (scpu1 - scpu0) / wall
+    backends = sorted({s.backend or "?" for s in sources})
 
     def delta(name: str) -> int:
         return sum(getattr(snap1[i], name) - getattr(snap0[i], name) for i in sids)
 
     return {
         "bench": "live", "streams": n, "codec": args.codec, "size": f"{args.size[0]}x{args.size[1]}",
-        "offered_fps": args.fps, "decoder": args.decoder, "backends": sorted({s.backend or "?" for s in sources}),
+        "offered_fps": args.fps, "decoder": ",".join(backends), "decoder_requested": args.decoder, "backends": backends,
         "procs": args.procs, "stages": args.stages, "model": os.path.basename(args.model) if args.stages != "none" else None,
         "low_latency": args.low_latency == "on", "source_options": opts_of(args), "measured_s": round(wall, 1),
         "startup_s": round(startup, 1), "delivered_fps_min": round(min(fps.values()), 2),

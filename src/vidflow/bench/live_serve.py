@@ -91,10 +91,11 @@ def encode_clip(path: str | Path, *, codec: str = "h264", width: int = 1920, hei
     st.width, st.height, st.pix_fmt = width, height, "yuv420p"
     st.bit_rate = bitrate
     if codec == "h264":
-        st.options = {"g": str(gop), "bf": "0", "preset": "ultrafast", "tune": "zerolatency"}
+        st.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0", "preset": "ultrafast",
+                      "tune": "zerolatency"}
     else:
         st.options = {"preset": "ultrafast",
-                      "x265-params": f"keyint={gop}:min-keyint={gop}:bframes=0:log-level=error"}
+                      "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:log-level=error"}
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, size=(height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
     bg = np.kron(base, np.ones((16, 16, 1), np.uint8))[:height, :width]
@@ -124,6 +125,16 @@ class Clip:
         self.packets = [(round((p[0] - t0) * tb * fps) / fps, p[1], p[2]) for p in pk]
         self.frames = len(self.packets)
         self.duration = self.frames / fps
+        self.keyframes = [i for i, p in enumerate(self.packets) if p[2]]
+        if not self.keyframes or self.keyframes[0] != 0:
+            raise ValueError(f"{self.path}: the clip must start with a keyframe")
+
+    def next_keyframe(self, n: float) -> int:
+        """The first absolute frame number >= ``n`` (loop ``k``, frame ``i``: ``k * frames + i``)
+        that is a keyframe."""
+        k, i = divmod(math.ceil(n), self.frames)
+        j = next((f for f in self.keyframes if f >= i), None)
+        return k * self.frames + j if j is not None else (k + 1) * self.frames
 
 
 class Camera:
@@ -196,8 +207,7 @@ class Camera:
             from fractions import Fraction
             tb = ost.time_base = Fraction(1, _TB)
             # the next keyframe due on the shared clock, as a camera's stream joined now
-            pos = (time.time() - self.epoch) * fps
-            n = int(math.ceil(pos / clip.gop)) * clip.gop      # absolute frame number
+            n = clip.next_keyframe((time.time() - self.epoch) * fps)     # absolute frame number
             mono = time.monotonic() - time.time()              # wall -> monotonic, fixed here
             while not stop.is_set():
                 k, i = divmod(n, clip.frames)
@@ -263,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     gop = a.fps
     t = time.monotonic()
     path = encode_clip(Path(a.workdir) / f"cam_{a.codec}_{a.width}x{a.height}_{a.fps}_{a.clip_seconds:g}s_"
-                       f"{a.bitrate}_v1.ts", codec=a.codec, width=a.width, height=a.height, fps=a.fps,
+                       f"{a.bitrate}_v2.ts", codec=a.codec, width=a.width, height=a.height, fps=a.fps,
                        seconds=a.clip_seconds, gop=gop, bitrate=a.bitrate)
     clip = Clip(path, a.fps, gop)
     epoch = float(int(time.time()))
