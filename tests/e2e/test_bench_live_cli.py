@@ -37,6 +37,7 @@ def test_live_bench_prints_the_figures(tmp_path):
     assert rec["served_fps_min"] > 0 and rec["measured_s"] > 0 and rec["startup_s"] >= 0
     assert rec["latency_p50_ms"] > 0 and rec["latency_p95_ms"] >= rec["latency_p50_ms"]
     assert rec["latency_samples"] > 0 and rec["unreadable_frames"] == 0
+    assert 0 <= rec["decoded_to_result_ms_p50"] <= rec["latency_p50_ms"]    # decoded after it was sent
     assert rec["cpu_cores"] > 0 and rec["cpu_cores_per_stream"] > 0 and rec["server_cpu_cores"] >= 0
     assert rec["kills"] == 0 and rec["frames_lost_per_reconnect"] is None
 

@@ -16,18 +16,22 @@ sent when a clock shared by all cameras says it is shot. The pipeline: N ``UriSo
 reads each frame's index from its pixels and so knows when the camera sent it.
 
 The window opens only once every stream delivers frames to the sinks (``startup_s``), plus
-``--warmup`` s, and lasts ``--seconds``. Fields: ``delivered_fps_min`` / ``_median`` per stream
-against ``offered_fps`` (and ``served_fps_*``: what the cameras actually got out; below the
-offered rate when the pipeline's TCP reads fall behind; ``camera_late_ms_p95`` / ``_max``: how
-late the cameras sent, part of every latency: above a few ms the camera process is the limit); ``cpu_cores`` and ``cpu_cores_per_stream``
-of the pipeline's process tree (this process and its descendants, the cameras excluded:
-``server_cpu_cores`` is theirs); ``latency_p50_ms`` / ``p95`` / ``max`` from the camera's send to
-the last sink; ``dropped`` (live queues, drop-oldest); memory over the window; with
-``--kill-every S`` camera(s) ``--kill-streams`` are killed every S s (restarted after
-``--kill-down`` s): ``kills``, ``recovered`` (delivered again before the next kill),
-``reconnects`` (the sources' counters), ``frames_lost_per_reconnect`` and
-``others_delivered_fps_min`` (the streams never killed). ``--max-cameras`` steps the stream count
-up by ``--step`` from ``--streams`` until a stream falls below ``--threshold`` x offered fps.
+``--warmup`` s, and lasts ``--seconds``. Fields:
+
+- ``delivered_fps_min`` / ``_median`` per stream against ``offered_fps``; ``served_fps_*``: what
+  the cameras got out (below the offered rate when the pipeline's TCP reads fall behind);
+  ``camera_late_ms_p95`` / ``_max``: how late the cameras sent (part of every latency; above a
+  few ms the camera process is the limit); ``dropped``: frames the live queues dropped.
+- ``cpu_cores`` / ``cpu_cores_per_stream``: the pipeline's process tree (this process and its
+  descendants, from ``/proc``), the cameras excluded (``server_cpu_cores`` is theirs).
+- ``latency_p50_ms`` / ``_p95_ms`` / ``_max_ms``: camera send -> the last sink;
+  ``decoded_to_result_ms_*``: the part after decoding. Memory over the window (RSS, GPU).
+- ``--kill-every S``: the first ``--kill-streams`` cameras are killed every S s (back after
+  ``--kill-down`` s): ``kills``, ``recovered`` (delivered again before the next kill),
+  ``reconnects`` (the sources' counters), ``frames_lost_per_reconnect``,
+  ``others_delivered_fps_min`` (the streams never killed).
+- ``--max-cameras`` steps the stream count up by ``--step`` from ``--streams`` until a stream
+  falls below ``--threshold`` x offered fps; a ``live-max`` line gives the largest count that held.
 """
 
 from __future__ import annotations
@@ -306,6 +310,8 @@ def _measure(args: argparse.Namespace, n: int, dev: torch.device, cams: _Cameras
         "server_cpu_cores": round(server_cpu, 3), "server_cpu_cores_per_stream": round(server_cpu / n, 4),
         "latency_p50_ms": _r(quantile(lat, 0.5)), "latency_p95_ms": _r(quantile(lat, 0.95)),
         "latency_max_ms": _r(max(lat) if lat else None), "latency_samples": len(lat), "unreadable_frames": unreadable,
+        "decoded_to_result_ms_p50": _r(quantile(glass.decoded_ms, 0.5)),
+        "decoded_to_result_ms_p95": _r(quantile(glass.decoded_ms, 0.95)),
         "kills": kills.done, "kill_streams": len(kills.ids), "recovered": kills.recovered,
         "reconnects": delta("reconnects"), "stalls": delta("stalls"),
         "frames_lost_per_reconnect": round(lost / kills.done / len(kills.ids), 1) if kills.done else None,

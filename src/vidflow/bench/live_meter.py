@@ -52,7 +52,8 @@ class GlassClock:
     the send time is the latest ``epoch + k * D + i / fps`` not after the frame was decoded
     (``FrameInfo.ntp_ns``), and the latency runs to this sink's ``write``. Counts every frame
     (``ever``); between :meth:`open` and :meth:`close` also the latencies and :class:`StreamCount`
-    per source. ``last_sent[sid]``: the latest send time delivered (a stream's recovery)."""
+    per source, and ``decoded_ms`` (decoded -> this sink: the part of the latency after the
+    decoder). ``last_sent[sid]``: the latest send time delivered (a stream's recovery)."""
 
     name = "glass"
 
@@ -69,12 +70,13 @@ class GlassClock:
         self.ever: dict[Any, int] = {}
         self.last_sent: dict[Any, float] = {}
         self.lat_ms: list[float] = []
+        self.decoded_ms: list[float] = []      # from decoding (``ntp_ns``) to this sink
         self.streams: dict[Any, StreamCount] = {}
         self.unreadable = 0
 
     def open(self) -> None:
         with self._lock:
-            self.lat_ms, self.streams, self.unreadable, self.measuring = [], {}, 0, True
+            self.lat_ms, self.decoded_ms, self.streams, self.unreadable, self.measuring = [], [], {}, 0, True
 
     def close_window(self) -> tuple[list[float], dict[Any, StreamCount], int]:
         with self._lock:
@@ -120,6 +122,8 @@ class GlassClock:
                     self.last_sent[sid] = sent
                 if self.measuring:
                     self.lat_ms.append((now - sent) * 1e3)
+                    if f.ntp_ns:
+                        self.decoded_ms.append(now * 1e3 - f.ntp_ns / 1e6)
                     self.streams.setdefault(sid, StreamCount()).add(k * self.frames + i)
 
     def close(self) -> None:
