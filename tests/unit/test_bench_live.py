@@ -47,15 +47,28 @@ def test_glass_clock_reads_each_frames_index_and_times_it_from_its_send():
     now = time.time()
     k = int((now - epoch) // 3.0)
     i_now = int(((now - epoch) - 3.0 * k) * FPS)
-    sent_idx = [(i_now - 3) % FRAMES, (i_now - 2) % FRAMES]     # sent 2-3 frames (~70-100 ms) ago
-    clock.open()
-    clock.write(_batch(sent_idx, time.time_ns()))
-    lat, streams, unreadable = clock.close_window()
-    assert unreadable == 0
+    sent = [(i_now - d) % FRAMES for d in (12, 3, 2)]   # sent ~0.4 s, ~0.1 s and ~0.07 s ago
+    clock.open(at=now - 0.2)                         # the first one before the window: not counted
+    clock.write(_batch(sent, time.time_ns()))
+    clock.shut()
+    lat, streams, unreadable, span = clock.collect()
+    assert unreadable == 0 and 0.19 < span < 60
     assert len(lat) == 2 and all(0 < x < 3000 for x in lat), lat
     assert lat[0] > lat[1]                            # the older frame waited longer
     assert sorted(streams) == [0, 1] and all(s.seen == 1 for s in streams.values())
-    assert clock.ever == {0: 1, 1: 1}
+    assert clock.ever == {0: 2, 1: 1}                 # every frame, in the window or not
+
+
+def test_glass_clock_counts_frames_sent_before_the_end_that_arrive_after_it():
+    epoch = time.time() - 10.0
+    clock = GlassClock(epoch=epoch, fps=FPS, frames=FRAMES, source_height=H)
+    now = time.time()
+    i_now = int(((now - epoch) % 3.0) * FPS)
+    clock.open(at=now - 5.0)
+    clock.shut(at=now - 0.2)                         # frames sent in the last 0.2 s: after the window
+    clock.write(_batch([(i_now - 15) % FRAMES, (i_now - 1) % FRAMES], time.time_ns()))
+    lat, streams, _, _ = clock.collect()
+    assert len(lat) == 1 and lat[0] > 200 and list(streams) == [0]
 
 
 def test_barcode_survives_scaling_for_every_index():

@@ -16,14 +16,16 @@ sent when a clock shared by all cameras says it is shot. The pipeline: N ``UriSo
 reads each frame's index from its pixels and so knows when the camera sent it.
 
 The window opens only once every stream delivers frames to the sinks (``startup_s``), plus
-``--warmup`` s, and lasts ``--seconds``. Fields:
+``--warmup`` s, and lasts ``--seconds``; a frame counts when its camera sent it in the window
+(and it reached the sinks by ``GRACE_S`` after it). Fields:
 
 - ``delivered_fps_min`` / ``_median`` per stream against ``offered_fps``; ``served_fps_*``: what
   the cameras got out (below the offered rate when the pipeline's TCP reads fall behind);
   ``camera_late_ms_p95`` / ``_max``: how late the cameras sent (part of every latency; above a
   few ms the camera process is the limit); ``dropped``: frames the live queues dropped.
 - ``cpu_cores`` / ``cpu_cores_per_stream``: the pipeline's process tree (this process and its
-  descendants, from ``/proc``), the cameras excluded (``server_cpu_cores`` is theirs).
+  descendants, from ``/proc``), the cameras excluded (``server_cpu_cores`` is theirs);
+  ``host_busy_cores``: the whole host's (``/proc/stat``: other work on the machine shows here).
 - ``latency_p50_ms`` / ``_p95_ms`` / ``_max_ms``: camera send -> the last sink;
   ``decoded_to_result_ms_*``: the part after decoding. Memory over the window (RSS, GPU).
 - ``--kill-every S``: the first ``--kill-streams`` cameras are killed every S s (back after
@@ -50,13 +52,14 @@ from typing import Any
 
 import torch
 
-from .live_meter import GlassClock, descendants, quantile, tree_cpu_s
+from .live_meter import GlassClock, descendants, host_busy_s, quantile, tree_cpu_s
 from .meters import Window, host_cpu
 
 __all__ = ["main", "SIZES", "LIVE_FIELDS"]
 
 SIZES = {"2160p": (3840, 2160), "1440p": (2560, 1440), "1080p": (1920, 1080), "720p": (1280, 720),
          "480p": (854, 480), "360p": (640, 360), "240p": (426, 240)}
+GRACE_S = 2.0        # after the window: frames sent in it that arrive this much later still count
 LIVE_FIELDS = ("bench", "streams", "codec", "size", "offered_fps", "decoder", "backends", "procs", "stages", "device",
                "host_cpu", "host_cores", "host_cpu_mhz", "measured_s", "startup_s", "delivered_fps_min",
                "delivered_fps_median", "delivered_over_offered_min", "served_fps_min", "served_fps_median",
@@ -267,7 +270,7 @@ def _measure(args: argparse.Namespace, n: int, dev: torch.device, cams: _Cameras
                                                                  for s in pipe.snapshot().sources.values()),
                             args.start_timeout, f"every one of the {n} streams to deliver", failed)
             time.sleep(args.warmup)
-            snap0, st0, scpu0 = pipe.snapshot().sources, cams.stat(), tree_cpu_s([server])
+            snap0, st0, scpu0, busy0 = pipe.snapshot().sources, cams.stat(), tree_cpu_s([server]), host_busy_s()
             win = Window(dev, child_cpu=lambda: tree_cpu_s(tree()), child_pids=tree)
             glass.open()
             win.start()
@@ -278,15 +281,18 @@ def _measure(args: argparse.Namespace, n: int, dev: torch.device, cams: _Cameras
                     kills.kill()
                 else:
                     time.sleep(0.05)
-            lat, streams, unreadable = glass.close_window()
-            res = win.stop(sum(s.seen for s in streams.values()))
-            st1, scpu1, snap1, pids = cams.stat(), tree_cpu_s([server]), pipe.snapshot().sources, tree()
+            glass.shut()
+            res = win.stop(0)
+            st1, scpu1, snap1, pids, busy1 = (cams.stat(), tree_cpu_s([server]), pipe.snapshot().sources, tree(),
+                                              host_busy_s())
+            time.sleep(GRACE_S)               # frames sent in the window, still on their way
+            lat, streams, unreadable, span = glass.collect()
             kills.end()
         finally:
             pipe.stop(drain=False)
             runner.join(timeout=60)
     wall, sids = res["wall_s"], list(range(n))
-    fps = {i: (streams[i].seen if i in streams else 0) / wall for i in sids}
+    fps = {i: (streams[i].seen if i in streams else 0) / span for i in sids}
     served = [(b - a) / (st1["t"] - st0["t"]) for a, b in zip(st0["sent"], st1["sent"])]
     others = [fps[i] for i in sids if i not in kills.ids]
     lost = sum(streams[i].lost - (snap1[i].dropped - snap0[i].dropped) for i in kills.ids if i in streams)
@@ -308,6 +314,7 @@ def _measure(args: argparse.Namespace, n: int, dev: torch.device, cams: _Cameras
         "camera_late_ms_p95": st1["late_ms_p95"], "camera_late_ms_max": st1["late_ms_max"],
         "dropped": delta("dropped"), "cpu_cores": res["cpu_cores"], "cpu_cores_per_stream": round(res["cpu_cores"] / n, 4),
         "server_cpu_cores": round(server_cpu, 3), "server_cpu_cores_per_stream": round(server_cpu / n, 4),
+        "host_busy_cores": round((busy1 - busy0) / wall, 2),
         "latency_p50_ms": _r(quantile(lat, 0.5)), "latency_p95_ms": _r(quantile(lat, 0.95)),
         "latency_max_ms": _r(max(lat) if lat else None), "latency_samples": len(lat), "unreadable_frames": unreadable,
         "decoded_to_result_ms_p50": _r(quantile(glass.decoded_ms, 0.5)),
@@ -382,10 +389,12 @@ def main(argv: list[str] | None = None) -> int:
                 break
             good, n = n, n + step
         failing = n if n <= args.max_streams else None
-        busy = last is not None and (last["cpu_cores"] + last["server_cpu_cores"]) >= 0.9 * host["host_cores"]
+        mine = last is not None and (last["cpu_cores"] + last["server_cpu_cores"]) >= 0.9 * host["host_cores"]
+        busy = last is not None and last["host_busy_cores"] >= 0.9 * host["host_cores"]
         limit = (f"none up to --max-streams {args.max_streams}" if failing is None
                  else "the run failed (see its error line)" if last is None
-                 else "the host CPU (pipeline + cameras use >= 90% of its cores)" if busy
+                 else "the host CPU (pipeline + cameras use >= 90% of its cores)" if mine
+                 else "the host CPU, shared: other processes kept it >= 90% busy" if busy
                  else "not the host CPU: see the failing line (decode, model, loop)")
         emit({"bench": "live-max", "max_cameras": good, "first_failing": failing, "threshold": args.threshold,
               "step": step, "codec": args.codec, "size": f"{args.size[0]}x{args.size[1]}", "offered_fps": args.fps,

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["GlassClock", "StreamCount", "proc_table", "descendants", "tree_cpu_s", "quantile"]
+__all__ = ["GlassClock", "StreamCount", "proc_table", "descendants", "tree_cpu_s", "host_busy_s", "quantile"]
 
 
 def quantile(xs: list[float], q: float) -> float | None:
@@ -51,9 +51,13 @@ class GlassClock:
     frame's ``region`` (one small device-to-host copy per batch), giving the clip frame ``i``;
     the send time is the latest ``epoch + k * D + i / fps`` not after the frame was decoded
     (``FrameInfo.ntp_ns``), and the latency runs to this sink's ``write``. Counts every frame
-    (``ever``); between :meth:`open` and :meth:`close` also the latencies and :class:`StreamCount`
-    per source, and ``decoded_ms`` (decoded -> this sink: the part of the latency after the
-    decoder). ``last_sent[sid]``: the latest send time delivered (a stream's recovery)."""
+    (``ever``). The window counts by *send* time: :meth:`open` and :meth:`shut` mark its start
+    and end, and every frame its cameras sent in between counts when it arrives, until
+    :meth:`collect` (called a grace period after ``shut``) returns the latencies, a
+    :class:`StreamCount` per source and ``decoded_ms`` (decoded -> this sink: the part of the
+    latency after the decoder). So a backlog drained in the window is not counted as throughput,
+    and frames still in flight at its end are not missed. ``last_sent[sid]``: the latest send
+    time delivered (a stream's recovery)."""
 
     name = "glass"
 
@@ -67,6 +71,7 @@ class GlassClock:
         self._weights: torch.Tensor | None = None
         self._lock = threading.Lock()
         self.measuring = False
+        self.t_open, self.t_shut = math.inf, math.inf
         self.ever: dict[Any, int] = {}
         self.last_sent: dict[Any, float] = {}
         self.lat_ms: list[float] = []
@@ -74,14 +79,21 @@ class GlassClock:
         self.streams: dict[Any, StreamCount] = {}
         self.unreadable = 0
 
-    def open(self) -> None:
+    def open(self, at: float | None = None) -> None:
+        """The window's start (``at``: a ``time.time()``, default now)."""
         with self._lock:
-            self.lat_ms, self.decoded_ms, self.streams, self.unreadable, self.measuring = [], [], {}, 0, True
+            self.lat_ms, self.decoded_ms, self.streams, self.unreadable = [], [], {}, 0
+            self.t_open, self.t_shut, self.measuring = time.time() if at is None else at, math.inf, True
 
-    def close_window(self) -> tuple[list[float], dict[Any, StreamCount], int]:
+    def shut(self, at: float | None = None) -> None:
+        """The window's end: frames sent from then on are not counted."""
+        self.t_shut = time.time() if at is None else at
+
+    def collect(self) -> tuple[list[float], dict[Any, StreamCount], int, float]:
+        """Stop counting; ``(latencies ms, counts per source, unreadable frames, window s)``."""
         with self._lock:
             self.measuring = False
-            return self.lat_ms, self.streams, self.unreadable
+            return self.lat_ms, self.streams, self.unreadable, self.t_shut - self.t_open
 
     def read_indices(self, images: torch.Tensor, frames: tuple) -> list[int]:
         """The clip frame index in each image's barcode (``frames``: their ``FrameInfo``)."""
@@ -120,7 +132,7 @@ class GlassClock:
                 sent = self.epoch + k * self.duration + i / self.fps
                 if sent > self.last_sent.get(sid, -1.0):
                     self.last_sent[sid] = sent
-                if self.measuring:
+                if self.measuring and self.t_open <= sent < self.t_shut:
                     self.lat_ms.append((now - sent) * 1e3)
                     if f.ntp_ns:
                         self.decoded_ms.append(now * 1e3 - f.ntp_ns / 1e6)
@@ -160,6 +172,16 @@ def descendants(root: int, exclude: tuple[int, ...] = (), table: dict | None = N
         out.append(p)
         todo += kids.get(p, [])
     return out
+
+
+def host_busy_s() -> float:
+    """CPU seconds the whole host has been busy (all cores, ``/proc/stat``: not idle, not iowait)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_s(pids: list[int], table: dict | None = None) -> float:
