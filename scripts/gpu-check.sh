@@ -5,8 +5,10 @@
 #   .models/              (copies of ../shared/models/*)       tests/data/ (scripts/fetch_test_clips.py)
 #   .whl/ray312.tar.xz, .whl/ray-deps/ (scripts/device-ray.sh; only for the fleet step)
 #   .before/src           (only for the compare step: mkdir .before && git archive e07be02 src | tar -x -C .before)
-# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet]...   (default: tests demo bench)
+# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet|live|compare]...   (default: tests demo bench)
 #   compare: E/D/M of this tree against .before/src, alternated A B A B on the same host (issue 13)
+#   live: issue 14's targets through `vidflow bench --live` (LIVE_TARGETS="h264 hevc reconnect max";
+#         ~90 s, ~90 s, ~330 s, ~300 s: keep one call under 10 min, e.g. LIVE_TARGETS="h264 hevc" first)
 # Writes logs to $OUT (or ./out/gpu-check) and prints the figures. The tests step reports warnings
 # instead of failing on them (pyproject's filterwarnings=error is tuned to CI's libraries, not the
 # GPU machine's cp312 site); GPU_WARNINGS=-Werror makes them errors there too.
@@ -58,7 +60,19 @@ for step in "${steps[@]}"; do
           echo "== $tree, round $round"; cut -c1-400 "$out/compare_${tree}_$round.jsonl" 2>/dev/null
         done
       done ;;
-    *) echo "unknown step $step (tests | demo | bench | fleet | compare)"; rc=2 ;;
+    live)    # issue 14: 64 live 1080p30 cameras H.264 / HEVC, 100 reconnects, max cameras (docs/PERFORMANCE.md)
+      for t in ${LIVE_TARGETS:-h264 hevc reconnect max}; do
+        case "$t" in
+          h264|hevc) a="--codec $t --seconds ${LIVE_SECONDS:-60}" ;;
+          reconnect) a="--kill-every 3 --seconds 303" ;;
+          max) a="--max-cameras --streams ${LIVE_MAX_FROM:-80} --step ${LIVE_STEP:-8} --seconds 20" ;;
+          *) echo "unknown live target $t (h264 | hevc | reconnect | max)"; rc=2; continue ;;
+        esac
+        timeout 590 python3 -m vidflow.cli bench --live --streams ${LIVE_STREAMS:-64} $a ${LIVE_EXTRA:-} \
+          --out "$out/live.jsonl" > "$out/live_$t.log" 2>&1 || rc=1
+        grep -E '^\{' "$out/live_$t.log" | cut -c1-900; tail -n 3 "$out/live_$t.log" | grep -v '^{'
+      done ;;
+    *) echo "unknown step $step (tests | demo | bench | fleet | compare | live)"; rc=2 ;;
   esac
 done
 exit $rc

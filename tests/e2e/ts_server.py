@@ -8,7 +8,7 @@ timestamps that keep increasing. Segments of different sizes make a resolution c
 (each segment starts with its own SPS at a keyframe). ``stop()`` closes the listener and every
 client (the camera went away); ``start()`` serves again on the same port; ``freeze()`` /
 ``thaw()`` stop and resume sending without closing (a camera that hangs). Used by the e2e tests
-and ``benchmarks/live.py``.
+(``vidflow bench --live`` has its own cameras: ``vidflow.bench.live_serve``).
 """
 
 from __future__ import annotations

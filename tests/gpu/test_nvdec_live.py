@@ -114,3 +114,67 @@ def test_auto_falls_back_to_ffmpeg_for_a_stream_nvdec_cannot_take(tmp_path, cuda
     with TsServer([path], loop=False, pace=0) as srv:
         with pytest.raises(DecodeError, match="NVDEC"):
             list(UriSource(srv.url, decoder="nvdec", live=True, reconnect=False).frames(device=cuda_device, source_id=1))
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_low_latency_nvdec_gives_each_packets_picture_at_once_equal_to_ffmpeg(clips, cuda_device, codec):
+    """low_latency (live sources' default): NVDEC's LOW display latency + ENDOFPICTURE packets on
+    a stream without B-frames: every ``decode(packet)`` returns that packet's picture, none held
+    back; the pictures equal FFmpeg's."""
+    from vidflow.sources._demux import Demuxer
+    from vidflow.sources._nvdec import NvdecDecoder
+
+    ref = _reference(clips[codec])
+    demux = Demuxer(str(clips[codec]), uri=str(clips[codec]), source_id=0, max_pixels=1 << 24, options={},
+                    timeout=(5.0, 5.0), file=True)
+    demux.open()
+    try:
+        dec = NvdecDecoder(demux.stream, cuda_device, low_latency=True)
+        assert dec.low_latency, "this PyNvVideoCodec has no DisplayDecodeLatencyType.LOW / ENDOFPICTURE"
+        got, per_packet = [], []
+        for packet in demux.packets():
+            if not packet.size:
+                continue
+            out = dec.decode(packet)
+            per_packet.append(len(out))
+            got += out
+        tail = dec.flush()
+        dec.close()
+    finally:
+        demux.close()
+    assert per_packet == [1] * len(per_packet) and not tail, (per_packet[:12], len(tail))
+    assert len(got) == len(ref)
+    from vidflow.batch import FrameInfo
+    from vidflow.frame import SourceFrame
+    worst = min(_psnr(to_rgb(SourceFrame(FrameInfo(0, i, 0.0, 0, d.width, d.height), d.data, "nv12")).permute(1, 2, 0)
+                      .cpu().numpy(), r) for i, (d, r) in enumerate(zip(got, ref)))
+    assert worst >= 40.0, f"{codec}: worst frame PSNR {worst:.1f} dB"
+
+
+def test_low_latency_is_off_for_a_stream_with_b_frames(tmp_path, cuda_device):
+    from vidflow.sources._demux import Demuxer
+    from vidflow.sources._nvdec import NvdecDecoder
+
+    path = tmp_path / "bframes.ts"
+    with av.open(str(path), "w", format="mpegts") as out:
+        st = out.add_stream("libx264", rate=30)
+        st.width, st.height, st.pix_fmt = 320, 240, "yuv420p"
+        st.options = {"bf": "2", "g": "30"}
+        for i in range(30):
+            a = np.full((240, 320, 3), (i * 8) % 255, np.uint8)
+            for pk in st.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                out.mux(pk)
+        for pk in st.encode(None):
+            out.mux(pk)
+    demux = Demuxer(str(path), uri=str(path), source_id=0, max_pixels=1 << 24, options={}, timeout=(5.0, 5.0),
+                    file=True)
+    demux.open()
+    try:
+        dec = NvdecDecoder(demux.stream, cuda_device, low_latency=True)
+        assert not dec.low_latency
+        n = sum(len(dec.decode(p)) for p in demux.packets() if p.size) + len(dec.flush())
+        dec.close()
+    finally:
+        demux.close()
+    assert n == 30
+

@@ -32,8 +32,11 @@ observers: ``vidflow.observe``). Every line names the host's CPU beside the devi
 E also reports its start-up: ``first_batch_s`` and ``steady_s``, seconds from the start of the
 pipeline's run to its first batch and to steady state (``vidflow.runtime.startup``).
 
+``vidflow bench --live``: live cameras on loopback instead (:mod:`vidflow.bench.live`).
+
 Modules: ``cli`` (arguments, the plan, the lines), ``meters`` (the timed window, copies, the
-host), ``workloads`` (D, M, B), ``pipe`` (E, through the pipeline's public API only).
+host), ``workloads`` (D, M, B), ``pipe`` (E, through the pipeline's public API only), ``live``
+(the live run), ``live_serve`` (its cameras), ``live_meter`` (its clock and process tree).
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     a("--breakdown-seconds", type=float, default=2.0, help="E: synced per-part timing window (0 = none)")
     a("--profile", action="store_true", help="print torch.profiler top-op tables of the E window to stderr")
     a("--start-timeout", type=float, default=300.0, help=argparse.SUPPRESS)
+    a("--live", action="store_true", help="live cameras on loopback instead (its own options: vidflow bench --live --help)")
     return p
 
 
@@ -165,6 +169,10 @@ def _plan(n: int, args: argparse.Namespace, ctx: dict[str, Any], got: dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; prints one JSON line per measurement. Returns 1 if one failed, else 0."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--live" in argv:                    # ``vidflow bench --live ...``: vidflow.bench.live
+        from .live import main as live_main
+        return live_main([a for a in argv if a != "--live"])
     args = _parser().parse_args(argv)
     from ..device import resolve_device
 

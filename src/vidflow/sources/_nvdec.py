@@ -15,6 +15,16 @@ a larger size): the old one is dropped only after its last copy finished, and fr
 delivered live in memory the decoder never owned (DeepStream's CUDA error 700 on a resolution
 change comes from freeing surfaces downstream still reads).
 
+Low latency (``low_latency=True``, live sources by default): by default NVDEC holds a few
+pictures back for display reordering (PyNvVideoCodec's ``DisplayDecodeLatencyType.NATIVE``:
+"a latency of 4 frames"), which at 30 fps adds ~100 ms to every live frame. For a stream without
+B-frames (PyAV's ``has_b_frames`` is 0, as cameras encode) the decoder is created with
+``latency=DisplayDecodeLatencyType.LOW`` ("a latency of 0 frames, output in display order") and
+each packet is flagged ``VideoPacketFlag.ENDOFPICTURE`` (a demuxed MPEG-TS/RTSP/MP4 packet is one
+whole picture), so ``Decode`` returns the picture of the packet it was given. A stream with
+B-frames, or a PyNvVideoCodec without the enum, decodes as before (``self.low_latency`` says
+which mode runs).
+
 The picture size is read from each surface, not from the container: a stream whose SPS changes
 to a smaller size is reconfigured inside NVDEC and its frames come out at the new size; a larger
 one raises in ``Decode`` and the source re-creates the decoder and restarts at a keyframe.
@@ -32,7 +42,7 @@ import torch
 
 from .decoders import Decoded, PacketRejected
 
-__all__ = ["NVDEC_CODECS", "nvdec_info", "nvdec_unsupported", "NvdecDecoder", "import_nvc"]
+__all__ = ["NVDEC_CODECS", "nvdec_info", "nvdec_unsupported", "NvdecDecoder", "import_nvc", "low_latency_mode"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +146,21 @@ def _stream_context(stream: torch.cuda.Stream) -> int:
     return 0
 
 
+def low_latency_mode(nvc: Any, stream: Any) -> tuple[Any, Any] | None:
+    """``(DisplayDecodeLatencyType.LOW, VideoPacketFlag.ENDOFPICTURE)`` when this PyNvVideoCodec
+    has them and the PyAV ``stream`` has no B-frames (``has_b_frames`` 0: nothing to reorder);
+    else ``None`` (decode with NVDEC's native reordering delay)."""
+    lat, flag = getattr(nvc, "DisplayDecodeLatencyType", None), getattr(nvc, "VideoPacketFlag", None)
+    low, eop = getattr(lat, "LOW", None), getattr(flag, "ENDOFPICTURE", None)
+    if low is None or eop is None:
+        return None
+    try:
+        b_frames = int(stream.codec_context.has_b_frames or 0)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return (low, eop) if b_frames == 0 else None
+
+
 class NvdecDecoder:
     """NVDEC decoding of one PyAV video ``stream`` on CUDA ``device`` (see the module text).
 
@@ -143,11 +168,12 @@ class NvdecDecoder:
     timestamps in ascending order (the order NVDEC displays them) converted to seconds; ``flush()``
     the rest at the end of the stream (NVDEC's parser then starts afresh: the decoder can take
     the next pass of a looped file, ``rebind``). ``alloc((rows, width))``: where a picture is
-    written (None: a fresh tensor)."""
+    written (None: a fresh tensor). ``low_latency``: see the module text."""
 
     name = "nvdec"
 
-    def __init__(self, stream: Any, device: torch.device, *, max_size: tuple[int, int] | None = None) -> None:
+    def __init__(self, stream: Any, device: torch.device, *, max_size: tuple[int, int] | None = None,
+                 low_latency: bool = False) -> None:
         reason = nvdec_unsupported(stream)
         if reason:
             raise RuntimeError(reason)
@@ -170,6 +196,12 @@ class NvdecDecoder:
                   usedevicememory=True)
         if max_size is not None:            # room for a larger SPS later (re-created after one)
             kw.update(maxwidth=int(max_size[0]), maxheight=int(max_size[1]))
+        self.low_latency = False
+        self._eop: Any = None                # VideoPacketFlag.ENDOFPICTURE in low-latency mode
+        mode = low_latency_mode(nvc, stream) if low_latency else None
+        if mode is not None:
+            kw["latency"], self._eop = mode
+            self.low_latency = True
         with torch.cuda.device(self.device):
             self._dec = nvc.CreateDecoder(**kw)
 
@@ -235,6 +267,8 @@ class NvdecDecoder:
         buf = np.frombuffer(packet, dtype=np.uint8) if packet is not None and packet.size else None
         pd.bsl_data = int(buf.ctypes.data) if buf is not None else 0
         pd.bsl = int(buf.size) if buf is not None else 0
+        if self._eop is not None and buf is not None:
+            pd.decode_flag = self._eop              # one whole picture: decode and output it now
         frames = self._dec.Decode(pd)
         res = []
         for f in frames:

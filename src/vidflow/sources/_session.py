@@ -174,7 +174,8 @@ def run_session(demux: Demuxer, choice: DecoderChoice, holder: list, st: SourceS
                 dec = FfmpegDecoder(demux.stream, max_pixels=choice.max_pixels, threads=choice.threads)
             else:
                 from ._nvdec import NvdecDecoder
-                dec = NvdecDecoder(demux.stream, choice.device, max_size=_bigger(demux.stream))
+                dec = NvdecDecoder(demux.stream, choice.device, max_size=_bigger(demux.stream),
+                                   low_latency=choice.low_latency)
                 dec.alloc = choice.alloc
             holder[0] = dec
             st.backend = dec.name

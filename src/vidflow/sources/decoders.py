@@ -138,11 +138,13 @@ class DecoderChoice:
     passes (see the module text). ``make(stream, previous)`` returns a decoder for a newly
     opened ``stream`` (``previous`` NVDEC decoder reused when it can take it); ``refuse(reason)``
     is called when NVDEC failed on this source: FFmpeg from now on (or ``DecodeError`` for
-    ``decoder="nvdec"``). ``alloc``: where NVDEC writes pictures (a decode process's ring)."""
+    ``decoder="nvdec"``). ``alloc``: where NVDEC writes pictures (a decode process's ring);
+    ``low_latency``: NVDEC's low-latency output (``NvdecDecoder``)."""
 
     def __init__(self, want: str, device: torch.device, *, source_id: Any, uri: str, max_pixels: int,
-                 alloc: Any = None, threads: str = "AUTO") -> None:
+                 alloc: Any = None, threads: str = "AUTO", low_latency: bool = False) -> None:
         self.want, self.device, self.source_id, self.uri, self.threads = want, device, source_id, uri, threads
+        self.low_latency = low_latency
         self.max_pixels, self.alloc = max_pixels, alloc
         if want == "nvdec" and device.type != "cuda":
             raise DecodeError(f"decoder='nvdec' needs a CUDA device, got {device}", source_id=source_id, uri=uri)
@@ -166,7 +168,7 @@ class DecoderChoice:
             if previous is not None:
                 previous.close()
             try:
-                dec = NvdecDecoder(stream, self.device)
+                dec = NvdecDecoder(stream, self.device, low_latency=self.low_latency)
                 dec.alloc = self.alloc
                 return dec
             except Exception as e:  # noqa: BLE001 - any NVDEC refusal falls back (or raises for "nvdec")

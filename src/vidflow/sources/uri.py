@@ -72,6 +72,10 @@ class UriSource(SourceStatus):
         max_pixels: streams declaring more pixels per frame are refused before decoding.
         options: extra FFmpeg options passed to ``av.open`` (strings).
         on_corrupt: ``"keep"`` concealed frames (counted), ``"skip"`` them, or ``"fail"``.
+        low_latency: NVDEC hands each picture out as soon as it is decoded (PyNvVideoCodec's
+            ``DisplayDecodeLatencyType.LOW``, each packet marked a whole picture) instead of
+            holding a few for reordering; only for a stream without B-frames (one with them
+            decodes as usual). ``None`` (default) = on for live sources. FFmpeg ignores it.
     """
 
     poolable = True           # can decode in a decode process (Pipeline(decode_processes=K))
@@ -82,7 +86,7 @@ class UriSource(SourceStatus):
                  read_timeout: float = 5.0, reconnect: bool = True, backoff: Sequence[float] = DEFAULT_BACKOFF,
                  max_retries: int | None = None, stall_timeout: float = 10.0, warmup: float = 20.0,
                  max_pixels: int = DEFAULT_MAX_PIXELS, options: dict[str, str] | None = None,
-                 on_corrupt: Literal["keep", "skip", "fail"] = "keep") -> None:
+                 on_corrupt: Literal["keep", "skip", "fail"] = "keep", low_latency: bool | None = None) -> None:
         if not isinstance(uri, str) or not uri:
             raise ValueError(f"uri: expected a non-empty string, got {redact_uri(uri)!r}")
         if transport not in TRANSPORTS:
@@ -102,6 +106,9 @@ class UriSource(SourceStatus):
         self.transport = transport
         self.decoder = check_decoder(decoder, type(self).__name__)
         self.on_corrupt = check_on_corrupt(on_corrupt, type(self).__name__)
+        if low_latency is not None and not isinstance(low_latency, bool):
+            raise ValueError(f"low_latency: expected None, True or False, got {low_latency!r}")
+        self.low_latency = self.live if low_latency is None else low_latency
         self.connect_timeout, self.read_timeout = float(connect_timeout), float(read_timeout)
         self.reconnect = bool(reconnect)
         self.backoff = check_backoff(backoff)
@@ -130,7 +137,8 @@ class UriSource(SourceStatus):
         """Yield frames until closed (live) or the end (not live); raise ``SourceError`` on giving up."""
         device = torch.device(device)
         choice = DecoderChoice(self.decoder, device, source_id=source_id, uri=self.uri,
-                               max_pixels=self.max_pixels, alloc=self.frame_alloc, threads="SLICE")
+                               max_pixels=self.max_pixels, alloc=self.frame_alloc, threads="SLICE",
+                               low_latency=self.low_latency)
         holder: list[Any] = [None]
         try:
             yield from self._connections(choice, holder, source_id)
@@ -261,17 +269,18 @@ class UriSource(SourceStatus):
 
 
 class RtspSource(UriSource):
-    """An RTSP camera (``rtsp://`` / ``rtsps://``); always live. The options of :class:`UriSource`."""
+    """An RTSP camera (``rtsp://`` / ``rtsps://``); always live (``low_latency`` on unless set
+    False). The options of :class:`UriSource`."""
 
     def __init__(self, url: str, *, transport: Literal["tcp", "udp"] = "tcp",
                  decoder: Literal["auto", "nvdec", "ffmpeg"] = "auto", connect_timeout: float = 5.0,
                  read_timeout: float = 5.0, reconnect: bool = True, backoff: Sequence[float] = DEFAULT_BACKOFF,
                  max_retries: int | None = None, stall_timeout: float = 10.0, warmup: float = 20.0,
                  max_pixels: int = DEFAULT_MAX_PIXELS, options: dict[str, str] | None = None,
-                 on_corrupt: Literal["keep", "skip", "fail"] = "keep") -> None:
+                 on_corrupt: Literal["keep", "skip", "fail"] = "keep", low_latency: bool | None = None) -> None:
         if not isinstance(url, str) or scheme_of(url) not in ("rtsp", "rtsps"):
             raise ValueError(f"url: expected an rtsp:// or rtsps:// URL, got {redact_uri(url)!r}")
         super().__init__(url, live=True, transport=transport, decoder=decoder, connect_timeout=connect_timeout,
                          read_timeout=read_timeout, reconnect=reconnect, backoff=backoff, max_retries=max_retries,
                          stall_timeout=stall_timeout, warmup=warmup, max_pixels=max_pixels, options=options,
-                         on_corrupt=on_corrupt)
+                         on_corrupt=on_corrupt, low_latency=low_latency)
