@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class ParquetSink(ThreadedSink):
+    host_masks = False        # reads host_frames, not the masks' RLE (records.ReadsHostFrames)
+
     """One row per object (flat columns) plus the frame's columns, to a Parquet file (pyarrow).
 
     Args:
@@ -83,7 +85,7 @@ class ParquetSink(ThreadedSink):
         return pa.Table.from_arrays(out, schema=self._schema)
 
     def _process(self, batch: Batch) -> None:
-        frames = host_frames(batch, attrs=self.attrs)
+        frames = host_frames(batch, attrs=self.attrs, masks=False)
         cols = object_columns(frames)
         if self.frames_without_objects and (frames.count == 0).any():
             empty = np.flatnonzero(frames.count == 0)
