@@ -138,8 +138,8 @@ class RunSummary:
     def batch_counts(batch: Any, frames: Any = None) -> tuple[list, Any, Any, Any] | None:
         """A batch's ``(source ids per frame, frame_idx, class_id, object_id)`` on the host, for
         :meth:`note_batch`; None without objects. Read from ``frames`` (the batch's
-        ``sinks.records.host_table``, no copy) when given, else one small stacked copy. Taken
-        outside any lock."""
+        ``sinks.records.host_table``, no copy) when given, else one small stacked copy
+        (``records.stack_to_host``). Taken outside any lock."""
         objs = batch.objects
         if objs is None or not len(objs):
             return None
@@ -150,9 +150,9 @@ class RunSummary:
             cols = frames.columns
             valid = np.arange(cols["class-id"].shape[1])[None, :] < frames.count[:, None]
             return sids, np.nonzero(valid)[0], cols["class-id"][valid], cols["object-id"][valid]
-        import torch
+        from .sinks.records import stack_to_host
 
-        fi, ci, oi = torch.stack([objs.frame_idx, objs.class_id, objs.object_id]).cpu().numpy()
+        fi, ci, oi = stack_to_host([objs.frame_idx, objs.class_id, objs.object_id])
         return sids, fi, ci, oi
 
     def note_batch(self, batch: Any, counts: tuple[list, Any, Any, Any] | None = None) -> None:
