@@ -1,0 +1,260 @@
+"""JSON text of many records at once, column by column, byte-identical to ``orjson.dumps`` of the
+same values (``tests/unit/test_jsonfmt.py`` holds it to that).
+
+A :class:`Pieces` holds ``n`` rows as a sequence of items (constant separators, per-row tokens,
+numbers, nested lists of numbers). :meth:`Pieces.join` lays them side by side in one ``uint8``
+matrix, one row per record, every item in a fixed-width slot padded with NULs, then drops the
+NULs with one ``bytes.translate`` (JSON text never holds a NUL: orjson escapes it). All numbers of
+the batch are formatted by one vectorised pass, never a Python loop per value:
+
+- floats rounded to ``d`` decimals (as ``np.round(x.astype(np.float64), d)`` then orjson): the
+  scaled integer ``k = rint(x * 10**d)`` splits into a signed integer part and ``d`` fraction
+  digits, each gathered from a table of ready text (8 bytes an entry, gathered as uint64). That
+  is the text orjson writes (the shortest round trip of ``k / 10**d``) while ``|x| < 16384`` and
+  ``d <= 4``; other values (NaN, inf, large) are written by orjson itself;
+- integers: gathered from the same table below 16384 in magnitude, else orjson's text;
+- names (labels): one ``orjson.dumps`` per distinct id; anything else one per row (``objects``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+
+__all__ = ["Pieces", "separators"]
+
+_NP = orjson.OPT_SERIALIZE_NUMPY
+_T = 1 << 14                     # integer parts below this come from a table
+_MAX_D = 4                       # decimals served by the tables
+
+
+@functools.lru_cache(maxsize=1)
+def _signed() -> np.ndarray:
+    """``[2*_T]`` uint64, each the NUL-padded text of ``i`` (index ``2*i``) or ``-i`` (``2*i + 1``)."""
+    return np.array([b"-%d" % i if neg else b"%d" % i for i in range(_T) for neg in (0, 1)], dtype="S8").view(np.uint64)
+
+
+@functools.lru_cache(maxsize=1)
+def _fractions() -> tuple[np.ndarray, np.ndarray]:
+    """``(table, offsets)``: ``table[offsets[d] + f]`` is ``b".<f as d digits, trailing zeros
+    cut>"`` (``b".0"`` for 0) as NUL-padded uint64, for ``d`` 0..4; the last entry is empty
+    (after a value orjson wrote whole)."""
+    parts, offsets, at = [], [], 0
+    for d in range(_MAX_D + 1):
+        offsets.append(at)
+        parts += [("." + (str(f).rjust(d, "0").rstrip("0") or "0")).encode() for f in range(10 ** d)]
+        at += 10 ** d
+    return np.array([*parts, b""], dtype="S8").view(np.uint64), np.array(offsets, dtype=np.intp)
+
+
+def _texts(values: list) -> np.ndarray:
+    """orjson's text of each number / bool / None in ``values``, as an ``S`` array."""
+    if not values:
+        return np.array([], dtype="S1")
+    return np.array(orjson.dumps(values)[1:-1].split(b","))
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    """An ``S<w>`` array as ``uint8 [..., w]`` (its NUL-padded bytes)."""
+    return np.ascontiguousarray(a).view(np.uint8).reshape(*a.shape, a.dtype.itemsize)
+
+
+def _width(ip: np.ndarray, neg: np.ndarray) -> int:
+    """Characters of the longest signed integer part (``ip`` whole numbers >= 0)."""
+    return (len(str(int(ip.max()))) if ip.size else 1) + bool(neg.any())
+
+
+def _floats(x: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """``x`` ``[n, m]`` (column ``j`` rounded to ``dec[j]`` <= 4 decimals): ``(heads, fractions)``
+    as ``uint8 [n, m, 8]`` NUL-padded text, the integer parts and signs (for widths), and whether
+    every value took the table path."""
+    f = 10.0 ** dec.astype(np.float64)
+    k = np.rint(x * f)                          # np.round(x, d) == k / 10**d, as NumPy computes it
+    mag = np.abs(k)
+    fast = mag < _T * f                         # False for NaN / inf too
+    every = bool(fast.all())
+    if not every:
+        mag = np.where(fast, mag, 0.0)
+    ip = np.floor(mag / f)                      # exact: mag is a whole number below 2**28
+    table, offsets = _fractions()
+    fp = (mag - ip * f).astype(np.intp) + offsets[dec]
+    neg = np.signbit(k)
+    head = _signed()[2 * ip.astype(np.intp) + neg].view("S8")
+    if not every:
+        slow = ~fast
+        texts = _texts((k / f)[slow].tolist())
+        if texts.dtype.itemsize > 8:
+            head = head.astype(texts.dtype)
+        head[slow] = texts
+        fp[slow] = len(table) - 1               # the empty entry
+        ip = np.where(fast, ip, 0.0)
+    return _u8(head), _u8(table[fp].view("S8")), ip, neg, every
+
+
+def _ints(v: np.ndarray) -> np.ndarray | None:
+    """orjson's text of the integers ``v`` ``[n, m]`` as ``uint8 [n, m, 8]``, or None when some
+    are outside the table."""
+    if v.size and (int(v.min()) <= -_T or int(v.max()) >= _T):
+        return None
+    w = v.astype(np.intp)
+    return _u8(_signed()[2 * np.abs(w) + (w < 0)].view("S8"))
+
+
+def _digits(v: np.ndarray) -> int:
+    return max((len(str(int(v.max()))), len(str(int(v.min()))))) if v.size else 1
+
+
+class _Num:
+    """``m`` numbers per row (a nested list when ``seps`` is given: the separators after each)."""
+
+    __slots__ = ("v", "kind", "d", "seps", "head", "frac", "hw", "fw")
+
+    def __init__(self, v: np.ndarray, kind: str, d: int, seps: list[bytes] | None) -> None:
+        self.v, self.kind, self.d, self.seps = v, kind, d, seps
+        self.head: np.ndarray | None = None
+        self.frac: np.ndarray | None = None
+        self.hw = self.fw = 0
+
+
+class Pieces:
+    """Byte pieces of ``n`` rows, added item by item (see the module docstring)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+        self._items: list[Any] = []             # bytes | uint8 [n, w] | _Num
+        self._patches: list[tuple[int, np.ndarray, int, bytes]] = []
+
+    def const(self, b: bytes) -> None:
+        """The same bytes in every row."""
+        if self._items and isinstance(self._items[-1], bytes):
+            self._items[-1] += b
+        elif b:
+            self._items.append(b)
+
+    def slot(self, b: bytes) -> int:
+        """Like :meth:`const`, but its bytes can be changed in some rows (:meth:`patch`)."""
+        self._items.append(b)
+        return len(self._items) - 1
+
+    def patch(self, slot: int, rows: np.ndarray, at: int, data: bytes) -> None:
+        """In ``rows``, the bytes of ``slot`` from ``at`` on become ``data`` (``b"\\0"`` drops one)."""
+        self._patches.append((slot, rows, at, data))
+
+    def tokens(self, toks: np.ndarray) -> None:
+        """One ready piece per row (an ``S`` array of ``n``)."""
+        self._items.append(_u8(toks))
+
+    def objects(self, values: list) -> None:
+        """Any JSON-able value per row (orjson, one call per row)."""
+        dumps = orjson.dumps
+        self.tokens(np.array([dumps(v, option=_NP) for v in values]) if values else np.zeros(0, "S1"))
+
+    def names(self, ids: np.ndarray, name: Callable[[int], Any]) -> None:
+        """``name(id)`` (a str or None) of each row's integer id: one orjson call per distinct id."""
+        u, inv = np.unique(np.asarray(ids).reshape(-1), return_inverse=True)
+        self.tokens(np.array([orjson.dumps(name(int(x))) for x in u.tolist()])[inv.reshape(-1)])
+
+    def ints(self, v: np.ndarray) -> None:
+        """Integers or booleans, one per row."""
+        self.array(np.asarray(v).reshape(self.n), "i")
+
+    def floats(self, x: np.ndarray, d: int) -> None:
+        """Numbers rounded to ``d`` decimals, one per row (``np.round`` then orjson)."""
+        self.array(np.asarray(x).reshape(self.n), "f", d)
+
+    def array(self, v: np.ndarray, kind: str, d: int = 0) -> None:
+        """A number (``v`` ``[n]``) or a nested list (``v`` ``[n, *shape]``) per row; ``kind``
+        ``"f"`` (floats, rounded to ``d`` decimals) or ``"i"`` (integers / booleans)."""
+        shape = tuple(v.shape[1:])
+        per = int(np.prod(shape)) if shape else 1
+        if shape and per == 0:
+            self.const(orjson.dumps(np.zeros(shape).tolist()))
+            return
+        seps = separators(shape) if shape else None
+        if seps is not None:
+            self.const(seps[0])
+        self._items.append(_Num(v.reshape(self.n, per), kind, d, None if seps is None else seps[1:]))
+
+    # ---- layout -----------------------------------------------------------------------------
+    def _format(self) -> None:
+        nums = [it for it in self._items if isinstance(it, _Num)]
+        fl = [x for x in nums if x.kind == "f" and 0 <= x.d <= _MAX_D]
+        if fl:
+            x = np.concatenate([np.asarray(a.v, dtype=np.float64) for a in fl], axis=1)
+            dec = np.concatenate([np.full(a.v.shape[1], a.d, dtype=np.intp) for a in fl])
+            head, frac, ip, neg, every = _floats(x, dec)
+            at = 0
+            for a in fl:
+                m = a.v.shape[1]
+                a.head, a.frac = head[:, at:at + m], frac[:, at:at + m]
+                a.hw = _width(ip[:, at:at + m], neg[:, at:at + m]) if every else head.shape[2]
+                a.fw = a.d + 1 if every else 8
+                at += m
+        for a in nums:
+            if a.kind == "i" and a.v.dtype.kind in "iu":
+                head = _ints(a.v)
+                if head is not None:
+                    a.head, a.hw = head, _digits(a.v)
+            if a.head is None:                  # the rest: orjson's own text of each value
+                vals = np.round(a.v.astype(np.float64), a.d) if a.kind == "f" else a.v
+                a.head = _u8(_texts(vals.reshape(-1).tolist()).reshape(a.v.shape))
+                a.hw = a.head.shape[2]
+
+    def join(self) -> bytes:
+        """Every row's pieces, row after row, as one bytes object."""
+        self._format()
+        widths = []
+        for it in self._items:
+            if isinstance(it, bytes):
+                widths.append(len(it))
+            elif isinstance(it, np.ndarray):
+                widths.append(it.shape[1])
+            else:
+                sw = max(map(len, it.seps)) if it.seps else 0
+                widths.append(it.v.shape[1] * (it.hw + it.fw + sw))
+        n = self.n
+        grid = np.empty((n, sum(widths)), dtype=np.uint8)
+        starts = np.cumsum([0, *widths])
+        for it, a, w in zip(self._items, starts, widths):
+            if isinstance(it, bytes):
+                grid[:, a:a + w] = np.frombuffer(it, dtype=np.uint8)
+            elif isinstance(it, np.ndarray):
+                grid[:, a:a + w] = it
+            else:
+                m = it.v.shape[1]
+                g = grid[:, a:a + w]
+                g.shape = (n, m, w // m)         # a view (raises rather than copy)
+                g[:, :, :it.hw] = it.head[:, :, :it.hw]
+                if it.fw:
+                    g[:, :, it.hw:it.hw + it.fw] = it.frac[:, :, :it.fw]
+                if it.seps:
+                    g[:, :, it.hw + it.fw:] = _seps_u8(tuple(it.seps))
+        for slot, rows, at, data in self._patches:
+            a = starts[slot] + at
+            grid[rows, a:a + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        return grid.tobytes().translate(None, b"\0")
+
+
+@functools.lru_cache(maxsize=64)
+def _seps_u8(seps: tuple[bytes, ...]) -> np.ndarray:
+    out = np.zeros((len(seps), max(len(x) for x in seps)), dtype=np.uint8)
+    for j, x in enumerate(seps):
+        out[j, :len(x)] = np.frombuffer(x, dtype=np.uint8)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def separators(shape: tuple[int, ...]) -> list[bytes]:
+    """The ``prod(shape) + 1`` separators of a nested JSON list of ``shape`` (around and between
+    its scalars), e.g. ``(2, 2)`` -> ``[b"[[", b",", b"],[", b",", b"]]"]``."""
+    per = int(np.prod(shape))
+    strides = [int(np.prod(shape[i + 1:])) for i in range(len(shape))]
+    out = [b"[" * len(shape)]
+    for j in range(1, per):
+        closed = sum(1 for s in strides if j % s == 0)     # lists that end before element j
+        out.append(b"]" * (closed - 1) + b"," + b"[" * (closed - 1))
+    return [*out, b"]" * len(shape)]
