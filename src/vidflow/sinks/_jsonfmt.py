@@ -19,17 +19,19 @@ the batch are formatted by one vectorised pass, never a Python loop per value:
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
 
-__all__ = ["Pieces", "separators"]
+__all__ = ["Pieces", "separators", "texts"]
 
 _NP = orjson.OPT_SERIALIZE_NUMPY
 _T = 1 << 14                     # integer parts below this come from a table
 _MAX_D = 4                       # decimals served by the tables
+_LITTLE = sys.byteorder == "little"
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,20 +60,31 @@ def _texts(values: list) -> np.ndarray:
     return np.array(orjson.dumps(values)[1:-1].split(b","))
 
 
+def texts(values: list) -> list[bytes]:
+    """orjson's text of each number / bool / None in ``values`` (one ``orjson.dumps``)."""
+    return orjson.dumps(values)[1:-1].split(b",") if values else []
+
+
+@functools.lru_cache(maxsize=64)
+def _name_texts(names: tuple[str, ...]) -> np.ndarray:
+    return np.array([orjson.dumps(x) for x in names]) if names else np.zeros(0, "S1")
+
+
+def _words(w: np.ndarray) -> np.ndarray:
+    """uint64 ``[n, m]`` words of text as ``uint8 [n, m, 8]``."""
+    return np.ascontiguousarray(w).view(np.uint8).reshape(*w.shape, 8)
+
+
 def _u8(a: np.ndarray) -> np.ndarray:
     """An ``S<w>`` array as ``uint8 [..., w]`` (its NUL-padded bytes)."""
     return np.ascontiguousarray(a).view(np.uint8).reshape(*a.shape, a.dtype.itemsize)
 
 
-def _width(ip: np.ndarray, neg: np.ndarray) -> int:
-    """Characters of the longest signed integer part (``ip`` whole numbers >= 0)."""
-    return (len(str(int(ip.max()))) if ip.size else 1) + bool(neg.any())
-
-
 def _floats(x: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
     """``x`` ``[n, m]`` (column ``j`` rounded to ``dec[j]`` <= 4 decimals): ``(heads, fractions)``
-    as ``uint8 [n, m, 8]`` NUL-padded text, the integer parts and signs (for widths), and whether
-    every value took the table path."""
+    as NUL-padded text, the integer parts and signs (for widths), and whether every value took
+    the table path: then the texts are uint64 ``[n, m]`` words (8 bytes of text each), else
+    ``uint8 [n, m, w]``."""
     f = 10.0 ** dec.astype(np.float64)
     k = np.rint(x * f)                          # np.round(x, d) == k / 10**d, as NumPy computes it
     mag = np.abs(k)
@@ -83,16 +96,15 @@ def _floats(x: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     table, offsets = _fractions()
     fp = (mag - ip * f).astype(np.intp) + offsets[dec]
     neg = np.signbit(k)
-    head = _signed()[2 * ip.astype(np.intp) + neg].view("S8")
-    if not every:
-        slow = ~fast
-        texts = _texts((k / f)[slow].tolist())
-        if texts.dtype.itemsize > 8:
-            head = head.astype(texts.dtype)
-        head[slow] = texts
-        fp[slow] = len(table) - 1               # the empty entry
-        ip = np.where(fast, ip, 0.0)
-    return _u8(head), _u8(table[fp].view("S8")), ip, neg, every
+    head = _signed()[2 * ip.astype(np.intp) + neg]
+    if every:
+        return head, table[fp], ip, neg, True
+    slow = ~fast
+    texts = _texts((k / f)[slow].tolist())      # orjson's own text of the values off the tables
+    head_s = head.view("S8") if texts.dtype.itemsize <= 8 else head.view("S8").astype(texts.dtype)
+    head_s[slow] = texts
+    fp[slow] = len(table) - 1                   # the empty entry
+    return _u8(head_s), _u8(table[fp].view("S8")), np.where(fast, ip, 0.0), neg, False
 
 
 def _ints(v: np.ndarray) -> np.ndarray | None:
@@ -125,7 +137,7 @@ class Pieces:
 
     def __init__(self, n: int) -> None:
         self.n = int(n)
-        self._items: list[Any] = []             # bytes | uint8 [n, w] | _Num
+        self._items: list[Any] = []             # bytes | uint8 [n, w] | (rows, uint8 [r, w]) | _Num
         self._patches: list[tuple[int, np.ndarray, int, bytes]] = []
 
     def const(self, b: bytes) -> None:
@@ -144,6 +156,10 @@ class Pieces:
         """In ``rows``, the bytes of ``slot`` from ``at`` on become ``data`` (``b"\\0"`` drops one)."""
         self._patches.append((slot, rows, at, data))
 
+    def sparse(self, rows: np.ndarray, toks: np.ndarray) -> None:
+        """A piece in some ``rows`` only (``toks``, an ``S`` array as long as ``rows``)."""
+        self._items.append((np.asarray(rows), _u8(toks)))
+
     def tokens(self, toks: np.ndarray) -> None:
         """One ready piece per row (an ``S`` array of ``n``)."""
         self._items.append(_u8(toks))
@@ -153,9 +169,14 @@ class Pieces:
         dumps = orjson.dumps
         self.tokens(np.array([dumps(v, option=_NP) for v in values]) if values else np.zeros(0, "S1"))
 
-    def names(self, ids: np.ndarray, name: Callable[[int], Any]) -> None:
-        """``name(id)`` (a str or None) of each row's integer id: one orjson call per distinct id."""
-        u, inv = np.unique(np.asarray(ids).reshape(-1), return_inverse=True)
+    def names(self, ids: np.ndarray, name: Callable[[int], Any], known: tuple[str, ...] = ()) -> None:
+        """``name(id)`` (a str or None) of each row's integer id: ``known[id]`` when every id
+        indexes ``known`` (a cached table), else one orjson call per distinct id."""
+        ids = np.asarray(ids).reshape(-1)
+        if known and len(ids) and 0 <= int(ids.min()) and int(ids.max()) < len(known):
+            self.tokens(_name_texts(known)[ids])
+            return
+        u, inv = np.unique(ids, return_inverse=True)
         self.tokens(np.array([orjson.dumps(name(int(x))) for x in u.tolist()])[inv.reshape(-1)])
 
     def ints(self, v: np.ndarray) -> None:
@@ -187,18 +208,26 @@ class Pieces:
             x = np.concatenate([np.asarray(a.v, dtype=np.float64) for a in fl], axis=1)
             dec = np.concatenate([np.full(a.v.shape[1], a.d, dtype=np.intp) for a in fl])
             head, frac, ip, neg, every = _floats(x, dec)
+            digits: list[int] | None = [len(str(int(v))) for v in ip.max(axis=0).tolist()] if every else None
+            signs: list[bool] | None = [bool(v) for v in neg.any(axis=0)] if every else None
             at = 0
             for a in fl:
                 m = a.v.shape[1]
-                a.head, a.frac = head[:, at:at + m], frac[:, at:at + m]
-                a.hw = _width(ip[:, at:at + m], neg[:, at:at + m]) if every else head.shape[2]
-                a.fw = a.d + 1 if every else 8
+                if digits is None or signs is None:
+                    a.head, a.frac, a.hw, a.fw = head[:, at:at + m], frac[:, at:at + m], head.shape[2], 8
+                else:
+                    hw, fw = max(digits[at:at + m]) + any(signs[at:at + m]), a.d + 1
+                    h, f = head[:, at:at + m], frac[:, at:at + m]
+                    if _LITTLE and hw + fw <= 8:         # one word: the integer part, then the fraction
+                        a.head, a.hw, a.fw = _words(h | (f << np.uint64(8 * hw))), hw + fw, 0
+                    else:
+                        a.head, a.frac, a.hw, a.fw = _words(h), _words(f), hw, fw
                 at += m
         for a in nums:
             if a.kind == "i" and a.v.dtype.kind in "iu":
-                head = _ints(a.v)
-                if head is not None:
-                    a.head, a.hw = head, _digits(a.v)
+                ih = _ints(a.v)
+                if ih is not None:
+                    a.head, a.hw = ih, _digits(a.v)
             if a.head is None:                  # the rest: orjson's own text of each value
                 vals = np.round(a.v.astype(np.float64), a.d) if a.kind == "f" else a.v
                 a.head = _u8(_texts(vals.reshape(-1).tolist()).reshape(a.v.shape))
@@ -213,26 +242,35 @@ class Pieces:
                 widths.append(len(it))
             elif isinstance(it, np.ndarray):
                 widths.append(it.shape[1])
+            elif isinstance(it, tuple):
+                widths.append(it[1].shape[1])
             else:
                 sw = max(map(len, it.seps)) if it.seps else 0
                 widths.append(it.v.shape[1] * (it.hw + it.fw + sw))
         n = self.n
-        grid = np.empty((n, sum(widths)), dtype=np.uint8)
-        starts = np.cumsum([0, *widths])
+        starts = np.cumsum([0, *widths]).tolist()
+        row = np.zeros(starts[-1], dtype=np.uint8)        # what every row shares: constants, separators
         for it, a, w in zip(self._items, starts, widths):
             if isinstance(it, bytes):
-                grid[:, a:a + w] = np.frombuffer(it, dtype=np.uint8)
-            elif isinstance(it, np.ndarray):
+                row[a:a + w] = np.frombuffer(it, dtype=np.uint8)
+            elif isinstance(it, _Num) and it.seps:
+                m = it.v.shape[1]
+                row[a:a + w].reshape(m, w // m)[:, it.hw + it.fw:] = _seps_u8(tuple(it.seps))
+        grid = np.empty((n, starts[-1]), dtype=np.uint8)
+        grid[:] = row
+        for it, a, w in zip(self._items, starts, widths):
+            if isinstance(it, np.ndarray):
                 grid[:, a:a + w] = it
-            else:
+            elif isinstance(it, tuple):
+                grid[it[0], a:a + w] = it[1]
+            elif isinstance(it, _Num):
                 m = it.v.shape[1]
                 g = grid[:, a:a + w]
                 g.shape = (n, m, w // m)         # a view (raises rather than copy)
+                assert it.head is not None
                 g[:, :, :it.hw] = it.head[:, :, :it.hw]
-                if it.fw:
+                if it.fw and it.frac is not None:
                     g[:, :, it.hw:it.hw + it.fw] = it.frac[:, :, :it.fw]
-                if it.seps:
-                    g[:, :, it.hw + it.fw:] = _seps_u8(tuple(it.seps))
         for slot, rows, at, data in self._patches:
             a = starts[slot] + at
             grid[rows, a:a + len(data)] = np.frombuffer(data, dtype=np.uint8)

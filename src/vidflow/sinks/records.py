@@ -217,6 +217,7 @@ def _pad_value(name: str) -> int:
 
 def _build(batch: Batch) -> HostFrames:
     b, fr, objs = len(batch), batch.frames, batch.objects
+    assert objs is not None                       # Batch always holds a table (maybe empty)
     cols: dict[str, torch.Tensor] = {}
     for name, t in _object_columns(batch).items():
         if name in _SKIP or name.startswith("classification-label-"):
