@@ -209,7 +209,7 @@ class Pieces:
             dec = np.concatenate([np.full(a.v.shape[1], a.d, dtype=np.intp) for a in fl])
             head, frac, ip, neg, every = _floats(x, dec)
             digits: list[int] | None = [len(str(int(v))) for v in ip.max(axis=0).tolist()] if every else None
-            signs: list[bool] | None = [bool(v) for v in neg.any(axis=0)] if every else None
+            signs: list[bool] | None = [bool(v) for v in np.any(neg, axis=0).reshape(-1)] if every else None
             at = 0
             for a in fl:
                 m = a.v.shape[1]
