@@ -202,36 +202,60 @@ class Pieces:
 
     # ---- layout -----------------------------------------------------------------------------
     def _format(self) -> None:
+        """Text of every number item: all floats of the batch in one pass, all integers in one."""
         nums = [it for it in self._items if isinstance(it, _Num)]
         fl = [x for x in nums if x.kind == "f" and 0 <= x.d <= _MAX_D]
         if fl:
-            x = np.concatenate([np.asarray(a.v, dtype=np.float64) for a in fl], axis=1)
-            dec = np.concatenate([np.full(a.v.shape[1], a.d, dtype=np.intp) for a in fl])
-            head, frac, ip, neg, every = _floats(x, dec)
-            digits: list[int] | None = [len(str(int(v))) for v in ip.max(axis=0).tolist()] if every else None
-            signs: list[bool] | None = [bool(v) for v in np.any(neg, axis=0).reshape(-1)] if every else None
+            self._format_floats(fl)
+        ints = [x for x in nums if x.kind == "i" and x.v.dtype.kind in "iu"]
+        if ints:
+            same = len({a.v.dtype for a in ints}) == 1
+            words = _ints(np.concatenate([a.v for a in ints], axis=1)) if same and len(ints) > 1 else None
             at = 0
-            for a in fl:
+            for a in ints:                      # together when all fit the table, else one by one
                 m = a.v.shape[1]
-                if digits is None or signs is None:
-                    a.head, a.frac, a.hw, a.fw = head[:, at:at + m], frac[:, at:at + m], head.shape[2], 8
-                else:
-                    hw, fw = max(digits[at:at + m]) + any(signs[at:at + m]), a.d + 1
-                    h, f = head[:, at:at + m], frac[:, at:at + m]
-                    if _LITTLE and hw + fw <= 8:         # one word: the integer part, then the fraction
-                        a.head, a.hw, a.fw = _words(h | (f << np.uint64(8 * hw))), hw + fw, 0
-                    else:
-                        a.head, a.frac, a.hw, a.fw = _words(h), _words(f), hw, fw
+                w = words[:, at:at + m] if words is not None else _ints(a.v)
+                if w is not None:
+                    a.head, a.hw = w, _digits(a.v)
                 at += m
         for a in nums:
-            if a.kind == "i" and a.v.dtype.kind in "iu":
-                ih = _ints(a.v)
-                if ih is not None:
-                    a.head, a.hw = ih, _digits(a.v)
             if a.head is None:                  # the rest: orjson's own text of each value
                 vals = np.round(a.v.astype(np.float64), a.d) if a.kind == "f" else a.v
                 a.head = _u8(_texts(vals.reshape(-1).tolist()).reshape(a.v.shape))
                 a.hw = a.head.shape[2]
+
+    @staticmethod
+    def _format_floats(fl: list[_Num]) -> None:
+        x = np.concatenate([a.v for a in fl], axis=1).astype(np.float64) if len(fl) > 1 else \
+            np.asarray(fl[0].v, dtype=np.float64)
+        dec = np.concatenate([np.full(a.v.shape[1], a.d, dtype=np.intp) for a in fl])
+        head, frac, ip, neg, every = _floats(x, dec)
+        if not every:
+            at = 0
+            for a in fl:
+                m = a.v.shape[1]
+                a.head, a.frac, a.hw, a.fw = head[:, at:at + m], frac[:, at:at + m], head.shape[2], 8
+                at += m
+            return
+        digits = [len(str(int(v))) for v in ip.max(axis=0).tolist()]
+        signs = [bool(v) for v in np.any(neg, axis=0).reshape(-1)]
+        hws, shifts, at = [], [], 0
+        for a in fl:                            # one width per item: its longest integer part
+            m = a.v.shape[1]
+            hw = max(digits[at:at + m]) + any(signs[at:at + m])
+            hws.append(hw)
+            shifts += [8 * hw if hw + a.d + 1 <= 8 else 0] * m
+            at += m
+        merged = head | (frac << np.array(shifts, dtype=np.uint64))     # where it fits: one word
+        hu, fu, mu = _words(head), _words(frac), _words(merged)
+        at = 0
+        for a, hw in zip(fl, hws):
+            m, fw = a.v.shape[1], a.d + 1
+            if _LITTLE and hw + fw <= 8:
+                a.head, a.hw, a.fw = mu[:, at:at + m], hw + fw, 0
+            else:
+                a.head, a.frac, a.hw, a.fw = hu[:, at:at + m], fu[:, at:at + m], hw, fw
+            at += m
 
     def join(self) -> bytes:
         """Every row's pieces, row after row, as one bytes object."""

@@ -119,7 +119,7 @@ class JsonlEncoder:
         n = sum(cnt)
         if n == 0:
             return [h + b"]}" for h in heads]
-        valid = np.arange(cols["bbox"].shape[1])[None, :] < frames.count[:, None]
+        valid = _Valid(frames.count, cols["bbox"].shape[1])
         has = frames.count > 0
         ends = np.cumsum(frames.count)[has]                     # rows after each frame's last object
         firsts = ends - frames.count[has]
@@ -133,17 +133,17 @@ class JsonlEncoder:
         p = Pieces(n)
         p.sparse(firsts, np.array(lead))
         p.patch(p.slot(b',{"bbox":'), firsts, 0, b"\0")        # no comma before a frame's first object
-        p.array(cols["bbox"][valid], "f", nd)
-        cid = cols["class-id"][valid]
+        p.array(valid(cols["bbox"]), "f", nd)
+        cid = valid(cols["class-id"])
         p.const(b',"class_id":')
         p.ints(cid)
         p.const(b',"label":')
         names = frames.labels.get("objects", ())
         p.names(cid, _namer(names), names)
         p.const(b',"confidence":')
-        p.floats(cols["confidence"][valid], 4)
+        p.floats(valid(cols["confidence"]), 4)
         p.const(b',"object_id":')
-        p.ints(cols["object-id"][valid])
+        p.ints(valid(cols["object-id"]))
         specs = self._attr_specs(frames, valid) if self.attrs else []
         for j, (key, emit) in enumerate(specs):
             p.const((b',"attrs":{' if j == 0 else b",") + dumps(key) + b":")
@@ -156,11 +156,11 @@ class JsonlEncoder:
         kp = cols.get("keypoints")
         if kp is not None:
             p.const(b',"keypoints":')
-            p.array(kp[valid], "f", nd)
+            p.array(valid(kp), "f", nd)
         p.patch(p.slot(b"}\0\0\0"), ends - 1, 1, b"]}\n")       # and the frame's end after its last
         return (p.join() + pending).split(b"\n")[:-1]
 
-    def _attr_specs(self, frames: HostFrames, valid: np.ndarray) -> list[tuple[str, Callable[[Pieces], None]]]:
+    def _attr_specs(self, frames: HostFrames, valid: _Valid) -> list[tuple[str, Callable[[Pieces], None]]]:
         """Per attribute key (``"<stage>.<name>"``, in column order): how its values are
         written, the same values as :meth:`_attrs` (which ``records`` uses)."""
         out: list[tuple[str, Callable[[Pieces], None]]] = []
@@ -178,14 +178,14 @@ class JsonlEncoder:
                 stage, _, what = key.rpartition(".")
                 ids = v[..., 0] if v.ndim == 3 and v.shape[2] == 1 else v
                 if what == "identity" and stage in frames.labels and ids.dtype.kind in "iu":
-                    out.append((key, _emit_names(ids[valid], _namer(frames.labels[stage], unknown=None))))
+                    out.append((key, _emit_names(valid(ids), _namer(frames.labels[stage], unknown=None))))
                     continue
             else:
                 continue
             per = int(np.prod(v.shape[2:])) if v.ndim > 2 else 1
             if v.ndim == 3 and v.shape[2] == 1:
                 v = v[..., 0]
-            rows = v[valid]
+            rows = valid(v)
             if names is not None and per <= self.max_list:
                 out.append((key, _emit_names(rows, names)))
             elif per <= self.max_list and rows.dtype.kind in "fiub":
@@ -201,6 +201,18 @@ class JsonlEncoder:
 
     def end_source(self, source_id: Any, seq: Seq) -> Out:
         return []
+
+
+class _Valid:
+    """The valid rows of padded ``[B, K, ...]`` columns, frame by frame: ``[N, ...]``."""
+
+    def __init__(self, count: np.ndarray, k: int) -> None:
+        self.k, self.full = k, bool((count == k).all())
+        self.idx = None if self.full else np.flatnonzero(np.arange(k)[None, :] < count[:, None])
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        flat = v.reshape(v.shape[0] * self.k, *v.shape[2:])
+        return flat if self.idx is None else flat[self.idx]
 
 
 def _namer(names: tuple[str, ...], unknown: Any = "") -> Callable[[int], Any]:
