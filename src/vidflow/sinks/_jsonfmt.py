@@ -137,7 +137,7 @@ class Pieces:
 
     def __init__(self, n: int) -> None:
         self.n = int(n)
-        self._items: list[Any] = []             # bytes | uint8 [n, w] | (rows, uint8 [r, w]) | _Num
+        self._items: list[Any] = []             # bytes | uint8 [n, w] | _Num
         self._patches: list[tuple[int, np.ndarray, int, bytes]] = []
 
     def const(self, b: bytes) -> None:
@@ -155,10 +155,6 @@ class Pieces:
     def patch(self, slot: int, rows: np.ndarray, at: int, data: bytes) -> None:
         """In ``rows``, the bytes of ``slot`` from ``at`` on become ``data`` (``b"\\0"`` drops one)."""
         self._patches.append((slot, rows, at, data))
-
-    def sparse(self, rows: np.ndarray, toks: np.ndarray) -> None:
-        """A piece in some ``rows`` only (``toks``, an ``S`` array as long as ``rows``)."""
-        self._items.append((np.asarray(rows), _u8(toks)))
 
     def tokens(self, toks: np.ndarray) -> None:
         """One ready piece per row (an ``S`` array of ``n``)."""
@@ -266,8 +262,6 @@ class Pieces:
                 widths.append(len(it))
             elif isinstance(it, np.ndarray):
                 widths.append(it.shape[1])
-            elif isinstance(it, tuple):
-                widths.append(it[1].shape[1])
             else:
                 sw = max(map(len, it.seps)) if it.seps else 0
                 widths.append(it.v.shape[1] * (it.hw + it.fw + sw))
@@ -285,8 +279,6 @@ class Pieces:
         for it, a, w in zip(self._items, starts, widths):
             if isinstance(it, np.ndarray):
                 grid[:, a:a + w] = it
-            elif isinstance(it, tuple):
-                grid[it[0], a:a + w] = it[1]
             elif isinstance(it, _Num):
                 m = it.v.shape[1]
                 g = grid[:, a:a + w]

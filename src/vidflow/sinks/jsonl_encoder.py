@@ -123,15 +123,7 @@ class JsonlEncoder:
         has = frames.count > 0
         ends = np.cumsum(frames.count)[has]                     # rows after each frame's last object
         firsts = ends - frames.count[has]
-        lead, pending = [], b""                                 # frames without objects ride along
-        for h, c in zip(heads, cnt):
-            if c:
-                lead.append(pending + h)
-                pending = b""
-            else:
-                pending += h + b"]}\n"
         p = Pieces(n)
-        p.sparse(firsts, np.array(lead))
         p.patch(p.slot(b',{"bbox":'), firsts, 0, b"\0")        # no comma before a frame's first object
         p.array(valid(cols["bbox"]), "f", nd)
         cid = valid(cols["class-id"])
@@ -158,7 +150,8 @@ class JsonlEncoder:
             p.const(b',"keypoints":')
             p.array(valid(kp), "f", nd)
         p.patch(p.slot(b"}\0\0\0"), ends - 1, 1, b"]}\n")       # and the frame's end after its last
-        return (p.join() + pending).split(b"\n")[:-1]
+        body = iter(p.join().split(b"\n"))
+        return [h + next(body) if c else h + b"]}" for h, c in zip(heads, cnt)]
 
     def _attr_specs(self, frames: HostFrames, valid: _Valid) -> list[tuple[str, Callable[[Pieces], None]]]:
         """Per attribute key (``"<stage>.<name>"``, in column order): how its values are
