@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 
 class ParquetSink(ThreadedSink):
-    host_masks = False        # reads host_frames, not the masks' RLE (records.ReadsHostFrames)
-
     """One row per object (flat columns) plus the frame's columns, to a Parquet file (pyarrow).
 
     Args:
@@ -43,6 +41,8 @@ class ParquetSink(ThreadedSink):
         name: the sink's name in the summary and logs.
         queue_size / when_full / on_error: see :class:`~vidflow.sinks.base.ThreadedSink`.
     """
+
+    host_masks = False        # reads host_frames, not the masks' RLE (records.ReadsHostFrames)
 
     def __init__(self, path: str | os.PathLike, *, attrs: bool = True, row_group_rows: int = 65_536,
                  compression: str = "zstd", frames_without_objects: bool = False, queue_size: int = 8,
