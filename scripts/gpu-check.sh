@@ -3,7 +3,10 @@
 #   .whl/site312.tar.xz   (../shared/tools/device-wheels.sh) and .whl/extra/*.whl (motmetrics,
 #                          xmltodict: pip download --no-deps --python-version 3.12 -d .whl/extra ...)
 #   .models/              (copies of ../shared/models/*)       tests/data/ (scripts/fetch_test_clips.py)
-# Usage there: bash scripts/gpu-check.sh [tests|demo|bench]...   (default: all three)
+#   .whl/ray312.tar.xz, .whl/ray-deps/ (scripts/device-ray.sh; only for the fleet step)
+#   .before/src           (only for the compare step: mkdir .before && git archive e07be02 src | tar -x -C .before)
+# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet]...   (default: tests demo bench)
+#   compare: E/D/M of this tree against .before/src, alternated A B A B on the same host (issue 13)
 # Writes logs to $OUT (or ./out/gpu-check) and prints the figures.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +17,12 @@ if ls .whl/extra/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/extra/*.whl
 fi
 export PYTHONPATH=/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+if [ -f .whl/ray312.tar.xz ] && [ ! -d /tmp/site-ray/ray ]; then
+  # last on the path: the machine's own packages win; Ray and what it lacks come from here
+  mkdir -p /tmp/site-ray && tar -xJf .whl/ray312.tar.xz -C /tmp/site-ray
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-ray .whl/ray-deps/*.whl
+fi
+[ -d /tmp/site-ray ] && export PYTHONPATH=$PYTHONPATH:/tmp/site-ray
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(tests demo bench)
 rc=0
@@ -32,7 +41,22 @@ for step in "${steps[@]}"; do
         --model .models/yolo11n_shapes.torchscript --variants full paced --pace 30 ${BENCH_EXTRA:-} --out "$out/bench.jsonl" \
         > "$out/bench.log" 2>&1 || rc=1
       cut -c1-600 "$out/bench.jsonl" 2>/dev/null; tail -n 5 "$out/bench.log" ;;
-    *) echo "unknown step $step (tests | demo | bench)"; rc=2 ;;
+    fleet)   # issue 19's one-GPU target: 2 workers sharing the GPU, 64 cameras, a worker killed
+      timeout 540 python3 benchmarks/fleet.py --device cuda --cameras 64 --workers 2 --num-gpus 0.5 --num-cpus 4 \
+        --size 1920x1080 --batch 32 --decode-processes 2 --rounds 2 --kill > "$out/fleet.log" 2>&1 || rc=1
+      grep -E '^\{' "$out/fleet.log" | cut -c1-600; tail -n 5 "$out/fleet.log" ;;
+    compare)
+      B="--streams ${BENCH_STREAMS:-64} --seconds ${BENCH_SECONDS:-6} --warmup 2 --skip B --model .models/yolo11n_shapes.torchscript"
+      for round in 1 2; do
+        for tree in after before; do
+          src=$PWD/src; [ $tree = before ] && src=$PWD/.before/src
+          [ -d "$src" ] || { echo "compare: $src missing"; rc=2; continue; }
+          PYTHONPATH=/tmp/site:$src timeout 240 python3 -m vidflow.cli bench $B --out "$out/compare_${tree}_$round.jsonl" \
+            > "$out/compare_${tree}_$round.log" 2>&1 || rc=1
+          echo "== $tree, round $round"; cut -c1-400 "$out/compare_${tree}_$round.jsonl" 2>/dev/null
+        done
+      done ;;
+    *) echo "unknown step $step (tests | demo | bench | fleet | compare)"; rc=2 ;;
   esac
 done
 exit $rc

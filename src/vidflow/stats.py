@@ -83,7 +83,9 @@ class RunSummary:
     latencies); ``repr`` one line.
 
     ``first_batch_s`` / ``steady_s``: seconds from the start of ``run()`` to the first batch out
-    of the sinks and to steady state (``vidflow.runtime.startup``; None while not reached).
+    of the sinks and to steady state (``vidflow.runtime.startup``; None while not reached);
+    ``startup_s``: the phases of that start-up (warm-up, sources started, first frame, first
+    batch), seconds from the start of ``run()`` at the end of each.
     ``decode_pids`` / ``decode_cpu_s``: the decode processes and their CPU seconds (filled by
     ``Pipeline.snapshot()``)."""
 
@@ -95,6 +97,7 @@ class RunSummary:
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
     first_batch_s: float | None = None
     steady_s: float | None = None
+    startup_s: dict[str, float] = field(default_factory=dict)
     decode_pids: list[int] = field(default_factory=list)
     decode_cpu_s: float = 0.0
     classes: dict[int | str, Counter] = field(default_factory=dict)
@@ -106,7 +109,7 @@ class RunSummary:
         under the pipeline's lock): every :class:`SourceStats` and the latencies are copied."""
         return dataclasses.replace(self, sources={sid: dataclasses.replace(st) for sid, st in self.sources.items()},
                                    latencies_ms=deque(self.latencies_ms, maxlen=self.latencies_ms.maxlen),
-                                   decode_pids=list(self.decode_pids),
+                                   decode_pids=list(self.decode_pids), startup_s=dict(self.startup_s),
                                    classes={sid: Counter(c) for sid, c in self.classes.items()},
                                    tracks={sid: set(t) for sid, t in self.tracks.items()}, outputs=list(self.outputs))
 
@@ -238,7 +241,10 @@ class RunSummary:
                      f"{self.fps:.1f} fps{lat}" + (" (interrupted)" if self.interrupted else ""))
         if self.first_batch_s is not None:
             steady = f"{self.steady_s:.2f} s" if self.steady_s is not None else "not reached"
-            lines.append(f"start-up: first batch {self.first_batch_s:.2f} s, steady state {steady} (after run())")
+            phases = "".join(f", {k.replace('_', ' ')} {v:.2f} s" for k, v in self.startup_s.items()
+                             if k != "first_batch")
+            lines.append(f"start-up: first batch {self.first_batch_s:.2f} s, steady state {steady} (after run()"
+                         f"{phases})")
         for sid, cls in self.classes.items():
             lines.append(f"objects {sid}: " + ", ".join(f"{k} {v}" for k, v in cls.most_common())
                          + f"; {len(self.tracks.get(sid, ()))} tracks")

@@ -5,7 +5,9 @@ batched decode's speed at batch 64, and strict_device on the GPU.
 Ultralytics is the reference only (never a dependency): ``VIDFLOW_ULTRALYTICS=<dir holding the
 unpacked ultralytics package>``; its ``YOLO(...).predict(retina_masks=True)`` is used when it
 imports there, else its own post-processing functions (scripts/record_head_refs.py). Figures
-are printed as ``FIGURE {...}`` lines (run with ``-s``)."""
+are printed as ``FIGURE {...}`` lines (run with ``-s``). The CPU counterpart without Ultralytics,
+tests/unit/test_user_models_parity.py, checks that the ONNX files give the TorchScript files'
+results (so ONNX parity follows from the TorchScript parity here, by transitivity)."""
 
 from __future__ import annotations
 
@@ -167,6 +169,7 @@ def test_parity_with_ultralytics(frames, task, ext, half):
         ref, how = _reference(model, task, scene)
         det, objs = _vidflow(model, scene, half)
         assert det.active_head.task == {"seg": "segment", "pose": "pose"}[task]      # from the metadata
+        fig["backend"] = getattr(det.engine, "backend", "torch")    # ONNX: onnxruntime-gpu or the converter
         h, w = scene[0].shape[:2]
         full = objs.masks.full(w, h) if task == "seg" else None
         for k, r in enumerate(ref):

@@ -85,11 +85,28 @@ def test_startup_meter_with_a_fake_clock():
     assert m2.first_batch_s == pytest.approx(1.0) and m2.steady_s is None   # not enough batches yet
 
 
+def test_startup_phases_with_a_fake_clock():
+    now = [10.0]
+    m = StartupMeter(clock=lambda: now[0])
+    now[0] = 11.5
+    m.mark("warm_up")
+    now[0] = 12.0
+    m.mark("first_frame")
+    now[0] = 13.0
+    m.mark("first_frame")          # only the first mark counts
+    m.batch()
+    assert m.phases == {"warm_up": 1.5, "first_frame": 2.0, "first_batch": 3.0}
+
+
 def test_run_summary_reports_start_up():
     s = Pipeline([FakeSource(40)], Muxer(batch_size=2), [], [MemorySink()], device="cpu").run()
     assert s.first_batch_s is not None and 0 < s.first_batch_s <= s.wall_s
     assert s.steady_s is None or s.first_batch_s <= s.steady_s <= s.wall_s
     assert "start-up: first batch" in s.table()
+    ph = s.startup_s               # in order, each after the one before, the last the first batch
+    assert list(ph) == ["sources_started", "first_frame", "first_batch"]     # warm-up is off on CPU
+    assert sorted(ph.values()) == list(ph.values()) and ph["first_batch"] == pytest.approx(s.first_batch_s, abs=1e-3)
+    assert "first frame" in s.table() and s.copy().startup_s == ph
 
 
 def test_every_yaml_setting_is_a_pipeline_argument():

@@ -103,7 +103,8 @@ class PipeWork(Work):
             self._r0, self._d0 = self._offered_dropped()
             return {}
         snap = self.pipe.snapshot()     # start-up: from run() to the first batch / to steady state
-        out: dict[str, Any] = {"first_batch_s": _r(snap.first_batch_s), "steady_s": _r(snap.steady_s)}
+        out: dict[str, Any] = {"first_batch_s": _r(snap.first_batch_s), "steady_s": _r(snap.steady_s),
+                               "startup_phases_s": dict(snap.startup_s)}
         if not self.pace:
             return out
         released, dropped = self._offered_dropped()

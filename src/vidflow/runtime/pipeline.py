@@ -254,6 +254,7 @@ class Pipeline:
             meter.batch()
             with self._lock:
                 self.summary.first_batch_s, self.summary.steady_s = meter.first_batch_s, meter.steady_s
+                self.summary.startup_s = dict(meter.phases)
         return batch
 
     def _batches(self) -> Iterator[Batch]:
@@ -261,7 +262,7 @@ class Pipeline:
             raise PipelineStateError("a Pipeline runs once; build a new one to run again")
         self._used = True
         self.summary.started = time.monotonic()
-        self._startup = StartupMeter()
+        self._startup = meter = StartupMeter()
         last_progress = time.monotonic()
         steps, obs = self._steps, self._observers
         ok = False
@@ -273,7 +274,9 @@ class Pipeline:
             if self.warmup:                     # before the sources start: live ones would drop meanwhile
                 warm(self.muxer, self._stage_slots, self.device, self.muxer.batch_size)
                 freeze_point()
+                meter.mark("warm_up")
             self._sourcing.start_all()
+            meter.mark("sources_started")
             if self.overlap and (self._tail_stages or steps.sinks):
                 tail_stages = self._tail_stages
                 self._tail = Tail(lambda b, w: self._finish(steps.run(b, tail_stages), w), self._end_tail,
@@ -285,6 +288,7 @@ class Pipeline:
                 if col is None:
                     break
                 if col.frames:
+                    meter.mark("first_frame")
                     n = len(col.frames)
                     wait_s = time.monotonic() - col.arrivals[0]
                     if obs.stages:

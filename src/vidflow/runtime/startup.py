@@ -4,6 +4,11 @@
 the sinks. ``steady_s``: until the start of the first stretch of ``WINDOW`` batches in which no
 interval between two batches leaving the sinks is longer than ``FACTOR`` times their median
 (no compile, autotuning or allocation stall any more). ``None`` while not reached.
+
+``phases``: where the time to the first batch went, seconds from the start of ``run()`` at the
+end of each phase, in order (:meth:`mark`; the pipeline marks ``warm_up`` after the stages'
+warm-up, ``sources_started`` once every source was asked to start, ``first_frame`` when the
+muxer took its first frames — decoders opened, decode processes up — and ``first_batch``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ class StartupMeter:
         self.first_batch_s: float | None = None
         self.steady_s: float | None = None
         self._done: deque[float] = deque(maxlen=self.WINDOW + 1)
+        self.phases: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        """``phase`` ended now (only its first mark counts)."""
+        if phase not in self.phases:
+            self.phases[phase] = round(self.clock() - self.t0, 4)
 
     def batch(self) -> None:
         """A batch has left the sinks."""
@@ -34,6 +45,7 @@ class StartupMeter:
         now = self.clock() - self.t0
         if self.first_batch_s is None:
             self.first_batch_s = now
+            self.phases.setdefault("first_batch", round(now, 4))
         self._done.append(now)
         if len(self._done) == self._done.maxlen:
             ts = list(self._done)
