@@ -93,6 +93,9 @@ def test_host_table_pads_per_frame_is_read_only_and_shared_across_threads(monkey
     assert t.count.tolist() == [3, 0, 2, 1]
     assert t.columns["class-id"].tolist() == [[1, -1, 1], [-1, -1, -1], [0, 0, -1], [2, -1, -1]]
     np.testing.assert_array_equal(t.columns["bbox"][2, :2], b.objects.bbox[[0, 5]].numpy())
+    seg = t.columns["instance-segmentation"]                 # crosses as bool, float32 as the bridge has it
+    assert seg.dtype == np.float32 and seg.shape == (4, 3, 5, 6)
+    np.testing.assert_array_equal(seg[2, :2], b.objects.masks.data[[0, 5]].float().numpy())
     with pytest.raises(ValueError):
         t.columns["bbox"][0, 0, 0] = 1.0                   # shared between sinks: read-only
     assert host_table(_batch()).columns["bbox"].tobytes() == t.columns["bbox"].tobytes()   # same input, same table

@@ -43,6 +43,7 @@ OBJECT_PREFIX = "infer-tensor-object-"
 FRAME_PREFIX = "infer-tensor-frame-"
 _SKIP = ("object-label", "detector-bbox")
 _SQUEEZE = ("class-id", "confidence", "object-id", "tracker-confidence")
+_MASK = "instance-segmentation"          # the box-cropped masks, float32 in the bridge's columns
 _RLE = tuple[list[dict[str, Any]], ...]
 
 
@@ -224,16 +225,19 @@ def _build(batch: Batch) -> HostFrames:
             continue
         if name in _SQUEEZE or name.startswith("classification-"):
             t = t.squeeze(-1)
+        if name == _MASK and objs.masks is not None:
+            t = objs.masks.data              # bool across (a quarter of float32's bytes), float32 on the host
         cols[name] = t
     n = len(objs)
     out: dict[str, np.ndarray] = {}
     if n == 0:
         count = np.zeros(b, dtype=np.int64)
         for name, t in cols.items():
-            dt = np.dtype(np.float32) if t.dtype == torch.bfloat16 else _np_dtype(t.dtype)
+            dt = np.dtype(np.float32) if t.dtype == torch.bfloat16 or name == _MASK else _np_dtype(t.dtype)
             out[name] = np.empty((b, 0, *t.shape[1:]), dtype=dt)
     else:
         fi, *host = stack_to_host([objs.frame_idx, *cols.values()])
+        host = [v.astype(np.float32) if name == _MASK else v for name, v in zip(cols, host)]
         count = np.bincount(fi, minlength=b)[:b].astype(np.int64)
         k = int(count.max())
         ordered = bool((fi[1:] >= fi[:-1]).all())
