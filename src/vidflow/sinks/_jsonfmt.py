@@ -81,11 +81,11 @@ def _u8(a: np.ndarray) -> np.ndarray:
 
 
 def _floats(x: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
-    """``x`` ``[n, m]`` (column ``j`` rounded to ``dec[j]`` <= 4 decimals): ``(heads, fractions)``
-    as NUL-padded text, the integer parts and signs (for widths), and whether every value took
-    the table path: then the texts are uint64 ``[n, m]`` words (8 bytes of text each), else
-    ``uint8 [n, m, w]``."""
-    f = 10.0 ** dec.astype(np.float64)
+    """``x`` ``[m, n]`` (row ``j``: one column of numbers, rounded to ``dec[j]`` <= 4 decimals):
+    ``(heads, fractions)`` as NUL-padded text, the integer parts and signs ``[m, n]`` (for
+    widths), and whether every value took the table path: then the texts are uint64 ``[m, n]``
+    words (8 bytes of text each), else ``uint8 [n, m, w]``."""
+    f = (10.0 ** dec.astype(np.float64))[:, None]
     k = np.rint(x * f)                          # np.round(x, d) == k / 10**d, as NumPy computes it
     mag = np.abs(k)
     fast = mag < _T * f                         # False for NaN / inf too
@@ -94,7 +94,7 @@ def _floats(x: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
         mag = np.where(fast, mag, 0.0)
     ip = np.floor(mag / f)                      # exact: mag is a whole number below 2**28
     table, offsets = _fractions()
-    fp = (mag - ip * f).astype(np.intp) + offsets[dec]
+    fp = (mag - ip * f).astype(np.intp) + offsets[dec][:, None]
     neg = np.signbit(k)
     head = _signed()[2 * ip.astype(np.intp) + neg]
     if every:
@@ -104,7 +104,7 @@ def _floats(x: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     head_s = head.view("S8") if texts.dtype.itemsize <= 8 else head.view("S8").astype(texts.dtype)
     head_s[slow] = texts
     fp[slow] = len(table) - 1                   # the empty entry
-    return _u8(head_s), _u8(table[fp].view("S8")), np.where(fast, ip, 0.0), neg, False
+    return _u8(head_s.T), _u8(table[fp].view("S8").T), np.where(fast, ip, 0.0), neg, False
 
 
 def _ints(v: np.ndarray) -> np.ndarray | None:
@@ -222,8 +222,7 @@ class Pieces:
 
     @staticmethod
     def _format_floats(fl: list[_Num]) -> None:
-        x = np.concatenate([a.v for a in fl], axis=1).astype(np.float64) if len(fl) > 1 else \
-            np.asarray(fl[0].v, dtype=np.float64)
+        x = np.concatenate([a.v.T for a in fl], axis=0).astype(np.float64)       # one row per column
         dec = np.concatenate([np.full(a.v.shape[1], a.d, dtype=np.intp) for a in fl])
         head, frac, ip, neg, every = _floats(x, dec)
         if not every:
@@ -233,21 +232,23 @@ class Pieces:
                 a.head, a.frac, a.hw, a.fw = head[:, at:at + m], frac[:, at:at + m], head.shape[2], 8
                 at += m
             return
-        digits = [len(str(int(v))) for v in ip.max(axis=0).tolist()]
-        signs = [bool(v) for v in np.any(neg, axis=0).reshape(-1)]
-        hws, shifts, at = [], [], 0
+        digits = [len(str(int(v))) for v in ip.max(axis=1).tolist()]
+        signs = np.any(neg, axis=1).tolist()
+        hws, merge, shifts, at = [], [], [], 0
         for a in fl:                            # one width per item: its longest integer part
             m = a.v.shape[1]
             hw = max(digits[at:at + m]) + any(signs[at:at + m])
+            one = _LITTLE and hw + a.d + 1 <= 8        # integer part and fraction fit one word
             hws.append(hw)
-            shifts += [8 * hw if hw + a.d + 1 <= 8 else 0] * m
+            merge.append(one)
+            shifts += [8 * hw if one else 0] * m
             at += m
-        merged = head | (frac << np.array(shifts, dtype=np.uint64))     # where it fits: one word
-        hu, fu, mu = _words(head), _words(frac), _words(merged)
+        mu = _words((head | (frac << np.array(shifts, dtype=np.uint64)[:, None])).T)
+        hu, fu = (_words(head.T), _words(frac.T)) if not all(merge) else (mu, mu)
         at = 0
-        for a, hw in zip(fl, hws):
+        for a, hw, one in zip(fl, hws, merge):
             m, fw = a.v.shape[1], a.d + 1
-            if _LITTLE and hw + fw <= 8:
+            if one:
                 a.head, a.hw, a.fw = mu[:, at:at + m], hw + fw, 0
             else:
                 a.head, a.frac, a.hw, a.fw = hu[:, at:at + m], fu[:, at:at + m], hw, fw
