@@ -102,7 +102,7 @@ def _keep(name: str, attrs: bool | Iterable[str]) -> bool:
         return True
     if attrs is False:
         return False
-    return name[len(OBJECT_PREFIX):] in set(attrs)
+    return name[len(OBJECT_PREFIX):] in (attrs if isinstance(attrs, frozenset) else set(attrs))
 
 
 def host_frames(batch: Batch, *, attrs: bool | Iterable[str] = True, masks: bool = True) -> HostFrames:
