@@ -138,21 +138,17 @@ class RunSummary:
         return {"p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "max": xs[-1]}
 
     @staticmethod
-    def batch_counts(batch: Any, frames: Any = None) -> tuple[list, Any, Any, Any] | None:
+    def batch_counts(batch: Any, host: Any = None) -> tuple[list, Any, Any, Any] | None:
         """A batch's ``(source ids per frame, frame_idx, class_id, object_id)`` on the host, for
-        :meth:`note_batch`; None without objects. Read from ``frames`` (the batch's
-        ``sinks.records.host_table``, no copy) when given, else one small stacked copy
-        (``records.stack_to_host``). Taken outside any lock."""
+        :meth:`note_batch`; None without objects. Read from ``host`` (the batch's
+        ``sinks.records.host_columns``, already copied for the sinks) when given, else one small
+        stacked copy (``records.stack_to_host``). Taken outside any lock."""
         objs = batch.objects
         if objs is None or not len(objs):
             return None
         sids = [f.source_id for f in batch.frames]
-        if frames is not None:
-            import numpy as np
-
-            cols = frames.columns
-            valid = np.arange(cols["class-id"].shape[1])[None, :] < frames.count[:, None]
-            return sids, np.nonzero(valid)[0], cols["class-id"][valid], cols["object-id"][valid]
+        if host is not None:
+            return sids, host.frame_idx, host.columns["class-id"], host.columns["object-id"]
         from .sinks.records import stack_to_host
 
         fi, ci, oi = stack_to_host([objs.frame_idx, objs.class_id, objs.object_id])

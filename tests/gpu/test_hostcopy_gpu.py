@@ -13,7 +13,7 @@ from vidflow import Muxer, Pipeline
 from vidflow.batch import Batch, FrameInfo, Objects
 from vidflow.sinks.jsonl import JsonlSink
 from vidflow.sinks.parquet import ParquetSink
-from vidflow.sinks.records import host_frames, host_table, stack_to_host
+from vidflow.sinks.records import host_columns, host_frames, host_table, stack_to_host
 from vidflow.stats import RunSummary
 from vidflow.testing import FakeSource
 
@@ -58,9 +58,10 @@ def test_host_table_is_one_copy_for_three_readers_and_the_summary(cuda_device):
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         table = host_table(batch)
         views = [host_frames(batch), host_frames(batch, attrs=False), host_frames(batch, attrs=["embed.vector"])]
-        counts = RunSummary.batch_counts(batch, table)
+        counts = RunSummary.batch_counts(batch, host_columns(batch))
     assert _dtoh(prof) == 1
     assert counts is not None and len(counts[1]) == len(batch.objects) and all(len(v) == b for v in views)
+    assert len(table) == b
 
 
 class _AddObjects:

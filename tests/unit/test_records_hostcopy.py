@@ -1,6 +1,7 @@
 """One host copy per batch: ``records.stack_to_host`` round-trips every dtype in one packed
-buffer; ``records.host_table`` is built once per batch however many sinks (and the summary) read
-it, in a pipeline with and without overlap; each sink's view has the columns its ``attrs`` ask for."""
+buffer; ``records.host_columns`` is copied once per batch however many sinks (and the summary)
+read it, in a pipeline with and without overlap, and ``host_table`` pads it once; each sink's view
+has the columns its ``attrs`` ask for."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from vidflow.batch import Batch, FrameInfo, Objects
 from vidflow.ops.masks import Masks
 from vidflow.sinks.broker import BrokerSink
 from vidflow.sinks.jsonl import JsonlSink
-from vidflow.sinks.records import host_frames, host_table, stack_to_host
+from vidflow.sinks.records import host_columns, host_frames, host_table, stack_to_host
 from vidflow.stats import RunSummary
-from vidflow.testing import FakeSource
+from vidflow.testing import FakeSource, MemorySink
 
 DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16,
           torch.bfloat16, torch.float32, torch.float64]
@@ -101,6 +102,15 @@ def test_host_table_pads_per_frame_is_read_only_and_shared_across_threads(monkey
     assert host_table(_batch()).columns["bbox"].tobytes() == t.columns["bbox"].tobytes()   # same input, same table
 
 
+def test_host_columns_are_the_table_as_it_crossed():
+    b = _batch()
+    hc = host_columns(b)
+    assert hc.frame_idx.tolist() == b.objects.frame_idx.tolist() and len(hc) == 6
+    np.testing.assert_array_equal(hc.columns["bbox"], b.objects.bbox.numpy())
+    np.testing.assert_array_equal(hc.columns["infer-tensor-object-other.x"], b.objects.attrs["other.x"].numpy())
+    assert set(hc.columns) == set(host_table(b).columns)
+
+
 def test_views_have_the_columns_their_attrs_ask_for():
     b = _batch()
     every = set(host_frames(b).columns)
@@ -115,7 +125,7 @@ def test_summary_counts_from_the_table_equal_the_batch_counts():
     b = _batch()
     a, t = RunSummary(), RunSummary()
     a.note_batch(b, RunSummary.batch_counts(b))
-    t.note_batch(b, RunSummary.batch_counts(b, host_table(b)))
+    t.note_batch(b, RunSummary.batch_counts(b, host_columns(b)))
     assert a.classes == t.classes and a.tracks == t.tracks
     assert {k: dict(v) for k, v in t.classes.items()} == {0: {"a": 2, "b": 2, "-1": 1}, 1: {"c": 1}}
     assert t.tracks == {0: {0, 1, 2, 4, 5}, 1: {3}}
@@ -154,6 +164,16 @@ class _AddObjects:
         self.n += 1
         objs = _batch(self.n, b=len(batch)).objects if len(batch) == 4 else None
         return batch.replace(objects=objs, labels={"objects": ("a", "b", "c")}) if objs is not None else batch
+
+
+def test_without_host_sinks_the_summary_makes_its_own_small_copy(monkeypatch):
+    copies = []
+    real = records.stack_to_host
+    monkeypatch.setattr(records, "stack_to_host", lambda ts: copies.append(len(ts)) or real(ts))
+    pipe = Pipeline([FakeSource(8), FakeSource(8)], Muxer(batch_size=4), [_AddObjects()], [MemorySink()],
+                    device="cpu")
+    summary = pipe.run()
+    assert copies == [3] * 4 and sum(sum(c.values()) for c in summary.classes.values()) == 24
 
 
 @pytest.mark.parametrize("overlap", [False, True])

@@ -16,7 +16,7 @@ import torch
 from ..batch import Batch
 from ..errors import SinkError, StageError, VidflowError
 from ..sinks.base import Sink, SupportsEndSource
-from ..sinks.records import ReadsHostFrames, host_rle, host_table
+from ..sinks.records import ReadsHostFrames, host_columns, host_rle
 from ..stages.base import HostStage, SplitStage, SupportsClose, SupportsReset, SupportsWarmup, stage_name
 from ..stats import RunSummary
 from ..strict import strict_device
@@ -124,29 +124,31 @@ class Steps:
         return batch
 
     def _host(self, batch: Batch) -> Any:
-        """The batch's host table (and RLE when a sink reads it), or None if it can't be built:
-        then each sink meets the error on its own worker, where its ``on_error`` applies."""
+        """The batch's one host copy (``records.host_columns``; and the masks' RLE when a sink
+        reads it), or None if it can't be made: then each sink meets the error on its own
+        worker, where its ``on_error`` applies."""
         try:
-            frames = host_table(batch)
+            cols = host_columns(batch)
             if any(s.rle for s in self.sinks):
                 host_rle(batch)
         except Exception:  # noqa: BLE001 - the sinks report it, each by its own policy
-            log.debug("host table of a batch failed; left to the sinks", exc_info=True)
+            log.debug("host copy of a batch failed; left to the sinks", exc_info=True)
             return None
-        return frames
+        return cols
 
     def write(self, batch: Batch, wait_s: float = float("nan")) -> None:
         """Every sink's ``write``, then the run's counters and the batch observers. Before the
         first sink that reads host frames (``sinks.records.ReadsHostFrames``; its write time
-        includes this) the batch's one host table is built (``records.host_table``, and the masks'
-        RLE if a sink reads them): here the batch is finished (on the tail's stream), and the
-        sinks' workers and the summary counts all share that table."""
+        includes this) the batch's object table is copied to the host, once
+        (``records.host_columns``, and the masks' RLE if a sink reads them): here, where the batch
+        is finished (on the tail's stream). The sinks' workers pad it into their tables (once,
+        shared) and the summary counts read it."""
         timed = bool(self.observers.writes)
-        frames, tried = None, False
+        host, tried = None, False
         for sink in self.sinks:
             t0 = self._clock() if timed else 0.0
             if sink.host and not tried:
-                frames, tried = self._host(batch), True
+                host, tried = self._host(batch), True
             try:
                 sink.write(batch)
             except VidflowError:
@@ -157,7 +159,7 @@ class Steps:
                 self.observers.write(sink.name, len(batch), self._clock() - t0)
         now = time.time_ns()
         lat = [(now - f.ntp_ns) / 1e9 for f in batch.frames if f.ntp_ns]
-        counts = self.summary.batch_counts(batch, frames)  # no copy of its own with a table; outside the lock
+        counts = self.summary.batch_counts(batch, host)    # no copy of its own after the sinks'; outside the lock
         with self.lock:
             self.summary.batches += 1
             for f in batch.frames:

@@ -1,14 +1,16 @@
 """Per-frame records built from the bridge's columns (the names of :mod:`vidflow.translate`).
 
-:func:`host_table` takes a batch's object table to the host **once per batch**: every object
+:func:`host_columns` takes a batch's object table to the host **once per batch**: every object
 column (and ``frame_idx``) is viewed as bytes, packed into one contiguous buffer on the device and
 copied with one ``.to("cpu")`` (pinned memory and one event wait on CUDA; :func:`stack_to_host`),
-then split back into NumPy arrays and padded per frame on the host. The result is memoised per
-batch (lock-guarded), so the pipeline builds it on its tail thread, where the batch is finished,
-and every sink and the run's summary read that same table; :func:`host_frames` is the view of it
-a sink asks for (its ``attrs``, with or without mask RLE). Every encoder (``sinks/encoders.py``)
-and file sink reads those arrays, slicing ``[i, :n]`` per frame, so no record is built object by
-object from tensors. The arrays are shared between sinks: read-only.
+then split back into NumPy arrays. :func:`host_table` pads those per frame on the host (no device
+work), :func:`host_rle` makes the masks' RLE. Each is memoised per batch (lock-guarded): the
+pipeline makes the copy (and the RLE, if a sink writes it) on its tail thread, where the batch is
+finished, the run summary reads the copy, and the first sink worker that asks pads the table that
+all sinks then share; :func:`host_frames` is the view of it a sink asks for (its ``attrs``, with
+or without mask RLE). Every encoder (``sinks/encoders.py``) and file sink reads those arrays,
+slicing ``[i, :n]`` per frame, so no record is built object by object from tensors. The arrays
+are shared: read-only.
 
 Attribute codecs (``infer-tensor-object-*`` columns, e.g. embeddings, masks, keypoints) keep
 payloads compact: :func:`encode_array` writes ``{"encoding": "b64", "dtype": "<f4", "shape":
@@ -35,7 +37,7 @@ import torch
 from ..batch import Batch
 from ..translate import _object_columns
 
-__all__ = ["HostFrames", "ReadsHostFrames", "host_frames", "host_table", "host_rle", "stack_to_host", "encode_array",
+__all__ = ["HostFrames", "HostColumns", "ReadsHostFrames", "host_frames", "host_columns", "host_table", "host_rle", "stack_to_host", "encode_array",
            "decode_array", "rle_encode", "rle_decode", "label_names", "identity_names", "OBJECT_PREFIX",
            "FRAME_PREFIX"]
 
@@ -86,6 +88,21 @@ class HostFrames:
         return len(self.source_id)
 
 
+@dataclasses.dataclass(frozen=True)
+class HostColumns:
+    """A batch's object columns on the host as they crossed (NumPy, read-only): one row per
+    object in the table's order, ``frame_idx`` ``[N]`` saying whose; the names and dtypes of
+    :attr:`HostFrames.columns` (``[N, ...]`` instead of padded ``[B, K, ...]``). The pipeline's
+    tail makes this copy (:func:`host_columns`) and the run summary reads it; :func:`host_table`
+    pads it per frame for the sinks, on whichever thread asks first."""
+
+    frame_idx: np.ndarray
+    columns: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.frame_idx)
+
+
 @runtime_checkable
 class ReadsHostFrames(Protocol):
     """A sink that reads :func:`host_frames` (declared with ``host_masks``: whether it reads the
@@ -122,13 +139,19 @@ def host_frames(batch: Batch, *, attrs: bool | Iterable[str] = True, masks: bool
 
 # ---- the one host copy per batch ------------------------------------------------------------
 class _Memo:
-    __slots__ = ("lock", "table", "rle", "has_rle")
+    __slots__ = ("lock", "cols", "table", "rle", "has_rle")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.cols: HostColumns | None = None
         self.table: HostFrames | None = None
         self.rle: _RLE | None = None
         self.has_rle = False
+
+    def columns(self, batch: Batch) -> HostColumns:          # with the lock held
+        if self.cols is None:
+            self.cols = _copy(batch)
+        return self.cols
 
 
 _memos: dict[int, _Memo] = {}
@@ -145,24 +168,34 @@ def _memo(batch: Batch) -> _Memo:
     return m
 
 
+def host_columns(batch: Batch) -> HostColumns:
+    """The batch's object columns on the host (all attributes), copied once per batch with one
+    stacked device-to-host copy (:func:`stack_to_host`; none when it has no objects) and shared
+    by every caller, from any thread."""
+    m = _memo(batch)
+    with m.lock:
+        return m.columns(batch)
+
+
 def host_table(batch: Batch) -> HostFrames:
-    """Every column of the batch on the host (all attributes, no RLE), built once per batch
-    with one stacked device-to-host copy (:func:`stack_to_host`; none when it has no objects)
-    and shared by every caller, from any thread. Frame-level tensors are not taken."""
+    """Every column of the batch on the host, padded per frame (all attributes, no RLE): built
+    once per batch from :func:`host_columns` (host work only) and shared by every caller.
+    Frame-level tensors are not taken."""
     m = _memo(batch)
     with m.lock:
         if m.table is None:
-            m.table = _build(batch)
+            m.table = _pad(batch, m.columns(batch))
         return m.table
 
 
 def host_rle(batch: Batch) -> _RLE | None:
     """The batch's instance masks as COCO RLE grouped per frame (None without masks), made once
-    per batch and shared like :func:`host_table`."""
-    count = host_table(batch).count
+    per batch (on the device, where the masks are) and shared like :func:`host_table`."""
     m = _memo(batch)
     with m.lock:
         if not m.has_rle:
+            b = len(batch)
+            count = np.bincount(m.columns(batch).frame_idx, minlength=b)[:b]
             m.rle, m.has_rle = _rle_per_frame(batch, count), True
         return m.rle
 
@@ -216,8 +249,8 @@ def _pad_value(name: str) -> int:
     return -1 if name in ("class-id", "object-id") or cls else 0
 
 
-def _build(batch: Batch) -> HostFrames:
-    b, fr, objs = len(batch), batch.frames, batch.objects
+def _copy(batch: Batch) -> HostColumns:
+    objs = batch.objects
     assert objs is not None                       # Batch always holds a table (maybe empty)
     cols: dict[str, torch.Tensor] = {}
     for name, t in _object_columns(batch).items():
@@ -228,32 +261,36 @@ def _build(batch: Batch) -> HostFrames:
         if name == _MASK and objs.masks is not None:
             t = objs.masks.data              # bool across (a quarter of float32's bytes), float32 on the host
         cols[name] = t
-    n = len(objs)
-    out: dict[str, np.ndarray] = {}
-    if n == 0:
-        count = np.zeros(b, dtype=np.int64)
-        for name, t in cols.items():
-            dt = np.dtype(np.float32) if t.dtype == torch.bfloat16 or name == _MASK else _np_dtype(t.dtype)
-            out[name] = np.empty((b, 0, *t.shape[1:]), dtype=dt)
+    if len(objs) == 0:
+        fi = np.zeros(0, dtype=np.int64)
+        out = {name: np.empty(t.shape, dtype=np.float32 if t.dtype == torch.bfloat16 or name == _MASK
+                              else _np_dtype(t.dtype)) for name, t in cols.items()}
     else:
         fi, *host = stack_to_host([objs.frame_idx, *cols.values()])
-        host = [v.astype(np.float32) if name == _MASK else v for name, v in zip(cols, host)]
-        count = np.bincount(fi, minlength=b)[:b].astype(np.int64)
-        k = int(count.max())
-        ordered = bool((fi[1:] >= fi[:-1]).all())
-        if ordered and (count == k).all():          # every frame holds k objects: a reshape
-            for name, v in zip(cols, host):
-                out[name] = v.reshape(b, k, *v.shape[1:])
-        else:
-            order = np.arange(n) if ordered else np.argsort(fi, kind="stable")
-            fs = fi[order]
-            pos = np.arange(n) - (np.cumsum(count) - count)[fs]
-            for name, v in zip(cols, host):
-                dst = np.full((b, k, *v.shape[1:]), _pad_value(name), dtype=v.dtype)
-                dst[fs, pos] = v if ordered else v[order]
-                out[name] = dst
-    for v in out.values():
+        out = {name: v.astype(np.float32) if name == _MASK else v for name, v in zip(cols, host)}
+    for v in (fi, *out.values()):
         v.flags.writeable = False
+    return HostColumns(frame_idx=fi, columns=MappingProxyType(out))
+
+
+def _pad(batch: Batch, hc: HostColumns) -> HostFrames:
+    b, fr, fi, n = len(batch), batch.frames, hc.frame_idx, len(hc)
+    count = np.bincount(fi, minlength=b)[:b].astype(np.int64)
+    k = int(count.max()) if b else 0
+    out: dict[str, np.ndarray] = {}
+    ordered = bool((fi[1:] >= fi[:-1]).all())
+    if ordered and (count == k).all():              # every frame holds k objects: a reshape
+        for name, v in hc.columns.items():
+            out[name] = v.reshape(b, k, *v.shape[1:])
+    else:
+        order = np.arange(n) if ordered else np.argsort(fi, kind="stable")
+        fs = fi[order]
+        pos = np.arange(n) - (np.cumsum(count) - count)[fs]
+        for name, v in hc.columns.items():
+            dst = np.full((b, k, *v.shape[1:]), _pad_value(name), dtype=v.dtype)
+            dst[fs, pos] = v if ordered else v[order]
+            dst.flags.writeable = False
+            out[name] = dst
     i64 = lambda xs: np.fromiter(xs, dtype=np.int64, count=b)  # noqa: E731
     return HostFrames(
         source_id=tuple(f.source_id for f in fr), frame_num=i64(f.frame_num for f in fr),
