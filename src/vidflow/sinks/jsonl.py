@@ -8,9 +8,10 @@ Default schema (``format="jsonl"``, DESIGN.md)::
 
 Any encoder of ``sinks/encoders.py`` can be chosen instead (``format="vidflow.v1"``,
 ``"deepstream-minimal"``, ``"events"``...). Records are built from the batch's columns
-(``records.host_frames``: a view of the batch's one host table, shared with the other sinks and
-the summary), encoded with orjson, and written by a :class:`~vidflow.sinks.base.ThreadedSink`
-worker.
+(``records.host_frames``: a view of the batch's one host table, shared with the other sinks; its
+one copy to the host also feeds the run summary), encoded with orjson (``format="jsonl"``: the
+whole batch at once, ``sinks/jsonl_encoder.py``), and written by a
+:class:`~vidflow.sinks.base.ThreadedSink` worker.
 
 Faults: each batch's lines go out in one ``os.write`` loop on an ``O_APPEND`` descriptor; if a
 write fails part-way (disk full, quota, I/O error) the file is truncated back to the end of the
