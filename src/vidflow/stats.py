@@ -138,16 +138,21 @@ class RunSummary:
         return {"p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "max": xs[-1]}
 
     @staticmethod
-    def batch_counts(batch: Any) -> tuple[list, Any, Any, Any] | None:
-        """A batch's ``(source ids per frame, frame_idx, class_id, object_id)`` on the host (one
-        small copy), for :meth:`note_batch`; None without objects. Taken outside any lock."""
+    def batch_counts(batch: Any, host: Any = None) -> tuple[list, Any, Any, Any] | None:
+        """A batch's ``(source ids per frame, frame_idx, class_id, object_id)`` on the host, for
+        :meth:`note_batch`; None without objects. Read from ``host`` (the batch's
+        ``sinks.records.host_columns``, already copied for the sinks) when given, else one small
+        stacked copy (``records.stack_to_host``). Taken outside any lock."""
         objs = batch.objects
         if objs is None or not len(objs):
             return None
-        import torch
+        sids = [f.source_id for f in batch.frames]
+        if host is not None:
+            return sids, host.frame_idx, host.columns["class-id"], host.columns["object-id"]
+        from .sinks.records import stack_to_host
 
-        fi, ci, oi = torch.stack([objs.frame_idx, objs.class_id, objs.object_id]).cpu().numpy()
-        return [f.source_id for f in batch.frames], fi, ci, oi
+        fi, ci, oi = stack_to_host([objs.frame_idx, objs.class_id, objs.object_id])
+        return sids, fi, ci, oi
 
     def note_batch(self, batch: Any, counts: tuple[list, Any, Any, Any] | None = None) -> None:
         """Count a delivered batch's objects per class name and its track ids, per source
@@ -159,11 +164,13 @@ class RunSummary:
 
         sids, fi, ci, oi = got
         names = batch.labels.get("objects", ())
-        width = int(ci.max()) + 1
+        lo = min(int(ci.min()), 0)                 # class ids may be -1 (unknown)
+        width = int(ci.max()) - lo + 1
         # (frame, class) pairs counted at once; then a few (frame, class) rows of Python
-        pairs, n = np.unique(fi * width + ci, return_counts=True)
+        pairs, n = np.unique(fi * width + (ci - lo), return_counts=True)
         for p, c in zip(pairs.tolist(), n.tolist()):
             f, k = divmod(p, width)
+            k += lo
             self.classes.setdefault(sids[f], Counter())[names[k] if 0 <= k < len(names) else str(k)] += c
         for f in np.unique(fi[oi >= 0]).tolist():             # track ids: one set update per frame
             self.tracks.setdefault(sids[f], set()).update(oi[(fi == f) & (oi >= 0)].tolist())

@@ -4,6 +4,7 @@ for a sink)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,10 +16,13 @@ import torch
 from ..batch import Batch
 from ..errors import SinkError, StageError, VidflowError
 from ..sinks.base import Sink, SupportsEndSource
+from ..sinks.records import ReadsHostFrames, host_columns, host_rle
 from ..stages.base import HostStage, SplitStage, SupportsClose, SupportsReset, SupportsWarmup, stage_name
 from ..stats import RunSummary
 from ..strict import strict_device
 from .observing import Observers
+
+log = logging.getLogger(__name__)
 
 __all__ = ["StageSlot", "SinkSlot", "bind_stage", "bind_sink", "Steps"]
 
@@ -46,6 +50,8 @@ class SinkSlot:
     write: Callable[[Batch], None]
     close: Callable[[], None] | None
     end_source: Callable[[Any], None] | None
+    host: bool = False            # reads the batch's host table (``sinks.records.ReadsHostFrames``)
+    rle: bool = False             # ... and its masks as RLE
 
 
 def bind_stage(obj: Any) -> StageSlot:
@@ -63,8 +69,10 @@ def bind_stage(obj: Any) -> StageSlot:
 def bind_sink(obj: Any) -> SinkSlot:
     if not callable(getattr(obj, "write", None)):
         raise ValueError(f"sinks: expected objects with write(batch), got {type(obj).__name__}")
+    host = isinstance(obj, ReadsHostFrames)
     return SinkSlot(obj, stage_name(obj), obj.write, obj.close if isinstance(obj, Sink) else None,
-                    obj.end_source if isinstance(obj, SupportsEndSource) else None)
+                    obj.end_source if isinstance(obj, SupportsEndSource) else None,
+                    host=host, rle=host and bool(obj.host_masks))
 
 
 class Steps:
@@ -115,11 +123,32 @@ class Steps:
             batch = out
         return batch
 
+    def _host(self, batch: Batch) -> Any:
+        """The batch's one host copy (``records.host_columns``; and the masks' RLE when a sink
+        reads it), or None if it can't be made: then each sink meets the error on its own
+        worker, where its ``on_error`` applies."""
+        try:
+            cols = host_columns(batch)
+            if any(s.rle for s in self.sinks):
+                host_rle(batch)
+        except Exception:  # noqa: BLE001 - the sinks report it, each by its own policy
+            log.debug("host copy of a batch failed; left to the sinks", exc_info=True)
+            return None
+        return cols
+
     def write(self, batch: Batch, wait_s: float = float("nan")) -> None:
-        """Every sink's ``write``, then the run's counters and the batch observers."""
+        """Every sink's ``write``, then the run's counters and the batch observers. Before the
+        first sink that reads host frames (``sinks.records.ReadsHostFrames``; its write time
+        includes this) the batch's object table is copied to the host, once
+        (``records.host_columns``, and the masks' RLE if a sink reads them): here, where the batch
+        is finished (on the tail's stream). The sinks' workers pad it into their tables (once,
+        shared) and the summary counts read it."""
         timed = bool(self.observers.writes)
+        host, tried = None, False
         for sink in self.sinks:
             t0 = self._clock() if timed else 0.0
+            if sink.host and not tried:
+                host, tried = self._host(batch), True
             try:
                 sink.write(batch)
             except VidflowError:
@@ -130,7 +159,7 @@ class Steps:
                 self.observers.write(sink.name, len(batch), self._clock() - t0)
         now = time.time_ns()
         lat = [(now - f.ntp_ns) / 1e9 for f in batch.frames if f.ntp_ns]
-        counts = self.summary.batch_counts(batch)         # the host copy, before taking the lock
+        counts = self.summary.batch_counts(batch, host)    # no copy of its own after the sinks'; outside the lock
         with self.lock:
             self.summary.batches += 1
             for f in batch.frames:

@@ -39,7 +39,7 @@ from ..batch import Batch
 from ..errors import SinkError
 from ._spool import DiskSpool, MemorySpool
 from .base import ThreadedSink
-from .encoders import Encoder, make_encoder
+from .encoders import Encoder, JsonlEncoder, make_encoder
 from .records import host_frames
 from .transports import TRANSPORTS, Transport, TransportUnavailable
 
@@ -121,6 +121,11 @@ class BrokerSink(ThreadedSink):
         self._unsent = 0
 
     # ---- encode side (ThreadedSink worker) -------------------------------------------------
+    @property
+    def host_masks(self) -> bool:
+        """Reads the masks' RLE (``records.ReadsHostFrames``): the ``jsonl`` encoder writes them."""
+        return isinstance(self.encoder, JsonlEncoder)
+
     def _next_seq(self, sid: Any) -> int:
         n = self._seqs.get(sid, 0)
         self._seqs[sid] = n + 1
@@ -134,7 +139,7 @@ class BrokerSink(ThreadedSink):
 
     def _process(self, batch: Batch) -> None:
         self._start_sender()
-        self._spool(self.encoder.encode(host_frames(batch, attrs=self.attrs), self._next_seq))
+        self._spool(self.encoder.encode(host_frames(batch, attrs=self.attrs, masks=self.host_masks), self._next_seq))
 
     def _end_source(self, source_id: int | str) -> None:
         self._start_sender()

@@ -29,7 +29,8 @@ import numpy as np
 import orjson
 
 from .. import __version__
-from .records import OBJECT_PREFIX, HostFrames, _is_mask, encode_array, identity_names, label_names
+from .jsonl_encoder import JsonlEncoder
+from .records import OBJECT_PREFIX, HostFrames, _is_mask, encode_array, label_names
 
 __all__ = ["Encoder", "V1Encoder", "MsgpackEncoder", "JsonlEncoder", "DeepStreamMinimalEncoder",
            "DeepStreamFullEncoder", "make_encoder", "ENCODERS", "SCHEMA"]
@@ -142,89 +143,6 @@ class MsgpackEncoder(V1Encoder):
 
     def end_source(self, source_id: Any, seq: Seq) -> Out:
         return [(source_id, self._pack(_eos(source_id, seq(source_id)), use_bin_type=True))]
-
-
-class JsonlEncoder:
-    """The DESIGN.md JSONL record (``source_id``, ``frame_num``, ``pts``, ``width``, ``height``,
-    ``objects: [{bbox, class_id, label, confidence, object_id, attrs?, mask?, keypoints?}]``;
-    ``mask``: the instance mask as COCO RLE in source pixels (pycocotools reads it),
-    ``keypoints``: ``[[x, y, score], ...]`` in source pixels). Attributes with at
-    most ``max_list`` values per object are lists (classifier labels as names), bigger ones are
-    compact (``records.encode_array``). No ``seq`` (kept byte-compatible with earlier files)."""
-
-    name = "jsonl"
-    content_type = "application/x-ndjson"
-
-    def __init__(self, *, attrs: bool = True, decimals: int = 2, max_list: int = 32) -> None:
-        self.attrs, self.decimals, self.max_list = bool(attrs), int(decimals), int(max_list)
-
-    def records(self, frames: HostFrames) -> list[dict[str, Any]]:
-        cols, nd = frames.columns, self.decimals
-        names = frames.labels.get("objects", ())
-        bbox = np.round(cols["bbox"].astype(np.float64), nd).tolist()
-        conf = np.round(cols["confidence"].astype(np.float64), 4).tolist()
-        cid, oid = cols["class-id"].tolist(), cols["object-id"].tolist()
-        labels = label_names(cols["class-id"], names)
-        extra = self._attrs(frames) if self.attrs else {}
-        out = []
-        keys, vals = tuple(extra), tuple(extra.values())
-        cnt, fnum, w, h = frames.count.tolist(), frames.frame_num.tolist(), frames.width.tolist(), frames.height.tolist()
-        pts = np.round(frames.pts, 6).tolist()
-        kp = cols.get("keypoints")
-        kpts = None if kp is None else np.round(kp.astype(np.float64), nd).tolist()
-        for i, sid in enumerate(frames.source_id):
-            n = cnt[i]
-            objs = [{"bbox": b, "class_id": c, "label": lb, "confidence": cf, "object_id": o}
-                    for b, c, lb, cf, o in zip(bbox[i][:n], cid[i][:n], labels[i][:n], conf[i][:n], oid[i][:n])]
-            if keys:
-                for ob, *av in zip(objs, *[v[i] for v in vals]):
-                    ob["attrs"] = dict(zip(keys, av))
-            if frames.rle is not None:
-                for ob, r in zip(objs, frames.rle[i]):
-                    ob["mask"] = r
-            if kpts is not None:
-                for ob, k in zip(objs, kpts[i][:n]):
-                    ob["keypoints"] = k
-            out.append({"source_id": sid, "frame_num": fnum[i], "pts": pts[i], "width": w[i], "height": h[i],
-                        "objects": objs})
-        return out
-
-    def _attrs(self, frames: HostFrames) -> dict[str, list]:
-        """Per attribute key (``"<stage>.<name>"``): ``[B][K]`` values."""
-        extra: dict[str, list] = {}
-        for k, v in frames.columns.items():
-            if k.startswith("classification-confidence-"):
-                key, vals = f"{k[len('classification-confidence-'):]}.confidence", v
-            elif k.startswith("classification-"):
-                stage = k[len("classification-"):]
-                key = f"{stage}.label"
-                vals = np.asarray(label_names(v, frames.labels[stage]), dtype=object) if stage in frames.labels else v
-            elif k.startswith(OBJECT_PREFIX):
-                key, vals = k[len(OBJECT_PREFIX):], v
-                named = identity_names(key, vals[..., 0] if vals.ndim == 3 and vals.shape[2] == 1 else vals,
-                                       frames.labels)
-                if named is not None:          # identify's ids -> the gallery's names
-                    extra[key] = named.tolist()
-                    continue
-            else:
-                continue
-            per = int(np.prod(vals.shape[2:])) if vals.ndim > 2 else 1
-            if vals.ndim == 3 and vals.shape[2] == 1:
-                vals = vals[..., 0]
-            if per <= self.max_list:
-                if vals.dtype.kind == "f":
-                    vals = np.round(vals.astype(np.float64), 4)
-                extra[key] = vals.tolist()
-            else:
-                extra[key] = [[encode_array(vals[i, j][None]) for j in range(vals.shape[1])] for i in range(len(vals))]
-        return extra
-
-    def encode(self, frames: HostFrames, seq: Seq) -> Out:
-        dumps = orjson.dumps
-        return [(r["source_id"], dumps(r)) for r in self.records(frames)]
-
-    def end_source(self, source_id: Any, seq: Seq) -> Out:
-        return []
 
 
 class DeepStreamMinimalEncoder:

@@ -8,8 +8,10 @@ Default schema (``format="jsonl"``, DESIGN.md)::
 
 Any encoder of ``sinks/encoders.py`` can be chosen instead (``format="vidflow.v1"``,
 ``"deepstream-minimal"``, ``"events"``...). Records are built from the batch's columns
-(``records.host_frames``: the object table crosses to the host once per batch), encoded with
-orjson, and written by a :class:`~vidflow.sinks.base.ThreadedSink` worker.
+(``records.host_frames``: a view of the batch's one host table, shared with the other sinks; its
+one copy to the host also feeds the run summary), encoded with orjson (``format="jsonl"``: the
+whole batch at once, ``sinks/jsonl_encoder.py``), and written by a
+:class:`~vidflow.sinks.base.ThreadedSink` worker.
 
 Faults: each batch's lines go out in one ``os.write`` loop on an ``O_APPEND`` descriptor; if a
 write fails part-way (disk full, quota, I/O error) the file is truncated back to the end of the
@@ -73,6 +75,11 @@ class JsonlSink(ThreadedSink):
         self._lines = 0
         self._bytes = 0
         self._seqs: dict[Any, int] = {}
+
+    @property
+    def host_masks(self) -> bool:
+        """Reads the masks' RLE (``records.ReadsHostFrames``): the ``jsonl`` format writes them."""
+        return isinstance(self.encoder, JsonlEncoder)
 
     @property
     def lines(self) -> int:
@@ -139,7 +146,7 @@ class JsonlSink(ThreadedSink):
         self._lines += len(payloads)
 
     def _process(self, batch: Batch) -> None:
-        frames = host_frames(batch, attrs=self.attrs)
+        frames = host_frames(batch, attrs=self.attrs, masks=self.host_masks)
         self._write_lines([p for _, p in self.encoder.encode(frames, self._next_seq)])
 
     def _end_source(self, source_id: int | str) -> None:

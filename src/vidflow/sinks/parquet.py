@@ -42,6 +42,8 @@ class ParquetSink(ThreadedSink):
         queue_size / when_full / on_error: see :class:`~vidflow.sinks.base.ThreadedSink`.
     """
 
+    host_masks = False        # reads host_frames, not the masks' RLE (records.ReadsHostFrames)
+
     def __init__(self, path: str | os.PathLike, *, attrs: bool = True, row_group_rows: int = 65_536,
                  compression: str = "zstd", frames_without_objects: bool = False, queue_size: int = 8,
                  when_full: Literal["block", "drop_oldest"] = "block",
@@ -83,7 +85,7 @@ class ParquetSink(ThreadedSink):
         return pa.Table.from_arrays(out, schema=self._schema)
 
     def _process(self, batch: Batch) -> None:
-        frames = host_frames(batch, attrs=self.attrs)
+        frames = host_frames(batch, attrs=self.attrs, masks=False)
         cols = object_columns(frames)
         if self.frames_without_objects and (frames.count == 0).any():
             empty = np.flatnonzero(frames.count == 0)

@@ -1,9 +1,16 @@
-"""Per-frame records built from the bridge's columns (:func:`vidflow.translate.to_columns`).
+"""Per-frame records built from the bridge's columns (the names of :mod:`vidflow.translate`).
 
-:func:`host_frames` takes a batch's padded columns to the host once (a handful of copies per
-batch, never per object) as NumPy arrays; every encoder (``sinks/encoders.py``) and file sink
-reads those arrays, slicing ``[i, :n]`` per frame, so no record is built object by object from
-tensors.
+:func:`host_columns` takes a batch's object table to the host **once per batch**: every object
+column (and ``frame_idx``) is viewed as bytes, packed into one contiguous buffer on the device and
+copied with one ``.to("cpu")`` (pinned memory and one event wait on CUDA; :func:`stack_to_host`),
+then split back into NumPy arrays. :func:`host_table` pads those per frame on the host (no device
+work), :func:`host_rle` makes the masks' RLE. Each is memoised per batch (lock-guarded): the
+pipeline makes the copy (and the RLE, if a sink writes it) on its tail thread, where the batch is
+finished, the run summary reads the copy, and the first sink worker that asks pads the table that
+all sinks then share; :func:`host_frames` is the view of it a sink asks for (its ``attrs``, with
+or without mask RLE). Every encoder (``sinks/encoders.py``) and file sink reads those arrays,
+slicing ``[i, :n]`` per frame, so no record is built object by object from tensors. The arrays
+are shared: read-only.
 
 Attribute codecs (``infer-tensor-object-*`` columns, e.g. embeddings, masks, keypoints) keep
 payloads compact: :func:`encode_array` writes ``{"encoding": "b64", "dtype": "<f4", "shape":
@@ -17,30 +24,41 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Iterable, Mapping
-from typing import Any
+import functools
+import threading
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from ..batch import Batch
-from ..translate import to_columns
+from ..translate import _object_columns
 
-__all__ = ["HostFrames", "host_frames", "encode_array", "decode_array", "rle_encode", "rle_decode",
-           "label_names", "identity_names", "OBJECT_PREFIX", "FRAME_PREFIX"]
+__all__ = ["HostFrames", "HostColumns", "ReadsHostFrames", "host_frames", "host_columns", "host_table", "host_rle", "stack_to_host", "encode_array",
+           "decode_array", "rle_encode", "rle_decode", "label_names", "identity_names", "OBJECT_PREFIX",
+           "FRAME_PREFIX"]
 
 OBJECT_PREFIX = "infer-tensor-object-"
 FRAME_PREFIX = "infer-tensor-frame-"
-_SKIP = ("frame", "object-label", "detector-bbox", "num_objects", "source-id", "frame-num", "pts", "ntp",
-         "source-frame-width", "source-frame-height")
+_SKIP = ("object-label", "detector-bbox")
 _SQUEEZE = ("class-id", "confidence", "object-id", "tracker-confidence")
+_MASK = "instance-segmentation"          # the box-cropped masks, float32 in the bridge's columns
+_RLE = tuple[list[dict[str, Any]], ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class HostFrames:
-    """A batch's per-frame columns on the host. Object columns are padded ``[B, K, ...]``; row
-    ``j`` of frame ``i`` is valid when ``j < count[i]``. ``class-id``/``confidence``/``object-id``/
-    ``tracker-confidence`` are ``[B, K]``; ``classification-<s>`` ``[B, K, M]``."""
+    """A batch's per-frame columns on the host (NumPy, read-only: shared by every sink). Object
+    columns are padded ``[B, K, ...]`` (K = most objects in a frame); row ``j`` of frame ``i`` is
+    valid when ``j < count[i]``; padding is -1 for ``class-id`` / ``object-id`` /
+    ``classification-<s>`` and 0 elsewhere. ``class-id`` / ``object-id`` int64, ``confidence`` /
+    ``tracker-confidence`` float32 are ``[B, K]``; ``bbox`` ``[B, K, 4]``;
+    ``classification-<s>`` ``[B, K, M]``; ``infer-tensor-object-<key>`` ``[B, K, ...]`` in the
+    attribute's dtype (bfloat16 as float32). ``frame_num`` / ``ntp`` / ``width`` / ``height`` /
+    ``count`` int64 and ``pts`` float64 are ``[B]``."""
 
     source_id: tuple
     frame_num: np.ndarray
@@ -53,7 +71,8 @@ class HostFrames:
     labels: Mapping[str, tuple[str, ...]]
     #: per frame, each object's instance mask as COCO RLE (``{"size": [h, w], "counts": str}``,
     #: ``pycocotools.mask.decode`` reads it) in source pixels; None when the batch has no masks
-    rle: tuple[list[dict[str, Any]], ...] | None = None
+    #: (or the view was asked for without them)
+    rle: _RLE | None = None
 
     def __post_init__(self) -> None:
         b = len(self.source_id)
@@ -69,6 +88,30 @@ class HostFrames:
         return len(self.source_id)
 
 
+@dataclasses.dataclass(frozen=True)
+class HostColumns:
+    """A batch's object columns on the host as they crossed (NumPy, read-only): one row per
+    object in the table's order, ``frame_idx`` ``[N]`` saying whose; the names and dtypes of
+    :attr:`HostFrames.columns` (``[N, ...]`` instead of padded ``[B, K, ...]``). The pipeline's
+    tail makes this copy (:func:`host_columns`) and the run summary reads it; :func:`host_table`
+    pads it per frame for the sinks, on whichever thread asks first."""
+
+    frame_idx: np.ndarray
+    columns: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.frame_idx)
+
+
+@runtime_checkable
+class ReadsHostFrames(Protocol):
+    """A sink that reads :func:`host_frames` (declared with ``host_masks``: whether it reads the
+    masks' RLE too). The pipeline builds the batch's :func:`host_table` (and RLE) once, on its
+    tail thread, before calling such sinks' ``write``; a sink used on its own builds it lazily."""
+
+    host_masks: bool
+
+
 def _keep(name: str, attrs: bool | Iterable[str]) -> bool:
     if not name.startswith(OBJECT_PREFIX):
         return True
@@ -76,37 +119,184 @@ def _keep(name: str, attrs: bool | Iterable[str]) -> bool:
         return True
     if attrs is False:
         return False
-    return name[len(OBJECT_PREFIX):] in set(attrs)
+    return name[len(OBJECT_PREFIX):] in (attrs if isinstance(attrs, frozenset) else set(attrs))
 
 
-def host_frames(batch: Batch, *, attrs: bool | Iterable[str] = True) -> HostFrames:
-    """The batch's columns on the host. ``attrs``: keep every ``infer-tensor-object-*`` column
-    (True), none (False) or only the listed attribute keys (``["embed.vector"]``). Frame-level
-    tensors (raw model outputs) are not taken."""
-    attrs = attrs if isinstance(attrs, bool) else tuple(attrs)
-    with torch.no_grad():
-        cols = to_columns(batch)
-        out: dict[str, np.ndarray] = {}
-        for name, v in cols.items():
-            if name in _SKIP or name.startswith(FRAME_PREFIX) or name.startswith("classification-label-"):
-                continue
-            if not _keep(name, attrs):
-                continue
-            t = v.detach()
-            if name in _SQUEEZE:
-                t = t.squeeze(-1)
-            elif name.startswith("classification-"):
-                t = t.squeeze(-1)
-            if t.dtype == torch.bfloat16:
-                t = t.float()
-            out[name] = np.ascontiguousarray(t.cpu().numpy())
-        count = cols["num_objects"].cpu().numpy().astype(np.int64)
-    labels = {k: tuple(v) for k, v in batch.labels.items()}
-    rle = _rle_per_frame(batch, count)
+def host_frames(batch: Batch, *, attrs: bool | Iterable[str] = True, masks: bool = True) -> HostFrames:
+    """The batch's columns on the host, as one sink wants them: a view of the shared
+    :func:`host_table` (no copy of its own). ``attrs``: keep every ``infer-tensor-object-*``
+    column (True), none (False) or only the listed attribute keys (``["embed.vector"]``).
+    ``masks``: include the instance masks as COCO RLE (``rle``; made once per batch)."""
+    table = host_table(batch)
+    if attrs is True:
+        cols = table.columns
+    else:
+        keys = attrs if isinstance(attrs, bool) else frozenset(attrs)
+        cols = MappingProxyType({k: v for k, v in table.columns.items() if _keep(k, keys)})
+    rle = host_rle(batch) if masks else None
+    return table if cols is table.columns and rle is None else dataclasses.replace(table, columns=cols, rle=rle)
+
+
+# ---- the one host copy per batch ------------------------------------------------------------
+class _Memo:
+    __slots__ = ("lock", "cols", "table", "rle", "has_rle")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cols: HostColumns | None = None
+        self.table: HostFrames | None = None
+        self.rle: _RLE | None = None
+        self.has_rle = False
+
+    def columns(self, batch: Batch) -> HostColumns:          # with the lock held
+        if self.cols is None:
+            self.cols = _copy(batch)
+        return self.cols
+
+
+_memos: dict[int, _Memo] = {}
+_memos_lock = threading.Lock()
+
+
+def _memo(batch: Batch) -> _Memo:
+    key = id(batch)
+    with _memos_lock:
+        m = _memos.get(key)
+        if m is None:
+            m = _memos[key] = _Memo()
+            weakref.finalize(batch, _memos.pop, key, None)   # runs before the id can be reused
+    return m
+
+
+def host_columns(batch: Batch) -> HostColumns:
+    """The batch's object columns on the host (all attributes), copied once per batch with one
+    stacked device-to-host copy (:func:`stack_to_host`; none when it has no objects) and shared
+    by every caller, from any thread."""
+    m = _memo(batch)
+    with m.lock:
+        return m.columns(batch)
+
+
+def host_table(batch: Batch) -> HostFrames:
+    """Every column of the batch on the host, padded per frame (all attributes, no RLE): built
+    once per batch from :func:`host_columns` (host work only) and shared by every caller.
+    Frame-level tensors are not taken."""
+    m = _memo(batch)
+    with m.lock:
+        if m.table is None:
+            m.table = _pad(batch, m.columns(batch))
+        return m.table
+
+
+def host_rle(batch: Batch) -> _RLE | None:
+    """The batch's instance masks as COCO RLE grouped per frame (None without masks), made once
+    per batch (on the device, where the masks are) and shared like :func:`host_table`."""
+    m = _memo(batch)
+    with m.lock:
+        if not m.has_rle:
+            b = len(batch)
+            count = np.bincount(m.columns(batch).frame_idx, minlength=b)[:b]
+            m.rle, m.has_rle = _rle_per_frame(batch, count), True
+        return m.rle
+
+
+@functools.lru_cache(maxsize=None)
+def _np_dtype(dtype: torch.dtype) -> np.dtype:
+    if dtype == torch.bfloat16:
+        return np.dtype(np.uint16)            # raw bits; widened to float32 on the host
+    return np.dtype(torch.empty(0, dtype=dtype).numpy().dtype)
+
+
+def stack_to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """The ``tensors`` (one device) as NumPy arrays of the same shapes, with ONE copy: each is
+    viewed as bytes and packed into one buffer (widest items first, so every part stays aligned),
+    copied to the host (pinned memory, ``non_blocking``, one event wait on CUDA), and split
+    again. bfloat16 comes back as float32 (exact). The arrays are fresh (never views of the
+    tensors), even on the CPU."""
+    ts = [t.detach() for t in tensors]
+    if not ts:
+        return []
+    dev = ts[0].device
+    for t in ts:
+        if t.device != dev:
+            raise ValueError(f"stack_to_host: all tensors must be on one device, got {dev} and {t.device}")
+    order = sorted(range(len(ts)), key=lambda i: -ts[i].element_size())
+    parts = [ts[i].contiguous().reshape(-1).view(torch.uint8) for i in order]
+    buf = torch.cat(parts)
+    if dev.type == "cuda":
+        host = torch.empty(buf.numel(), dtype=torch.uint8, pin_memory=True)
+        host.copy_(buf, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(dev))
+        done.synchronize()
+    else:
+        host = buf.cpu()
+    raw = host.numpy()
+    out: list[np.ndarray] = [np.empty(0)] * len(ts)
+    off = 0
+    for i, p in zip(order, parts):
+        t = ts[i]
+        a = np.frombuffer(raw, dtype=_np_dtype(t.dtype), count=t.numel(), offset=off).reshape(t.shape)
+        off += p.numel()
+        if t.dtype == torch.bfloat16:
+            a = (a.astype(np.uint32) << 16).view(np.float32)
+        out[i] = a
+    return out
+
+
+def _pad_value(name: str) -> int:
+    cls = name.startswith("classification-") and not name.startswith("classification-confidence-")
+    return -1 if name in ("class-id", "object-id") or cls else 0
+
+
+def _copy(batch: Batch) -> HostColumns:
+    objs = batch.objects
+    assert objs is not None                       # Batch always holds a table (maybe empty)
+    cols: dict[str, torch.Tensor] = {}
+    for name, t in _object_columns(batch).items():
+        if name in _SKIP or name.startswith("classification-label-"):
+            continue
+        if name in _SQUEEZE or name.startswith("classification-"):
+            t = t.squeeze(-1)
+        if name == _MASK and objs.masks is not None:
+            t = objs.masks.data              # bool across (a quarter of float32's bytes), float32 on the host
+        cols[name] = t
+    if len(objs) == 0:
+        fi = np.zeros(0, dtype=np.int64)
+        out = {name: np.empty(t.shape, dtype=np.float32 if t.dtype == torch.bfloat16 or name == _MASK
+                              else _np_dtype(t.dtype)) for name, t in cols.items()}
+    else:
+        fi, *host = stack_to_host([objs.frame_idx, *cols.values()])
+        out = {name: v.astype(np.float32) if name == _MASK else v for name, v in zip(cols, host)}
+    for v in (fi, *out.values()):
+        v.flags.writeable = False
+    return HostColumns(frame_idx=fi, columns=MappingProxyType(out))
+
+
+def _pad(batch: Batch, hc: HostColumns) -> HostFrames:
+    b, fr, fi, n = len(batch), batch.frames, hc.frame_idx, len(hc)
+    count = np.bincount(fi, minlength=b)[:b].astype(np.int64)
+    k = int(count.max()) if b else 0
+    out: dict[str, np.ndarray] = {}
+    ordered = bool((fi[1:] >= fi[:-1]).all())
+    if ordered and (count == k).all():              # every frame holds k objects: a reshape
+        for name, v in hc.columns.items():
+            out[name] = v.reshape(b, k, *v.shape[1:])
+    else:
+        order = np.arange(n) if ordered else np.argsort(fi, kind="stable")
+        fs = fi[order]
+        pos = np.arange(n) - (np.cumsum(count) - count)[fs]
+        for name, v in hc.columns.items():
+            dst = np.full((b, k, *v.shape[1:]), _pad_value(name), dtype=v.dtype)
+            dst[fs, pos] = v if ordered else v[order]
+            dst.flags.writeable = False
+            out[name] = dst
+    i64 = lambda xs: np.fromiter(xs, dtype=np.int64, count=b)  # noqa: E731
     return HostFrames(
-        source_id=tuple(cols["source-id"]), frame_num=cols["frame-num"].numpy(), pts=cols["pts"].numpy(),
-        ntp=cols["ntp"].numpy(), width=cols["source-frame-width"].numpy(),
-        height=cols["source-frame-height"].numpy(), count=count, columns=out, labels=labels, rle=rle)
+        source_id=tuple(f.source_id for f in fr), frame_num=i64(f.frame_num for f in fr),
+        pts=np.fromiter((f.pts for f in fr), dtype=np.float64, count=b), ntp=i64(f.ntp_ns for f in fr),
+        width=i64(f.width for f in fr), height=i64(f.height for f in fr), count=count,
+        columns=MappingProxyType(out), labels=MappingProxyType({k: tuple(v) for k, v in batch.labels.items()}))
 
 
 def _rle_per_frame(batch: Batch, count: np.ndarray) -> tuple[list[dict[str, Any]], ...] | None:
