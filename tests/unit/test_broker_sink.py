@@ -256,3 +256,21 @@ def test_in_a_pipeline_end_of_stream_per_source(tmp_path):
         assert [m.get("frame-num") for m in mine] == [*range(n), None] and mine[-1]["end-of-stream"]
     lines = [orjson.loads(x) for x in (tmp_path / "f.jsonl").read_bytes().splitlines()]
     assert len(lines) == 20 and sum(bool(m.get("end-of-stream")) for m in lines) == 2
+
+
+def test_flush_includes_batches_still_queued_for_encoding():
+    """``flush`` right after ``write``: the batches not yet encoded count too (the transport is slow
+    to take the first, so the rest wait in the sink's queue when flush starts)."""
+    need_module("zmq")
+    port = free_port()
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(consume(f"zmq+tcp://127.0.0.1:{port}", timeout=3,
+                                                                dedup=False)), daemon=True)
+    reader.start()
+    with BrokerSink("zmq", options={"endpoint": f"tcp://127.0.0.1:{port}"}, retry_s=(0.01, 0.05),
+                    queue_size=64) as sink:
+        for b in batches(20):
+            sink.write(b)
+        assert sink.flush(60)
+        assert sink.stats()["sent"] == 20 * 2 * 2 and sink.stats()["queued"] == 0
+

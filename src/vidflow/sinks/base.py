@@ -165,6 +165,18 @@ class ThreadedSink:
             self._raised = True
             raise self._error
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every item queued so far was processed (True), or ``timeout`` seconds passed
+        or the sink failed (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._q or self._busy_since is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._error is not None or self._thread is None:
+                    return False
+                self._cv.wait(min(left, 0.1))
+            return self._error is None
+
     def abort(self) -> int:
         """Drop every queued write (counted in ``stats()["dropped"]``), so that ``close()`` only
         finishes the item in progress and closes the files. Returns how many were dropped."""
@@ -258,6 +270,7 @@ class ThreadedSink:
             with self._cv:
                 self._written += kind == _WRITE and self._error is None
                 self._busy_since = None
+                self._cv.notify_all()
         try:
             self._finish()
         except BaseException as e:  # noqa: BLE001

@@ -172,10 +172,12 @@ class BrokerSink(ThreadedSink):
         self._start_sender()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until the spool is empty (True) or ``timeout`` seconds passed (False). Messages
-        still queued for encoding are not included; ``close()`` drains those first."""
-        self._start_sender()
+        """Wait until every batch written so far was encoded and the broker acknowledged every
+        message (True), or ``timeout`` seconds passed or the sink failed (False)."""
         deadline = time.monotonic() + timeout
+        if not self.wait_idle(timeout):
+            return False
+        self._start_sender()
         while self.spool.size()[0]:
             if time.monotonic() >= deadline or self._error is not None or not self._sender_alive():
                 return False
