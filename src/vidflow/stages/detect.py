@@ -59,11 +59,11 @@ class Detector:
     order the model expects. ``letterbox=False`` resizes without keeping the aspect ratio.
     ``classes``: keep only these class ids. ``mean``/``std``: optional normalisation after
     scaling to 0..1. ``output``: which output to decode (default: the first 3-d one).
-    ``masks``: a segment head's instance masks: ``"auto"`` (default) builds them only where
-    something reads them: a ``Pipeline`` says, when it is built, whether a later stage or a sink
-    reads masks (``stages.base.reads_masks``: what each declares; a stage or sink that does not
-    say counts as reading them) or the caller iterates its batches; used on its own the detector
-    builds them. ``True`` / ``False``: always / never. ``kpt_shape``, ``keypoint_names``,
+    ``masks``: a segment head's instance masks, ``True`` / ``False``: always / never, ``"auto"``
+    (default): only where something reads them (a ``Pipeline`` says, when it is built, whether a
+    later stage or a sink reads masks, by what each declares, ``stages.base.reads_masks``: one
+    that does not say counts as reading them; or whether the caller iterates its batches; used on
+    its own the detector builds them). ``kpt_shape``, ``keypoint_names``,
     ``skeleton`` override the pose model's metadata. ``probabilities=True`` keeps a semantic head's
     per-class probabilities (``"<name>.class_probs"``) beside its class map.
     ``rois``: regions of interest per source, ``{source_id: [[x1, y1, x2, y2], ...]}`` in source
