@@ -266,6 +266,8 @@ class Identify:
         name: stage name, the attribute prefix.
     """
 
+    reads_masks = False        # embeddings only (``stages.base.ReadsMasks``)
+
     def __init__(self, gallery: Gallery | str | os.PathLike, *, threshold: float = 0.6,
                  source: str = "embed.vector", match_class: bool = True, name: str = "identify") -> None:
         self._owns = not isinstance(gallery, Gallery)

@@ -126,6 +126,11 @@ class AckSink:
         self._records: deque[dict[str, Any]] = deque(maxlen=max(1, self.keep_records))
         self.records_dropped = 0
 
+    @property
+    def reads_masks(self) -> bool:
+        """The records it keeps carry the masks' RLE (``stages.base.ReadsMasks``)."""
+        return self.keep_records > 0
+
     def write(self, batch: Batch) -> None:
         newest: dict[Any, int] = {}
         for f in batch.frames:

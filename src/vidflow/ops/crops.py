@@ -10,6 +10,10 @@ implementations:
 
 Both are checked equal (tests/unit/test_crops.py). Boxes are clipped to the image first, so no
 sample falls outside it.
+
+``mask_fill`` then sets the pixels of each crop whose sample point lies outside the object's
+instance mask (:class:`~vidflow.ops.masks.Masks`, box-cropped, source pixels) to a fill value,
+for all crops at once (one gather of the masks at the crops' sample points, one ``where``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Literal
 
 import torch
 
-__all__ = ["crop_resize", "have_roi_align"]
+from .masks import Masks
+
+__all__ = ["crop_resize", "mask_fill", "have_roi_align"]
 
 Method = Literal["auto", "roi_align", "gather"]
 
@@ -110,3 +116,47 @@ def _gather(images: torch.Tensor, b: torch.Tensor, fi: torch.Tensor, w: int, h: 
     top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
     bot = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
     return (top * (1 - fy) + bot * fy).permute(0, 3, 1, 2).contiguous()
+
+
+def mask_fill(crops: torch.Tensor, masks: Masks, rows: torch.Tensor, boxes: torch.Tensor,
+              fill: float | tuple[float, float, float] = 114.0) -> torch.Tensor:
+    """``crops`` with every pixel outside its object's mask set to ``fill``.
+
+    Args:
+        crops: ``[R,3,h,w]`` float crops (:func:`crop_resize`) of the boxes ``boxes``.
+        masks: the objects' masks (``Objects.masks``); crop ``r`` is of object ``rows[r]``.
+        rows: ``[R]`` int64 positions in ``masks``.
+        boxes: ``[R,4]`` xyxy of each crop in **source** pixels (the frame the masks are in).
+        fill: the value (or one per channel) of the pixels outside, in the crops' range
+            (0..255 for crops of uint8 images; 114: the letterbox grey).
+
+    A crop pixel is inside when its sample point (the centre of its bin in the box, as
+    :func:`crop_resize` samples it) falls on a True pixel of the mask (nearest pixel). Returns a
+    new tensor on ``crops.device``; no host sync.
+    """
+    r, _, h, w = crops.shape
+    if rows.shape != (r,) or boxes.shape != (r, 4):
+        raise ValueError(f"mask_fill: rows [{r}] and boxes [{r}, 4] expected, got {tuple(rows.shape)}, "
+                         f"{tuple(boxes.shape)}")
+    dev = crops.device
+    fv = torch.as_tensor(fill, dtype=crops.dtype, device=dev).reshape(-1)
+    if fv.numel() not in (1, 3):
+        raise ValueError(f"mask_fill: fill expected one value or three (one per channel), got {fill!r}")
+    fv = fv.reshape(1, -1, 1, 1)
+    if r == 0:
+        return crops.clone()
+    data = masks.data.to(dev)
+    mh, mw = data.shape[1], data.shape[2]
+    if mh == 0 or mw == 0:
+        return fv.expand_as(crops).clone()
+    idx = rows.to(dev, torch.int64)
+    b = boxes.to(dev, torch.float32)
+    org = masks.origin.to(dev)[idx]                                                  # [R, 2]
+    jx = torch.arange(w, dtype=torch.float32, device=dev) + 0.5
+    jy = torch.arange(h, dtype=torch.float32, device=dev) + 0.5
+    xs = torch.floor(b[:, 0:1] + jx * ((b[:, 2:3] - b[:, 0:1]) / w)).long() - org[:, 0:1]   # [R, w] mask column
+    ys = torch.floor(b[:, 1:2] + jy * ((b[:, 3:4] - b[:, 1:2]) / h)).long() - org[:, 1:2]   # [R, h] mask row
+    ok_x, ok_y = (xs >= 0) & (xs < mw), (ys >= 0) & (ys < mh)
+    on = data[idx[:, None, None], ys.clamp(0, mh - 1)[:, :, None], xs.clamp(0, mw - 1)[:, None, :]]  # [R, h, w]
+    on = on & ok_y[:, :, None] & ok_x[:, None, :]
+    return torch.where(on[:, None], crops, fv)

@@ -243,6 +243,11 @@ class Annotate:
     once per batch (to build the caption strings and place them).
     """
 
+    @property
+    def reads_masks(self) -> bool:
+        """It draws the objects' masks when ``masks`` is on (``stages.base.ReadsMasks``)."""
+        return self.masks
+
     def __init__(self, *, labels: bool = True, ids: bool = True, identities: bool = True,
                  identity: str = "identify", thickness: int | None = None, scale: int | None = None,
                  masks: bool = True, keypoints: bool = True, alpha: float = 0.45, kpt_conf: float = 0.5,

@@ -32,7 +32,7 @@ from .overlap import Tail, split
 from .settings import freeze_point, process_settings
 from .sourcing import Sourcing
 from .startup import StartupMeter
-from .steps import Steps, bind_sink, bind_stage
+from .steps import Steps, bind_sink, bind_stage, plan_masks
 from .warm import warm
 
 __all__ = ["Pipeline"]
@@ -125,6 +125,8 @@ class Pipeline:
         self._steps = Steps(self._stage_slots, [bind_sink(s) for s in sinks], observers=self._observers,
                             summary=self.summary, lock=self._lock, device=self.device,
                             strict_device=self.strict_device)
+        self._reader = False                                 # the caller iterates the batches (reads masks)
+        plan_masks(self._stage_slots, self._steps.sinks, reader=False)
         self._head, self._tail_stages, self._clear_launched = split(self._stage_slots)
         self._tail: Tail | None = None
         self._startup: StartupMeter | None = None
@@ -176,6 +178,7 @@ class Pipeline:
     def add_sink(self, sink: Any) -> None:
         """Add a sink, before or while the pipeline runs (from the next batch on)."""
         self._steps.add_sink(bind_sink(sink))
+        plan_masks(self._stage_slots, self._steps.sinks, reader=self._reader)
         with self._lock:
             self.summary.note_outputs([sink])
 
@@ -207,6 +210,11 @@ class Pipeline:
 
     # -- running -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
+        """The batches, after the stages and sinks. The caller reads them: a detector with
+        ``masks="auto"`` builds instance masks (``run()`` builds them only for a stage or sink
+        that reads them)."""
+        self._reader = True
+        plan_masks(self._stage_slots, self._steps.sinks, reader=True)
         return self._batches()
 
     def run(self) -> RunSummary:

@@ -17,14 +17,15 @@ from ..batch import Batch
 from ..errors import SinkError, StageError, VidflowError
 from ..sinks.base import Sink, SupportsEndSource
 from ..sinks.records import ReadsHostFrames, host_columns, host_rle
-from ..stages.base import HostStage, SplitStage, SupportsClose, SupportsReset, SupportsWarmup, stage_name
+from ..stages.base import (HostStage, MasksOnDemand, SplitStage, SupportsClose, SupportsReset, SupportsWarmup,
+                           reads_masks, stage_name)
 from ..stats import RunSummary
 from ..strict import strict_device
 from .observing import Observers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StageSlot", "SinkSlot", "bind_stage", "bind_sink", "Steps"]
+__all__ = ["StageSlot", "SinkSlot", "bind_stage", "bind_sink", "plan_masks", "Steps"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,17 @@ def bind_sink(obj: Any) -> SinkSlot:
     return SinkSlot(obj, stage_name(obj), obj.write, obj.close if isinstance(obj, Sink) else None,
                     obj.end_source if isinstance(obj, SupportsEndSource) else None,
                     host=host, rle=host and bool(obj.host_masks))
+
+
+def plan_masks(stages: Sequence[StageSlot], sinks: Sequence[SinkSlot], *, reader: bool) -> None:
+    """Tell each stage that builds masks on demand (``stages.base.MasksOnDemand``: the
+    detector) whether a later stage, a sink or the caller (``reader``: iterating the batches)
+    reads them (``stages.base.reads_masks``). Called when the pipeline is built, when a sink is
+    added and when its batches are iterated."""
+    later_sinks = any(reads_masks(s.obj) for s in sinks)
+    for i, st in enumerate(stages):
+        if isinstance(st.obj, MasksOnDemand):
+            st.obj.masks_needed(reader or later_sinks or any(reads_masks(s.obj) for s in stages[i + 1:]))
 
 
 class Steps:

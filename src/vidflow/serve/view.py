@@ -46,6 +46,7 @@ class ViewSink:
     """Keeps the newest frame per source while watched; costs nothing while not."""
 
     name = "vidflow-view"
+    reads_masks = False        # the images only (``stages.base.ReadsMasks``)
 
     def __init__(self, *, max_fps: float = 5.0, max_side: int = 960, linger_s: float = 3.0,
                  clock: Callable[[], float] = time.monotonic) -> None:

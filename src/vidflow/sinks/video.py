@@ -66,6 +66,9 @@ class VideoSink(ThreadedSink):
     ``on_error``: see :class:`~vidflow.sinks.base.ThreadedSink`.
     """
 
+    #: draws boxes and captions, never masks (``stages.base.ReadsMasks``)
+    reads_masks = False
+
     def __init__(self, path: str | os.PathLike, *, fps: float | None = None, tiled: bool = True,
                  rows: int | None = None, cols: int | None = None, size: tuple[int, int] | list[int] | None = None,
                  max_size: tuple[int, int] | list[int] = (1920, 1080), upscale: bool = False, draw: bool = True,

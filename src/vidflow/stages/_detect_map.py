@@ -45,7 +45,7 @@ def build(det: Any, batch: Batch, x: torch.Tensor, views: Views,
             labels["skeleton"] = tuple(tuple(int(v) for v in e) for e in sk)
     masks = None
     coeffs = extras.pop("mask_coeffs", None)
-    if coeffs is not None and det.masks:
+    if coeffs is not None and det.makes_masks:
         from ..ops.masks import Masks, assemble, proto_spans
         protos = res.frame_extras["protos"]
         content = views.content(tuple(protos.shape[2:]), tuple(x.shape[2:]))

@@ -7,18 +7,26 @@ writes one row of results per object. With ``every=K`` a tracked object (``objec
 re-run only when its last run is K or more frames old; in between its last result is reused
 from a device-resident cache keyed by ``(source_id, object_id)`` (bounded, pruned when an object
 has not been seen for a while, and per source by ``reset(source_id)``).
+
+``crop="mask"``: the pixels of each crop outside the object's instance mask (``Objects.masks``,
+from a segment detector) are set to ``fill`` before the model sees it (``ops.crops.mask_fill``,
+all crops at once on the device), so the background and neighbouring objects do not reach the
+classifier / embedder. The stage then declares that it reads masks (``reads_masks``), so a
+detector with ``masks="auto"`` builds them. Objects without masks (a detect head, or
+``masks: false``) get box crops and one ``UserWarning`` per stage.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from ..batch import Batch
-from ..ops.crops import crop_resize
+from ..ops.crops import crop_resize, mask_fill
 
 __all__ = ["CropStage", "resolve_model", "first_output"]
 
@@ -59,7 +67,8 @@ class CropStage:
     CACHE_SIZE = 4096
 
     def __init__(self, model: Any, *, size: Sequence[int] | int, on: Sequence[str | int] | None, min_size: float,
-                 every: int, mean: Sequence[float], std: Sequence[float], name: str, kind: str) -> None:
+                 every: int, mean: Sequence[float], std: Sequence[float], name: str, kind: str,
+                 crop: str = "box", fill: float | Sequence[float] = 114.0) -> None:
         if model is None:
             raise ValueError(f"{kind}: model is required (a path, an nn.Module or a callable)")
         try:
@@ -74,6 +83,16 @@ class CropStage:
             raise ValueError(f"{kind}: min_size must be >= 0, got {min_size}")
         if len(mean) != 3 or len(std) != 3 or any(float(s) == 0 for s in std):
             raise ValueError(f"{kind}: mean and std expected 3 values each (std non-zero), got {mean}, {std}")
+        if crop not in ("box", "mask"):
+            raise ValueError(f"{kind}: crop expected 'box' or 'mask', got {crop!r}")
+        try:
+            fv = (float(fill),) if isinstance(fill, (int, float)) else tuple(float(v) for v in fill)
+        except (TypeError, ValueError):
+            raise ValueError(f"{kind}: fill expected a number or three (R, G, B), got {fill!r}") from None
+        if len(fv) not in (1, 3):
+            raise ValueError(f"{kind}: fill expected a number or three (R, G, B), got {fill!r}")
+        self.crop, self.fill = crop, (fv[0] if len(fv) == 1 else (fv[0], fv[1], fv[2]))
+        self._warned_no_masks = False
         if on is not None and (isinstance(on, (str, int)) or not all(isinstance(c, (str, int)) for c in on)):
             raise ValueError(f"{kind}: on expected a list of class names or ids, got {on!r}")
         self.model, self.size, self.every, self.min_size = model, sz, int(every), float(min_size)
@@ -90,6 +109,11 @@ class CropStage:
         self._free: list[int] = []
         self._dim: int | None = None                        # result size D, known after the first run
         self.runs = 0                                      # objects the model was run on (for tests/metrics)
+
+    @property
+    def reads_masks(self) -> bool:
+        """Whether the stage reads the objects' masks (``crop="mask"``; ``stages.base.ReadsMasks``)."""
+        return self.crop == "mask"
 
     # subclass hooks ---------------------------------------------------------------------------
     def _post(self, out: Any) -> torch.Tensor:
@@ -159,8 +183,17 @@ class CropStage:
 
     def _run(self, batch: Batch, idx: torch.Tensor) -> torch.Tensor:
         """Crop objects ``idx`` out of the batch images and run the model: ``[R, D]``."""
-        fi = batch.objects.frame_idx[idx]
-        crops = crop_resize(batch.images, batch.source_to_image(batch.objects.bbox[idx], fi), fi, self.size)
+        objs = batch.objects
+        fi, box = objs.frame_idx[idx], objs.bbox[idx]
+        crops = crop_resize(batch.images, batch.source_to_image(box, fi), fi, self.size)
+        if self.crop == "mask":
+            if objs.masks is not None:
+                crops = mask_fill(crops, objs.masks, idx, box, self.fill)
+            elif not self._warned_no_masks:
+                self._warned_no_masks = True
+                warnings.warn(f"{self._kind} {self.name!r}: crop='mask' but the objects have no masks (a detect "
+                              f"head, or the detector's masks: false): box crops are used", UserWarning,
+                              stacklevel=2)
         res = self.infer(crops).float()
         self.runs += int(idx.shape[0])
         self._dim = int(res.shape[1])

@@ -12,6 +12,13 @@ separate protocols, checked with ``isinstance`` (all ``runtime_checkable``):
   thread and ``finish`` on its tail thread.
 - :class:`HostStage`: ``host_stage = True`` marks host (NumPy) work that may run on the tail thread.
 - :class:`SupportsClose`: ``close()`` at the end of the run; an exception there is a ``StageError``.
+- :class:`ReadsMasks`: ``reads_masks: bool`` says whether a stage (or a sink) reads the objects'
+  instance masks (``Objects.masks``). :func:`reads_masks` is the answer for any object: the
+  declaration, else a host-frames sink's ``host_masks`` (``sinks.records.ReadsHostFrames``), else
+  True (unknown code may read them).
+- :class:`MasksOnDemand`: ``masks_needed(needed)`` is told, when the pipeline is built (and when
+  a sink is added or the user iterates the batches), whether anything after it reads masks; the
+  detector then skips building them when nothing does (``Detector(masks="auto")``).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import torch
 from ..batch import Batch
 
 __all__ = ["Stage", "SupportsReset", "SupportsWarmup", "SplitStage", "HostStage", "SupportsClose",
-           "stage_name"]
+           "ReadsMasks", "MasksOnDemand", "reads_masks", "stage_name"]
 
 
 @runtime_checkable
@@ -56,6 +63,27 @@ class HostStage(Protocol):
 @runtime_checkable
 class SupportsClose(Protocol):
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReadsMasks(Protocol):
+    reads_masks: bool
+
+
+@runtime_checkable
+class MasksOnDemand(Protocol):
+    def masks_needed(self, needed: bool) -> None: ...
+
+
+def reads_masks(obj: Any) -> bool:
+    """Whether ``obj`` (a stage or a sink) may read ``Objects.masks``: its ``reads_masks``, else
+    its ``host_masks`` (a sink that reads only ``sinks.records.host_frames`` and says whether it
+    reads the masks' RLE), else True: a stage or sink that does not say may read them."""
+    for attr in ("reads_masks", "host_masks"):
+        v = getattr(obj, attr, None)
+        if v is not None:
+            return bool(v)
+    return True
 
 
 def stage_name(obj: Any) -> str:

@@ -33,6 +33,9 @@ class Classifier(CropStage):
         mean, std: input normalisation, ``(x/255 - mean) / std`` per RGB channel.
         activation: ``"softmax"`` (logits), ``"sigmoid"`` (independent scores) or ``"none"``
             (the model already outputs probabilities).
+        crop: ``"box"`` (default) or ``"mask"``: pixels outside the object's instance mask
+            (a segment detector's) are set to ``fill`` first (see ``stages._secondary``).
+        fill: the value of those pixels, 0..255 (one value or R, G, B; default 114, grey).
         name: stage name, the attribute prefix.
     """
 
@@ -40,9 +43,10 @@ class Classifier(CropStage):
                  labels: Sequence[str] | None = None, on: Sequence[str | int] | None = None,
                  min_size: float = 0, every: int = 1, mean: Sequence[float] = (0.0, 0.0, 0.0),
                  std: Sequence[float] = (1.0, 1.0, 1.0),
-                 activation: Literal["softmax", "sigmoid", "none"] = "softmax", name: str = "classify") -> None:
+                 activation: Literal["softmax", "sigmoid", "none"] = "softmax", crop: Literal["box", "mask"] = "box",
+                 fill: float | Sequence[float] = 114.0, name: str = "classify") -> None:
         super().__init__(model, size=size, on=on, min_size=min_size, every=every, mean=mean, std=std,
-                         name=name, kind="Classifier")
+                         name=name, kind="Classifier", crop=crop, fill=fill)
         if activation not in ("softmax", "sigmoid", "none"):
             raise ValueError(f"Classifier: activation must be one of 'softmax', 'sigmoid', 'none', got {activation!r}")
         self.activation = activation

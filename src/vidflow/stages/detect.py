@@ -59,7 +59,11 @@ class Detector:
     order the model expects. ``letterbox=False`` resizes without keeping the aspect ratio.
     ``classes``: keep only these class ids. ``mean``/``std``: optional normalisation after
     scaling to 0..1. ``output``: which output to decode (default: the first 3-d one).
-    ``masks=False`` skips instance masks of a segment head; ``kpt_shape``, ``keypoint_names``,
+    ``masks``: a segment head's instance masks, ``True`` / ``False``: always / never, ``"auto"``
+    (default): only where something reads them (a ``Pipeline`` says, when it is built, whether a
+    later stage or a sink reads masks, by what each declares, ``stages.base.reads_masks``: one
+    that does not say counts as reading them; or whether the caller iterates its batches; used on
+    its own the detector builds them). ``kpt_shape``, ``keypoint_names``,
     ``skeleton`` override the pose model's metadata. ``probabilities=True`` keeps a semantic head's
     per-class probabilities (``"<name>.class_probs"``) beside its class map.
     ``rois``: regions of interest per source, ``{source_id: [[x1, y1, x2, y2], ...]}`` in source
@@ -75,7 +79,7 @@ class Detector:
                  keep_output: bool = False, classes: Sequence[int] | None = None, agnostic: bool = False,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  output: str | None = None, backend: Literal["auto", "onnxruntime", "torch"] = "auto",
-                 masks: bool = True, probabilities: bool = False, kpt_shape: Sequence[int] | None = None,
+                 masks: bool | Literal["auto"] = "auto", probabilities: bool = False, kpt_shape: Sequence[int] | None = None,
                  keypoint_names: Sequence[str] | None = None, skeleton: Sequence[Sequence[int]] | None = None,
                  rois: Mapping[int | str, Sequence[tuple[int, int, int, int]]] | None = None,
                  name: str = "detect") -> None:
@@ -90,6 +94,8 @@ class Detector:
             raise ValueError(f"head: expected one of {', '.join(HEADS)} or a Head object, got {head!r}")
         if head is not None and not isinstance(head, str) and not callable(head):
             raise ValueError(f"head: expected a name or a Head (a callable), got {type(head).__name__}")
+        if masks not in (True, False, "auto"):
+            raise ValueError(f"masks: expected true, false or 'auto', got {masks!r}")
         if color not in ("rgb", "bgr"):
             raise ValueError(f"color: expected 'rgb' or 'bgr', got {color!r}")
         if backend not in ("auto", "onnxruntime", "torch"):
@@ -132,7 +138,8 @@ class Detector:
         self.mean, self.std = mean, std
         self.output = output
         self.backend = backend
-        self.masks = bool(masks)
+        self.masks: bool | Literal["auto"] = masks if masks == "auto" else bool(masks)
+        self._masks_needed = True              # "auto": until a pipeline says nothing reads them
         self.probabilities = bool(probabilities)
         self.kpt_shape = tuple(int(v) for v in kpt_shape) if kpt_shape is not None else None
         self.keypoint_names = tuple(keypoint_names) if keypoint_names is not None else None
@@ -141,6 +148,20 @@ class Detector:
         self.engine: Any = None
         self.meta: dict[str, Any] = {}
         self._device: torch.device | None = None
+
+    #: the detector replaces the objects: it reads no masks of earlier stages (``stages.base``)
+    reads_masks = False
+
+    def masks_needed(self, needed: bool) -> None:
+        """Whether anything after this stage reads instance masks (``stages.base.MasksOnDemand``;
+        a ``Pipeline`` calls it); with ``masks="auto"`` masks are built only when it does."""
+        self._masks_needed = bool(needed)
+
+    @property
+    def makes_masks(self) -> bool:
+        """Whether a segment head's instance masks are built now (``masks``, and for ``"auto"``
+        what the pipeline said)."""
+        return self._masks_needed if self.masks == "auto" else bool(self.masks)
 
     @property
     def input_size(self) -> tuple[int, int] | None:

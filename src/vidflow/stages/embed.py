@@ -9,7 +9,7 @@ trained on the synthetic scenes to tell objects apart by shape and colour.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -31,12 +31,16 @@ class Embedder(CropStage):
         every: re-run a tracked object only every K frames and reuse its last vector in between.
         mean, std: input normalisation ``(x/255 - mean) / std``; ``None`` = the demo model's
             (it normalises inside: 0 / 1) or ImageNet's.
+        crop: ``"box"`` (default) or ``"mask"``: pixels outside the object's instance mask
+            (a segment detector's) are set to ``fill`` first (see ``stages._secondary``).
+        fill: the value of those pixels, 0..255 (one value or R, G, B; default 114, grey).
         name: stage name, the attribute prefix.
     """
 
     def __init__(self, model: Any = "demo", *, size: Sequence[int] | int | None = None,
                  on: Sequence[str | int] | None = None, min_size: float = 0, every: int = 1,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 crop: Literal["box", "mask"] = "box", fill: float | Sequence[float] = 114.0,
                  name: str = "embed") -> None:
         demo = isinstance(model, str) and model == "demo"
         if demo:
@@ -50,7 +54,7 @@ class Embedder(CropStage):
         if std is None:
             std = (0.229, 0.224, 0.225) if imagenet else (1.0, 1.0, 1.0)
         super().__init__(model, size=size if size is not None else 128, on=on, min_size=min_size, every=every,
-                         mean=mean, std=std, name=name, kind="Embedder")
+                         mean=mean, std=std, name=name, kind="Embedder", crop=crop, fill=fill)
 
     def _post(self, out: Any) -> torch.Tensor:
         return torch.nn.functional.normalize(first_output(out).float().flatten(1), dim=1)

@@ -77,6 +77,9 @@ class Tracker:
 
     host_stage = True          # its work is NumPy on the host: may run on the pipeline's tail thread
 
+    #: objects (and their masks) go through unchanged; the tracker reads no masks (``stages.base``)
+    reads_masks = False
+
     def __init__(self, *, max_age: int = 30, min_hits: int = 3, iou: float = 0.3, high: float = 0.5,
                  low: float = 0.1, appearance: str | None = None, appearance_weight: float = 0.5,
                  per_class: bool = True, name: str = "track") -> None:
