@@ -2,7 +2,8 @@
 
     python benchmarks/transports.py [--sources 64] [--objects 10] [--fps 30] [--seconds 10]
                                     [--transports mqtt redis kafka zmq webhook]
-                                    [--encoders vidflow.v1 deepstream-minimal]
+                                    [--encoders vidflow.v1 deepstream-minimal] [--modes max paced outage]
+    python benchmarks/transports.py --transports mqtt redis --modes outage --seconds 20 --encoders vidflow.v1
 
 Per transport and encoder, the same ``BrokerSink`` the pipeline uses gets ``--seconds`` x
 ``--fps`` batches of one frame per source (``--objects`` objects each, an 8-float embedding
@@ -11,6 +12,12 @@ attribute), two ways:
 - ``max``: written as fast as the sink takes them (``when_full="block"``); ``msgs_per_s`` and
   ``frames_per_s`` from the first write until the broker acknowledged the last message
   (``flush``), and ``keeps_up``: that rate against the offered ``sources x fps``.
+- ``outage`` (mqtt, redis): paced, with the broker killed (SIGKILL) after a quarter of the run and
+  started again ``--outage-s`` seconds later: ``write_ms_max`` (the longest ``write()``, i.e. what
+  the pipeline waits), ``written_fps`` against the offered rate (the pipeline's fps while the
+  broker is down), ``spooled_max``, ``reconnects``, and whether every message was acknowledged
+  after the broker came back (``messages == frames``; the broker's own at-most-once loss of what
+  it held in memory when killed is not counted here, the tests check delivery end to end).
 - ``paced``: written at ``--fps`` batches per second, like the pipeline would; ``backlog_max``
   (messages spooled but not yet acknowledged, sampled every batch) and ``drain_s`` (from the last
   write until everything was acknowledged): a transport that keeps up has a small backlog and a
@@ -106,13 +113,18 @@ class _Pull:
         self.ctx.term()
 
 
-def transport(kind: str, tmp: Path) -> tuple[dict[str, Any], Any]:
-    """``(BrokerSink options, a closer)`` for a transport with its broker running."""
+def transport(kind: str, tmp: Path, servers: list | None = None) -> tuple[dict[str, Any], Any]:
+    """``(BrokerSink options, a closer)`` for a transport with its broker running (appended to
+    ``servers`` when it is a process)."""
     if kind == "mqtt":
         srv = mosquitto(tmp).start()
+        if servers is not None:
+            servers.append(srv)
         return {"host": "127.0.0.1", "port": srv.port, "qos": 1}, srv.stop
     if kind == "redis":
         srv = redis_server(tmp).start()
+        if servers is not None:
+            servers.append(srv)
         return {"url": f"redis://127.0.0.1:{srv.port}/0"}, srv.stop
     if kind == "kafka":
         return {"config": {"test.mock.num.brokers": 1}}, lambda: None
@@ -121,19 +133,22 @@ def transport(kind: str, tmp: Path) -> tuple[dict[str, Any], Any]:
         pull = _Pull(port)
         return {"endpoint": f"tcp://127.0.0.1:{port}"}, pull.close
     if kind == "webhook":
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+        threading.Thread(target=hook.serve_forever, daemon=True).start()
 
         def stop() -> None:
-            srv.shutdown()
-            srv.server_close()
-        return {"url": f"http://127.0.0.1:{srv.server_address[1]}/hook/{{source_id}}"}, stop
+            hook.shutdown()
+            hook.server_close()
+        return {"url": f"http://127.0.0.1:{hook.server_address[1]}/hook/{{source_id}}"}, stop
     raise ValueError(f"unknown transport {kind!r}")
 
 
 def one(kind: str, encoder: str, mode: str, data: list, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
-        options, close = transport(kind, Path(d))
+        servers: list = []
+        options, close = transport(kind, Path(d), servers)
+        if mode == "outage" and not servers:
+            raise ValueError(f"outage: {kind} has no broker process to kill (mqtt, redis)")
         sizes: list[int] = []
         sink = BrokerSink(kind, options=options, encoder=encoder, retry_s=(0.05, 0.5), when_full="block",
                           queue_size=16, drain_timeout_s=120)
@@ -144,16 +159,22 @@ def one(kind: str, encoder: str, mode: str, data: list, args: argparse.Namespace
             sizes.extend(len(payload) for _, payload in out)
             return out
         sink.encoder.encode = measured                    # type: ignore[method-assign]
-        backlog = 0
+        backlog, write_max, down_at, up_at = 0, 0.0, len(data) // 4, len(data) // 4 + round(args.outage_s * args.fps)
         try:
             c0, t0 = time.process_time(), time.perf_counter()
             for i, b in enumerate(data):
-                if mode == "paced":
+                if mode != "max":
                     wait = t0 + i / args.fps - time.perf_counter()
                     if wait > 0:
                         time.sleep(wait)
                     backlog = max(backlog, int(sink.stats().get("spooled", 0)))
+                if mode == "outage" and i == down_at:
+                    servers[0].kill()
+                if mode == "outage" and i == up_at:
+                    servers[0].start()
+                tw = time.perf_counter()
                 sink.write(b)
+                write_max = max(write_max, time.perf_counter() - tw)
             t_last = time.perf_counter()
             ok = sink.flush(300)
             t1, c1 = time.perf_counter(), time.process_time()
@@ -171,8 +192,13 @@ def one(kind: str, encoder: str, mode: str, data: list, args: argparse.Namespace
         fps = frames / (t1 - t0)
         line.update(msgs_per_s=round(sent / (t1 - t0)), frames_per_s=round(fps), offered_frames_per_s=offered,
                     keeps_up=bool(ok and fps >= offered))
-    else:
+    elif mode == "paced":
         line.update(backlog_max=backlog, drain_s=round(t1 - t_last, 3), offered_frames_per_s=offered)
+    else:
+        line.update(written_fps=round(frames / (t_last - t0), 1), offered_frames_per_s=offered,
+                    write_ms_max=round(1000 * write_max, 2), spooled_max=backlog, drain_s=round(t1 - t_last, 3),
+                    reconnects=int(st.get("reconnects", 0)), outage_s=args.outage_s,
+                    delivered_all=bool(ok and sent == frames))
     line.update(bytes_per_msg=round(sum(sizes) / max(len(sizes), 1)),
                 cpu_s_per_1k_msgs=round(1000 * (c1 - c0) / max(sent, 1), 3), **machine())
     return line
@@ -186,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--transports", nargs="+", default=["mqtt", "redis", "kafka", "zmq", "webhook"])
     p.add_argument("--encoders", nargs="+", default=["vidflow.v1", "deepstream-minimal"])
-    p.add_argument("--modes", nargs="+", default=["max", "paced"], choices=["max", "paced"])
+    p.add_argument("--modes", nargs="+", default=["max", "paced"], choices=["max", "paced", "outage"])
+    p.add_argument("--outage-s", type=float, default=10.0, help="outage mode: seconds the broker is down")
     args = p.parse_args(argv)
     n = max(1, round(args.seconds * args.fps))
     data = list(batches(n, sources=args.sources, per_source=1, objects=args.objects))

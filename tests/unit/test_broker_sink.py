@@ -267,10 +267,16 @@ def test_flush_includes_batches_still_queued_for_encoding():
     reader = threading.Thread(target=lambda: got.extend(consume(f"zmq+tcp://127.0.0.1:{port}", timeout=3,
                                                                 dedup=False)), daemon=True)
     reader.start()
-    with BrokerSink("zmq", options={"endpoint": f"tcp://127.0.0.1:{port}"}, retry_s=(0.01, 0.05),
-                    queue_size=64) as sink:
-        for b in batches(20):
-            sink.write(b)
-        assert sink.flush(60)
-        assert sink.stats()["sent"] == 20 * 2 * 2 and sink.stats()["queued"] == 0
+    sink = BrokerSink("zmq", options={"endpoint": f"tcp://127.0.0.1:{port}"}, retry_s=(0.01, 0.05),
+                      queue_size=64, drain_timeout_s=600)
+    for b in batches(20):
+        sink.write(b)
+    assert sink.flush(60)
+    assert sink.stats()["sent"] == 20 * 2 * 2 and sink.stats()["queued"] == 0
+    # close() flushes from the sink's own thread: nothing is queued ahead of it there, so it must not
+    # wait out drain_timeout_s for itself
+    closer = threading.Thread(target=sink.close, daemon=True)
+    closer.start()
+    wait_until(lambda: not closer.is_alive(), 60, "close() to return")
+    assert sink.stats()["state"] == "closed" and sink.stats()["unsent"] == 0
 

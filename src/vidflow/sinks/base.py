@@ -167,7 +167,10 @@ class ThreadedSink:
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every item queued so far was processed (True), or ``timeout`` seconds passed
-        or the sink failed (False)."""
+        or the sink failed (False). On the sink's own thread (its ``_finish``) nothing is queued
+        ahead of it: True at once."""
+        if threading.current_thread() is self._thread:
+            return self._error is None
         deadline = time.monotonic() + timeout
         with self._cv:
             while self._q or self._busy_since is not None:
@@ -251,7 +254,7 @@ class ThreadedSink:
                 while not self._q:
                     self._cv.wait()
                 kind, item, t = self._q.popleft()
-                self._busy_since = t
+                self._busy_since = t if kind != _STOP else None
                 self._cv.notify_all()
             if kind == _STOP:
                 break
