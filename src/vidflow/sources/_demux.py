@@ -28,7 +28,8 @@ from ..errors import DecodeError, StreamUnavailable, redact_uri
 from ..frame import ColorMatrix
 from .decoders import stream_color
 
-__all__ = ["Demuxer", "StreamInfo", "ReadTimeout", "describe", "LIVE_SCHEMES", "scheme_of", "network_options"]
+__all__ = ["Demuxer", "StreamInfo", "ReadTimeout", "describe", "LIVE_SCHEMES", "scheme_of", "network_options",
+           "starts_picture_anew"]
 
 #: URI schemes that are live streams (reconnect, drop-oldest) unless told otherwise
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt", "hls", "mms")
@@ -61,6 +62,32 @@ def network_options(scheme: str, *, transport: str, read_timeout: float) -> dict
     if scheme in LIVE_SCHEMES:
         return {"rw_timeout": read_us}
     return {}
+
+
+#: NAL unit types a decoder can start at: H.264 IDR (5) and SPS (7); HEVC IRAP (16-23) and VPS/SPS (32, 33)
+_H264_START = frozenset({5, 7})
+_HEVC_START = frozenset({16, 17, 18, 19, 20, 21, 22, 23, 32, 33})
+
+
+def starts_picture_anew(packet: Any, codec: str) -> bool:
+    """Whether a decoder can start at ``packet``: the demuxer flagged it a keyframe, or (H.264 /
+    HEVC in Annex B) it holds an IDR/IRAP picture or a sequence header. Without FFmpeg's parser
+    (``fflags=noparse``, which removes its one-frame wait for the next access unit) MPEG-TS
+    packets carry no keyframe flag, so a source waiting for a keyframe looks into the bitstream."""
+    if packet.is_keyframe:
+        return True
+    if codec not in ("h264", "hevc"):
+        return False
+    data = bytes(packet)
+    starts = _H264_START if codec == "h264" else _HEVC_START
+    i = data.find(b"\x00\x00\x01")
+    while 0 <= i < len(data) - 3:
+        head = data[i + 3]
+        kind = head & 0x1F if codec == "h264" else (head >> 1) & 0x3F
+        if kind in starts:
+            return True
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return False
 
 
 @dataclass(frozen=True)
