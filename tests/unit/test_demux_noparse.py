@@ -55,3 +55,28 @@ def test_a_source_without_the_parser_delivers_every_frame(clip):
     assert len(with_parser) == len(without) == N
     for a, b in zip(with_parser, without):
         assert np.array_equal(a.data.numpy(), b.data.numpy())
+
+
+def _decode_all(demux):
+    cc = demux.stream.codec_context
+    n = sum(len(cc.decode(p)) for p in demux.packets() if p.size)
+    return n + len(cc.decode(None))
+
+
+def test_low_delay_reads_mpegts_without_the_parser_and_other_formats_with_it(clip, tmp_path):
+    from vidflow.sources._demux import Demuxer
+    kw = dict(uri="x", source_id=0, max_pixels=1 << 24)
+    with Demuxer(str(clip), low_delay=True, **kw) as d:
+        assert d.parser is False and _decode_all(d) == N
+    raw = tmp_path / ("clip.h264" if "264" in clip.name else "clip.hevc")
+    with av.open(str(clip)) as c, av.open(str(raw), "w", format=raw.suffix[1:]) as out:
+        s = c.streams.video[0]
+        o = out.add_stream_from_template(s)
+        for p in c.demux(s):
+            if p.size:
+                p.stream = o
+                out.mux(p)
+    with Demuxer(str(raw), low_delay=True, **kw) as d:      # an elementary stream needs the parser
+        assert d.parser is True and _decode_all(d) == N
+    with Demuxer(str(clip), low_delay=True, options={"fflags": "+genpts"}, **kw) as d:   # the user's fflags win
+        assert d.parser is True

@@ -8,6 +8,14 @@ told the same limit, for a later, larger SPS). ``info`` describes the stream
 demuxer's empty flush packet. Every message names the source and never carries a password
 (:func:`describe` strips the file name PyAV appends, :func:`~vidflow.errors.redact_uri` the rest).
 
+``low_delay=True`` (``UriSource(low_latency=True)``, the default for live ones, on ``TS_SCHEMES``):
+an MPEG-TS stream is read
+without FFmpeg's parser (``fflags=nobuffer+noparse``). Each PES packet already holds one access
+unit, but the parser hands it out only once the next one starts: one frame interval (33 ms at
+30 fps) of latency for nothing. Without it packets carry no keyframe flag, so the keyframe gate
+asks :func:`starts_picture_anew`. Any other format (a raw H.264 elementary stream needs the
+parser to cut it into pictures) is opened again with the parser; ``fflags`` in ``options`` wins.
+
 Errors: ``StreamUnavailable`` (cannot open or read: missing file, refused, timed out, a read
 failing mid-stream) or ``DecodeError`` (opened, but nothing to decode: no video stream, too many
 pixels, not a video). :class:`ReadTimeout` (a ``StreamUnavailable``) when a read took longer
@@ -29,10 +37,14 @@ from ..frame import ColorMatrix
 from .decoders import stream_color
 
 __all__ = ["Demuxer", "StreamInfo", "ReadTimeout", "describe", "LIVE_SCHEMES", "scheme_of", "network_options",
-           "starts_picture_anew"]
+           "starts_picture_anew", "TS_SCHEMES"]
 
 #: URI schemes that are live streams (reconnect, drop-oldest) unless told otherwise
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt", "hls", "mms")
+
+
+#: schemes that usually carry MPEG-TS (read without the parser with ``low_delay``)
+TS_SCHEMES = ("tcp", "udp", "srt")
 
 
 class ReadTimeout(StreamUnavailable):
@@ -122,8 +134,10 @@ class Demuxer:
 
     def __init__(self, target: str, *, uri: str, source_id: Any, max_pixels: int,
                  options: dict[str, str] | None = None, timeout: tuple[float, float] | None = None,
-                 file: bool = False) -> None:
+                 file: bool = False, low_delay: bool = False) -> None:
         self.target, self.uri, self.source_id = target, uri, source_id
+        self.low_delay = low_delay and "fflags" not in (options or {})
+        self.parser = True        # FFmpeg's parser cuts the packets (False: MPEG-TS read with low_delay)
         self.max_pixels, self.options, self.timeout, self.file = max_pixels, dict(options or {}), timeout, file
         self.container: Any = None
         self.stream: Any = None
@@ -146,7 +160,25 @@ class Demuxer:
     def open(self) -> Demuxer:
         if self.file:
             self._check_file()
-        kw: dict[str, Any] = {"options": dict(self.options)} if self.options else {}
+        if self.low_delay:
+            self._open({**self.options, "fflags": "nobuffer+noparse"})
+            if self.container.format.name.split(",")[0] == "mpegts":
+                self.parser = False
+            else:                                   # packets need the parser to become pictures
+                self.close()
+                self._open(self.options)
+        else:
+            self._open(self.options)
+        self.opened_at = time.monotonic()
+        try:
+            self._check()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self, options: dict[str, str]) -> None:
+        kw: dict[str, Any] = {"options": dict(options)} if options else {}
         if self.timeout is not None:
             kw["timeout"] = self.timeout
         t0 = time.monotonic()
@@ -170,13 +202,6 @@ class Demuxer:
             if self.file:
                 raise self._undecodable(f"cannot read as video: {describe(e)}") from None
             raise self._unavailable(f"could not open: {describe(e)}") from None
-        self.opened_at = time.monotonic()
-        try:
-            self._check()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
     def _check_file(self) -> None:
         path = self.target

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import DecodeError, SourceError, StreamUnavailable, as_source_error, redact_uri
 from ..frame import SourceFrame
-from ._demux import LIVE_SCHEMES, Demuxer, ReadTimeout, network_options, scheme_of
+from ._demux import LIVE_SCHEMES, TS_SCHEMES, Demuxer, ReadTimeout, network_options, scheme_of
 from ._reconnect import DEFAULT_BACKOFF, Backoff, Outage, StallClock, check_backoff
 from ._session import NvdecRefused, Stalled, Timeline, check_on_corrupt, run_session
 from ._status import SourceStatus, bare_message
@@ -72,10 +72,11 @@ class UriSource(SourceStatus):
         max_pixels: streams declaring more pixels per frame are refused before decoding.
         options: extra FFmpeg options passed to ``av.open`` (strings).
         on_corrupt: ``"keep"`` concealed frames (counted), ``"skip"`` them, or ``"fail"``.
-        low_latency: NVDEC hands each picture out as soon as it is decoded (PyNvVideoCodec's
-            ``DisplayDecodeLatencyType.LOW``, each packet marked a whole picture) instead of
-            holding a few for reordering; only for a stream without B-frames (one with them
-            decodes as usual). ``None`` (default) = on for live sources. FFmpeg ignores it.
+        low_latency: an MPEG-TS stream (``tcp://``, ``udp://``, ``srt://``) is read without FFmpeg's parser (one frame interval
+            less latency, see :mod:`._demux`), and NVDEC hands each picture out as soon as it is
+            decoded (PyNvVideoCodec's ``DisplayDecodeLatencyType.LOW``, each packet marked a
+            whole picture) instead of holding a few for reordering; only for a stream without
+            B-frames (one with them decodes as usual). ``None`` (default) = on for live sources.
     """
 
     poolable = True           # can decode in a decode process (Pipeline(decode_processes=K))
@@ -229,7 +230,7 @@ class UriSource(SourceStatus):
         demux = Demuxer(self._url, uri=self.uri, source_id=sid, max_pixels=self.max_pixels,
                         options=self._ffmpeg_options, timeout=(self.connect_timeout, min(self.read_timeout,
                                                                                          self.stall_timeout)),
-                        file=not self.live and not scheme_of(self._url))
+                        file=not self.live and not scheme_of(self._url), low_delay=self.low_latency and scheme_of(self._url) in TS_SCHEMES)
         demux.open()
         self.connects += 1
         self.connected_at = time.monotonic()
