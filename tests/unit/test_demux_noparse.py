@@ -13,7 +13,7 @@ from vidflow.sources._demux import starts_picture_anew
 from vidflow.sources.uri import UriSource
 
 N, GOP = 40, 10
-NOPARSE = {"fflags": "nobuffer+noparse"}
+NOPARSE = {"fflags": "noparse"}
 
 
 def _encode(path: Path, codec: str) -> Path:

@@ -10,7 +10,7 @@ demuxer's empty flush packet. Every message names the source and never carries a
 
 ``low_delay=True`` (``UriSource(low_latency=True)``, the default for live ones, on ``TS_SCHEMES``):
 an MPEG-TS stream is read
-without FFmpeg's parser (``fflags=nobuffer+noparse``). Each PES packet already holds one access
+without FFmpeg's parser (``fflags=noparse``). Each PES packet already holds one access
 unit, but the parser hands it out only once the next one starts: one frame interval (33 ms at
 30 fps) of latency for nothing. Without it packets carry no keyframe flag, so the keyframe gate
 asks :func:`starts_picture_anew`. Any other format (a raw H.264 elementary stream needs the
@@ -161,7 +161,7 @@ class Demuxer:
         if self.file:
             self._check_file()
         if self.low_delay:
-            self._open({**self.options, "fflags": "nobuffer+noparse"})
+            self._open({**self.options, "fflags": "noparse"})
             if self.container.format.name.split(",")[0] == "mpegts":
                 self.parser = False
             else:                                   # packets need the parser to become pictures
