@@ -65,7 +65,8 @@ class UriSource(SourceStatus):
         reconnect: live sources retry after a loss; ``False``: the first error raises, the
             stream's end ends the source.
         backoff: ``(initial, cap)`` seconds; retry k waits ``min(cap, initial * 2**(k-1))``; the
-            count restarts after a connection that delivered frames.
+            count restarts after a connection that delivered frames. A connection that delivered
+            frames for 10 s or more gets one quick retry (0.1 s) first (:mod:`._reconnect`).
         max_retries: consecutive failed retries before giving up (``failed``, raises); ``None`` = forever.
         stall_timeout: no frame for this long (consumer wait excluded): ``stalled``, reconnect.
         warmup: seconds allowed from opening to the first frame (a long GOP waits for a keyframe).
@@ -165,10 +166,12 @@ class UriSource(SourceStatus):
         fps = 30.0
         while not self._closed.is_set():
             stall = StallClock(stall_timeout=self.stall_timeout, warmup=self.warmup)
+            first_at: float | None = None          # this connection's first frame (monotonic)
             try:
                 got = 0
                 for frame in self._connection(choice, holder, sid, timeline, stall):
                     if got == 0:
+                        first_at = time.monotonic()
                         backoff.reset()
                         fps = 1.0 / timeline.dur
                         if outage is not None:
@@ -213,7 +216,7 @@ class UriSource(SourceStatus):
                 stalled = isinstance(e, _Lost) and e.stalled
                 if stalled:
                     self.stalls += 1
-                delay = backoff.next()
+                delay = backoff.next(healthy_for=0.0 if first_at is None else time.monotonic() - first_at)
                 if self.max_retries is not None and backoff.failures > self.max_retries:
                     raise StreamUnavailable(f"gave up after {backoff.failures - 1} retries; last error: {text}",
                                             source_id=sid, uri=self.uri) from None
