@@ -13,7 +13,9 @@ an MPEG-TS stream is read
 without FFmpeg's parser (``fflags=noparse``). Each PES packet already holds one access
 unit, but the parser hands it out only once the next one starts: one frame interval (33 ms at
 30 fps) of latency for nothing. Without it packets carry no keyframe flag, so the keyframe gate
-asks :func:`starts_picture_anew`. Any other format (a raw H.264 elementary stream needs the
+asks :func:`starts_picture_anew`. ``fpsprobesize=0`` too: opening does not hold back the first
+~20 frames to estimate the frame rate (which then came out late, in a burst, after every
+reconnect); the rate comes from the SPS (``codec_context.framerate``). Any other format (a raw H.264 elementary stream needs the
 parser to cut it into pictures) is opened again with the parser; ``fflags`` in ``options`` wins.
 
 Errors: ``StreamUnavailable`` (cannot open or read: missing file, refused, timed out, a read
@@ -161,7 +163,7 @@ class Demuxer:
         if self.file:
             self._check_file()
         if self.low_delay:
-            self._open({**self.options, "fflags": "noparse"})
+            self._open({"fpsprobesize": "0", **self.options, "fflags": "noparse"})
             if self.container.format.name.split(",")[0] == "mpegts":
                 self.parser = False
             else:                                   # packets need the parser to become pictures
@@ -226,7 +228,7 @@ class Demuxer:
             raise self._undecodable(f"the stream declares {w}x{h} pixels per frame, more than "
                                     f"max_pixels={self.max_pixels}; refused before decoding")
         cc.options = {**(cc.options or {}), "max_pixels": str(self.max_pixels)}   # a later, larger SPS too
-        fps = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
+        fps = float(stream.average_rate or cc.framerate or stream.guessed_rate or 0) or 30.0
         tb = float(stream.time_base) if stream.time_base else None
         duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
         if not duration and self.container.duration:
