@@ -4,13 +4,18 @@ Each source thread puts decoded frames into its own bounded ``SourceQueue``. ``M
 takes frames round-robin (one per source per round, the starting source rotating each batch, so
 a busy source cannot starve a quiet one) and returns a batch's worth when it is full or
 ``max_wait_ms`` after the arrival of its first frame; a silent source never holds the others, and
-a source whose queue is drained after its end of stream leaves. ``Muxer.assemble`` converts each
+a source whose queue is drained after its end of stream leaves. A live source that is not
+delivering (no frame for ``live_idle_frames`` of its frame intervals: reconnecting, stalled, not
+connected yet) is not waited for at all: the batch is due once the sources still delivering have
+filled their share of it, so a down camera does not add ``max_wait_ms`` to every batch of the
+others; its next frame makes it waited for again. ``Muxer.assemble`` converts each
 frame to RGB and scales it into a pooled, reused ``[B,3,H,W]`` uint8 tensor on the device (one
 kernel for all the NV12 frames already there, with Triton).
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -24,7 +29,10 @@ import torch
 from .batch import Batch
 from .sources.base import SourceFrame
 
-__all__ = ["Muxer", "SourceQueue", "Collected"]
+__all__ = ["Muxer", "SourceQueue", "Collected", "DEFAULT_INTERVAL"]
+
+#: a live queue's frame interval until two frames' pts tell it (seconds: 30 fps)
+DEFAULT_INTERVAL = 1 / 30
 
 
 class SourceQueue:
@@ -49,6 +57,9 @@ class SourceQueue:
         self.clock = clock
         self.items: deque[tuple[float, SourceFrame]] = deque()
         self.dropped = 0
+        self.last_arrival: float | None = None   # clock() of the last put (None: nothing yet)
+        self.interval = DEFAULT_INTERVAL          # the stream's frame interval, from its pts
+        self._last_pts: float | None = None
         self.eos = False          # the producer has finished (or failed, or was removed)
         self.closed = False       # nobody will consume: put() returns False at once
 
@@ -72,12 +83,33 @@ class SourceQueue:
                 self.dropped += 1
                 if old.release is not None:
                     old.release()
-            self.items.append((self.clock(), frame))
+            now = self.clock()
+            self._note_arrival(now, frame)
+            self.items.append((now, frame))
             if len(self.items) == 1:
                 # the muxer drains every queue it looks at, so only a queue going from empty to
                 # non-empty is news to it
                 self.cond.notify_all()
             return True
+
+    def _note_arrival(self, now: float, frame: SourceFrame) -> None:
+        """The arrival time, and the frame interval from successive pts (the stream's own clock:
+        a burst after a reconnect does not shorten it; a gap over 1 s is not an interval)."""
+        self.last_arrival = now
+        pts = getattr(getattr(frame, "info", None), "pts", None)
+        if isinstance(pts, (int, float)):
+            if self._last_pts is not None and 0.0 < pts - self._last_pts <= 1.0:
+                self.interval = float(pts - self._last_pts)
+            self._last_pts = float(pts)
+
+    def idle_at(self, frames: float) -> float:
+        """When this queue stops being waited for: a live queue ``frames`` frame intervals after
+        its last arrival (``-inf`` before its first frame); a file queue never (``inf``)."""
+        if not self.live:
+            return math.inf
+        if self.last_arrival is None:
+            return -math.inf
+        return self.last_arrival + frames * self.interval
 
     def finish(self) -> None:
         """Mark the end of stream (after the last put)."""
@@ -133,11 +165,18 @@ class Muxer:
             DeepStream's nvstreammux ``enable-padding``; ``False`` stretches).
         pool: batch buffers kept for reuse. A buffer is reused only once no batch view of it is
             alive, so holding batches never sees them overwritten; more are allocated if needed.
+        live_idle_frames: a live source with no frame for this many of its frame intervals (from
+            its pts; 30 fps until known), or none yet, is not delivering (reconnecting, stalled,
+            connecting) and is not waited for: a batch is due at ``batch_size`` x delivering /
+            all sources (rounded up) frames instead of ``batch_size``, and a batch waiting for a
+            source is let go as soon as that source turns idle. Its next frame makes it waited for
+            again. ``None``: wait for every source (up to ``max_wait_ms``), as before.
         clock: monotonic clock in seconds (tests pass a fake one).
     """
 
     def __init__(self, batch_size: int = 8, max_wait_ms: float = 30.0, size: Sequence[int] | None = None, *,
-                 keep_aspect: bool = True, pool: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
+                 keep_aspect: bool = True, pool: int = 4, live_idle_frames: float | None = 3.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if float(max_wait_ms) < 0:
@@ -146,6 +185,11 @@ class Muxer:
             if len(size) != 2 or int(size[0]) < 2 or int(size[1]) < 2:
                 raise ValueError(f"size must be [width, height] with both >= 2, got {list(size)}")
             size = (int(size[0]), int(size[1]))
+        if live_idle_frames is not None and (isinstance(live_idle_frames, bool)
+                                             or not isinstance(live_idle_frames, (int, float))
+                                             or not live_idle_frames > 0):
+            raise ValueError(f"live_idle_frames must be None or > 0, got {live_idle_frames!r}")
+        self.live_idle_frames = None if live_idle_frames is None else float(live_idle_frames)
         self.batch_size = int(batch_size)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.size: tuple[int, int] | None = size
@@ -158,7 +202,7 @@ class Muxer:
 
     def __repr__(self) -> str:
         return (f"Muxer(batch_size={self.batch_size}, max_wait_ms={self.max_wait * 1000:g}, size={self.size}, "
-                f"keep_aspect={self.keep_aspect})")
+                f"keep_aspect={self.keep_aspect}, live_idle_frames={self.live_idle_frames})")
 
     # -- selecting frames --------------------------------------------------------------------
     def collect(self, queues: Callable[[], Sequence[SourceQueue]], cond: threading.Condition, *,
@@ -201,7 +245,10 @@ class Muxer:
                     return None
                 now = self.clock()
                 if frames:
-                    left = arrivals[0] + self.max_wait - now
+                    due, changes = self._due(qs, now)
+                    if len(frames) >= due:
+                        break
+                    left = min(arrivals[0] + self.max_wait, changes) - now
                     if left <= 0:
                         break
                     wait(cond, left)
@@ -209,6 +256,22 @@ class Muxer:
                     wait(cond, 0.05)
         self._rr += 1
         return Collected(frames, ended, arrivals)
+
+    def _due(self, qs: Sequence[SourceQueue], now: float) -> tuple[int, float]:
+        """Frames that make the batch due now, and when that may next change (a delivering live
+        source turning idle), per ``live_idle_frames``."""
+        if self.live_idle_frames is None or not qs:
+            return self.batch_size, math.inf
+        idle, changes = 0, math.inf
+        for q in qs:
+            at = q.idle_at(self.live_idle_frames)
+            if at <= now:
+                idle += 1
+            else:
+                changes = min(changes, at)
+        if not idle:
+            return self.batch_size, changes
+        return max(1, math.ceil(self.batch_size * (len(qs) - idle) / len(qs))), changes
 
     # -- building the batch ------------------------------------------------------------------
     def warmup(self, device: torch.device) -> None:

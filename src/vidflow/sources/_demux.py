@@ -8,6 +8,16 @@ told the same limit, for a later, larger SPS). ``info`` describes the stream
 demuxer's empty flush packet. Every message names the source and never carries a password
 (:func:`describe` strips the file name PyAV appends, :func:`~vidflow.errors.redact_uri` the rest).
 
+``low_delay=True`` (``UriSource(low_latency=True)``, the default for live ones, on ``TS_SCHEMES``):
+an MPEG-TS stream is read
+without FFmpeg's parser (``fflags=noparse``). Each PES packet already holds one access
+unit, but the parser hands it out only once the next one starts: one frame interval (33 ms at
+30 fps) of latency for nothing. Without it packets carry no keyframe flag, so the keyframe gate
+asks :func:`starts_picture_anew`. ``fpsprobesize=0`` too: opening does not hold back the first
+~20 frames to estimate the frame rate (which then came out late, in a burst, after every
+reconnect); the rate comes from the SPS (``codec_context.framerate``). Any other format (a raw H.264 elementary stream needs the
+parser to cut it into pictures) is opened again with the parser; ``fflags`` in ``options`` wins.
+
 Errors: ``StreamUnavailable`` (cannot open or read: missing file, refused, timed out, a read
 failing mid-stream) or ``DecodeError`` (opened, but nothing to decode: no video stream, too many
 pixels, not a video). :class:`ReadTimeout` (a ``StreamUnavailable``) when a read took longer
@@ -28,10 +38,15 @@ from ..errors import DecodeError, StreamUnavailable, redact_uri
 from ..frame import ColorMatrix
 from .decoders import stream_color
 
-__all__ = ["Demuxer", "StreamInfo", "ReadTimeout", "describe", "LIVE_SCHEMES", "scheme_of", "network_options"]
+__all__ = ["Demuxer", "StreamInfo", "ReadTimeout", "describe", "LIVE_SCHEMES", "scheme_of", "network_options",
+           "starts_picture_anew", "TS_SCHEMES"]
 
 #: URI schemes that are live streams (reconnect, drop-oldest) unless told otherwise
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt", "hls", "mms")
+
+
+#: schemes that usually carry MPEG-TS (read without the parser with ``low_delay``)
+TS_SCHEMES = ("tcp", "udp", "srt")
 
 
 class ReadTimeout(StreamUnavailable):
@@ -61,6 +76,32 @@ def network_options(scheme: str, *, transport: str, read_timeout: float) -> dict
     if scheme in LIVE_SCHEMES:
         return {"rw_timeout": read_us}
     return {}
+
+
+#: NAL unit types a decoder can start at: H.264 IDR (5) and SPS (7); HEVC IRAP (16-23) and VPS/SPS (32, 33)
+_H264_START = frozenset({5, 7})
+_HEVC_START = frozenset({16, 17, 18, 19, 20, 21, 22, 23, 32, 33})
+
+
+def starts_picture_anew(packet: Any, codec: str) -> bool:
+    """Whether a decoder can start at ``packet``: the demuxer flagged it a keyframe, or (H.264 /
+    HEVC in Annex B) it holds an IDR/IRAP picture or a sequence header. Without FFmpeg's parser
+    (``fflags=noparse``, which removes its one-frame wait for the next access unit) MPEG-TS
+    packets carry no keyframe flag, so a source waiting for a keyframe looks into the bitstream."""
+    if packet.is_keyframe:
+        return True
+    if codec not in ("h264", "hevc"):
+        return False
+    data = bytes(packet)
+    starts = _H264_START if codec == "h264" else _HEVC_START
+    i = data.find(b"\x00\x00\x01")
+    while 0 <= i < len(data) - 3:
+        head = data[i + 3]
+        kind = head & 0x1F if codec == "h264" else (head >> 1) & 0x3F
+        if kind in starts:
+            return True
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return False
 
 
 @dataclass(frozen=True)
@@ -95,8 +136,10 @@ class Demuxer:
 
     def __init__(self, target: str, *, uri: str, source_id: Any, max_pixels: int,
                  options: dict[str, str] | None = None, timeout: tuple[float, float] | None = None,
-                 file: bool = False) -> None:
+                 file: bool = False, low_delay: bool = False) -> None:
         self.target, self.uri, self.source_id = target, uri, source_id
+        self.low_delay = low_delay and "fflags" not in (options or {})
+        self.parser = True        # FFmpeg's parser cuts the packets (False: MPEG-TS read with low_delay)
         self.max_pixels, self.options, self.timeout, self.file = max_pixels, dict(options or {}), timeout, file
         self.container: Any = None
         self.stream: Any = None
@@ -119,7 +162,25 @@ class Demuxer:
     def open(self) -> Demuxer:
         if self.file:
             self._check_file()
-        kw: dict[str, Any] = {"options": dict(self.options)} if self.options else {}
+        if self.low_delay:
+            self._open({"fpsprobesize": "0", **self.options, "fflags": "noparse"})
+            if self.container.format.name.split(",")[0] == "mpegts":
+                self.parser = False
+            else:                                   # packets need the parser to become pictures
+                self.close()
+                self._open(self.options)
+        else:
+            self._open(self.options)
+        self.opened_at = time.monotonic()
+        try:
+            self._check()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self, options: dict[str, str]) -> None:
+        kw: dict[str, Any] = {"options": dict(options)} if options else {}
         if self.timeout is not None:
             kw["timeout"] = self.timeout
         t0 = time.monotonic()
@@ -143,13 +204,6 @@ class Demuxer:
             if self.file:
                 raise self._undecodable(f"cannot read as video: {describe(e)}") from None
             raise self._unavailable(f"could not open: {describe(e)}") from None
-        self.opened_at = time.monotonic()
-        try:
-            self._check()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
     def _check_file(self) -> None:
         path = self.target
@@ -174,7 +228,7 @@ class Demuxer:
             raise self._undecodable(f"the stream declares {w}x{h} pixels per frame, more than "
                                     f"max_pixels={self.max_pixels}; refused before decoding")
         cc.options = {**(cc.options or {}), "max_pixels": str(self.max_pixels)}   # a later, larger SPS too
-        fps = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
+        fps = float(stream.average_rate or cc.framerate or stream.guessed_rate or 0) or 30.0
         tb = float(stream.time_base) if stream.time_base else None
         duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
         if not duration and self.container.duration:

@@ -21,7 +21,7 @@ from typing import Any
 from ..batch import FrameInfo
 from ..errors import DecodeError
 from ..frame import SourceFrame
-from ._demux import Demuxer
+from ._demux import Demuxer, starts_picture_anew
 from ._reconnect import StallClock
 from ._status import SourceStatus
 from .decoders import Decoded, Decoder, DecoderChoice, FfmpegDecoder, PacketRejected
@@ -152,7 +152,7 @@ def run_session(demux: Demuxer, choice: DecoderChoice, holder: list, st: SourceS
         if not packet.size:
             continue                                       # the demuxer's flush packet: flush() below
         if gate:
-            if not packet.is_keyframe and since_keyframe_wait < _GATE_MAX:
+            if not starts_picture_anew(packet, info.codec) and since_keyframe_wait < _GATE_MAX:
                 since_keyframe_wait += 1
                 continue
             gate, since_keyframe_wait = False, 0

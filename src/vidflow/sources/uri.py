@@ -29,7 +29,7 @@ import torch
 
 from ..errors import DecodeError, SourceError, StreamUnavailable, as_source_error, redact_uri
 from ..frame import SourceFrame
-from ._demux import LIVE_SCHEMES, Demuxer, ReadTimeout, network_options, scheme_of
+from ._demux import LIVE_SCHEMES, TS_SCHEMES, Demuxer, ReadTimeout, network_options, scheme_of
 from ._reconnect import DEFAULT_BACKOFF, Backoff, Outage, StallClock, check_backoff
 from ._session import NvdecRefused, Stalled, Timeline, check_on_corrupt, run_session
 from ._status import SourceStatus, bare_message
@@ -65,17 +65,19 @@ class UriSource(SourceStatus):
         reconnect: live sources retry after a loss; ``False``: the first error raises, the
             stream's end ends the source.
         backoff: ``(initial, cap)`` seconds; retry k waits ``min(cap, initial * 2**(k-1))``; the
-            count restarts after a connection that delivered frames.
+            count restarts after a connection that delivered frames. A connection that delivered
+            frames for 10 s or more gets one quick retry (0.1 s) first (:mod:`._reconnect`).
         max_retries: consecutive failed retries before giving up (``failed``, raises); ``None`` = forever.
         stall_timeout: no frame for this long (consumer wait excluded): ``stalled``, reconnect.
         warmup: seconds allowed from opening to the first frame (a long GOP waits for a keyframe).
         max_pixels: streams declaring more pixels per frame are refused before decoding.
         options: extra FFmpeg options passed to ``av.open`` (strings).
         on_corrupt: ``"keep"`` concealed frames (counted), ``"skip"`` them, or ``"fail"``.
-        low_latency: NVDEC hands each picture out as soon as it is decoded (PyNvVideoCodec's
-            ``DisplayDecodeLatencyType.LOW``, each packet marked a whole picture) instead of
-            holding a few for reordering; only for a stream without B-frames (one with them
-            decodes as usual). ``None`` (default) = on for live sources. FFmpeg ignores it.
+        low_latency: an MPEG-TS stream (``tcp://``, ``udp://``, ``srt://``) is read without FFmpeg's parser (one frame interval
+            less latency, see :mod:`._demux`), and NVDEC hands each picture out as soon as it is
+            decoded (PyNvVideoCodec's ``DisplayDecodeLatencyType.LOW``, each packet marked a
+            whole picture) instead of holding a few for reordering; only for a stream without
+            B-frames (one with them decodes as usual). ``None`` (default) = on for live sources.
     """
 
     poolable = True           # can decode in a decode process (Pipeline(decode_processes=K))
@@ -164,10 +166,12 @@ class UriSource(SourceStatus):
         fps = 30.0
         while not self._closed.is_set():
             stall = StallClock(stall_timeout=self.stall_timeout, warmup=self.warmup)
+            first_at: float | None = None          # this connection's first frame (monotonic)
             try:
                 got = 0
                 for frame in self._connection(choice, holder, sid, timeline, stall):
                     if got == 0:
+                        first_at = time.monotonic()
                         backoff.reset()
                         fps = 1.0 / timeline.dur
                         if outage is not None:
@@ -212,7 +216,7 @@ class UriSource(SourceStatus):
                 stalled = isinstance(e, _Lost) and e.stalled
                 if stalled:
                     self.stalls += 1
-                delay = backoff.next()
+                delay = backoff.next(healthy_for=0.0 if first_at is None else time.monotonic() - first_at)
                 if self.max_retries is not None and backoff.failures > self.max_retries:
                     raise StreamUnavailable(f"gave up after {backoff.failures - 1} retries; last error: {text}",
                                             source_id=sid, uri=self.uri) from None
@@ -229,7 +233,7 @@ class UriSource(SourceStatus):
         demux = Demuxer(self._url, uri=self.uri, source_id=sid, max_pixels=self.max_pixels,
                         options=self._ffmpeg_options, timeout=(self.connect_timeout, min(self.read_timeout,
                                                                                          self.stall_timeout)),
-                        file=not self.live and not scheme_of(self._url))
+                        file=not self.live and not scheme_of(self._url), low_delay=self.low_latency and scheme_of(self._url) in TS_SCHEMES)
         demux.open()
         self.connects += 1
         self.connected_at = time.monotonic()
