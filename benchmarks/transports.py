@@ -37,8 +37,6 @@ import argparse
 import http.server
 import json
 import os
-import platform
-import socket
 import sys
 import tempfile
 import threading
@@ -48,27 +46,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.unit._brokers import mosquitto, redis_server  # noqa: E402  (the tests' broker starters)
+from tests.unit._brokers import free_port, mosquitto, redis_server  # noqa: E402  (the tests' broker starters)
 from tests.unit._sinkdata import batches  # noqa: E402
+from vidflow.bench.meters import host_cpu  # noqa: E402
 from vidflow.sinks.broker import BrokerSink  # noqa: E402
 
 
 def machine() -> dict[str, Any]:
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"host_cpu": model, "host_cores": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 2)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return {**host_cpu(), "load_avg": round(os.getloadavg()[0], 2)}
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):

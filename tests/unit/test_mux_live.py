@@ -9,20 +9,9 @@ from vidflow.batch import FrameInfo
 from vidflow.mux import Muxer, SourceQueue
 from vidflow.sources.base import SourceFrame
 
+from tests.unit.test_mux import FakeClock
+
 FPS = 30.0
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 100.0
-        self.waits = []
-
-    def __call__(self):
-        return self.t
-
-    def wait(self, cond, seconds):   # nothing arrives meanwhile: time just passes
-        self.waits.append(seconds)
-        self.t += seconds
 
 
 def frame(sid, n):
