@@ -47,7 +47,7 @@ import torch
 
 from .batch import TRACKER_BBOX, Batch, Objects
 
-__all__ = ["to_frames", "from_frames", "objects_from_columns", "to_columns", "eos_message", "is_eos",
+__all__ = ["to_frames", "from_frames", "objects_from_columns", "to_columns", "batch_object_columns", "eos_message", "is_eos",
            "decode_labels", "tensors_from_frames", "FRAME_COLUMNS", "OBJECT_COLUMNS"]
 
 Message = dict[str, Any]
@@ -99,7 +99,7 @@ def decode_labels(labels: Any) -> list[str]:
 
 
 # ---- batch -> columns -----------------------------------------------------------------------
-def _object_columns(batch: Batch) -> dict[str, torch.Tensor]:
+def batch_object_columns(batch: Batch) -> dict[str, torch.Tensor]:
     """The object columns of the whole batch, ``[N, ...]`` each (frame order not applied)."""
     o = batch.objects
     n = len(o)
@@ -149,7 +149,7 @@ def to_frames(batch: Batch, *, translators: Iterable[Translator] = ()) -> list[M
     the built-in columns, to add columns of their own.
     """
     counts, ordered = _counts(batch)
-    cols = _object_columns(batch)
+    cols = batch_object_columns(batch)
     if not ordered:
         order = torch.argsort(batch.objects.frame_idx, stable=True)
         cols = {k: v[order] for k, v in cols.items()}
@@ -188,7 +188,7 @@ def to_columns(batch: Batch) -> dict[str, Any]:
     fs = fi[order]
     pos = torch.arange(fi.shape[0], device=dev) - starts[fs]
     out: dict[str, Any] = {"num_objects": counts}
-    for name, v in _object_columns(batch).items():
+    for name, v in batch_object_columns(batch).items():
         pad = -1 if name in ("class-id", "object-id") or (name.startswith(_CLS) and not name.startswith(
             (_CLS_CONF, _CLS_LABEL))) else 0
         dst = torch.full((b, k, *v.shape[1:]), pad, dtype=v.dtype, device=dev)

@@ -153,3 +153,11 @@ def test_empty_batches_and_bad_arguments():
     for kw in ({"iou": 1.5}, {"low": 0.6, "high": 0.5}, {"min_hits": 0}, {"appearance_weight": 2}):
         with pytest.raises(ValueError):
             Tracker(**kw)
+
+
+def test_objects_of_frames_outside_the_batch_are_a_clear_error():
+    b = make_batch([(0, 0, [box(10, 10)]), (1, 0, [box(50, 50)])])
+    bad = b.replace(objects=b.objects.replace(frame_idx=torch.tensor([0, 2])))
+    with pytest.raises(ValueError, match=r"frame_idx must index the batch's 2 frames, got values from 0 to 2 \(1 of 2"):
+        Tracker()(bad)
+    assert Tracker()(b).objects.object_id.tolist() == [0, 0]

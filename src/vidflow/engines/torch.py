@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import torch
@@ -90,6 +91,9 @@ class TorchEngine:
         self._graphs: dict[tuple, tuple[torch.Tensor, dict[str, torch.Tensor], Any]] = {}
         self._graph_pool: Any = None
         self._side: Any = None
+        # a graph's static input/output are shared: one thread at a time captures or replays
+        # (threads sharing one engine, e.g. the bench's B workload, crashed in a concurrent capture)
+        self._graph_lock = threading.Lock()
         self.input_name = input_name
         self.input_size = tuple(input_size) if input_size else size_from(meta)
         self.labels = tuple(labels) if labels else labels_from(meta)
@@ -103,13 +107,14 @@ class TorchEngine:
         b = x.shape[0]
         bp = bucket(b) if self.batch_buckets else b
         if self.cuda_graphs:
-            g = self._graphs.get((bp, *x.shape[1:])) or self._capture((bp, *x.shape[1:]))
-            if g is not None:
-                static_in, static_out, graph = g
-                static_in[:b].copy_(x)                  # padding rows keep old images: sliced off below
-                graph.replay()
-                # the graph's outputs are overwritten by its next replay: hand out copies
-                return {k: (v[:b] if v.dim() and v.shape[0] == bp else v).clone() for k, v in static_out.items()}
+            with self._graph_lock:
+                g = self._graphs.get((bp, *x.shape[1:])) or self._capture((bp, *x.shape[1:]))
+                if g is not None:
+                    static_in, static_out, graph = g
+                    static_in[:b].copy_(x)              # padding rows keep old images: sliced off below
+                    graph.replay()
+                    # the graph's outputs are overwritten by its next replay: hand out copies
+                    return {k: (v[:b] if v.dim() and v.shape[0] == bp else v).clone() for k, v in static_out.items()}
         if bp != b:
             x = torch.cat([x, x.new_zeros((bp - b, *x.shape[1:]))])
         if self.channels_last and x.dim() == 4:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..batch import Batch
-from ..translate import _object_columns
+from ..translate import batch_object_columns
 
 __all__ = ["HostFrames", "HostColumns", "ReadsHostFrames", "host_frames", "host_columns", "host_table", "host_rle", "stack_to_host", "encode_array",
            "decode_array", "rle_encode", "rle_decode", "label_names", "identity_names", "OBJECT_PREFIX",
@@ -253,7 +253,7 @@ def _copy(batch: Batch) -> HostColumns:
     objs = batch.objects
     assert objs is not None                       # Batch always holds a table (maybe empty)
     cols: dict[str, torch.Tensor] = {}
-    for name, t in _object_columns(batch).items():
+    for name, t in batch_object_columns(batch).items():
         if name in _SKIP or name.startswith("classification-label-"):
             continue
         if name in _SQUEEZE or name.startswith("classification-"):

@@ -49,6 +49,26 @@ LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp",
 TS_SCHEMES = ("tcp", "udp", "srt")
 
 
+#: libavformat's MPEG-TS demuxer hands out at most this much of one PES as one packet when it
+#: reads without the parser (mpegts.c ``MAX_PES_PAYLOAD``); a packet within a few hundred bytes
+#: of it (its PES header) may go on in the next one
+_PES_MAX = 200 * 1024
+_PES_CUT = _PES_MAX - 1024
+
+
+def _joined(parts: list[Any]) -> Any:
+    """One packet of the pieces of a PES the demuxer cut (see :meth:`Demuxer.packets`)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    packet = av.Packet(b"".join(bytes(p) for p in parts))
+    packet.stream = first.stream
+    packet.time_base = first.time_base
+    packet.pts, packet.dts = first.pts, first.dts
+    packet.is_keyframe = first.is_keyframe
+    return packet
+
+
 class ReadTimeout(StreamUnavailable):
     """A read (or the open) took longer than its timeout: the peer went quiet."""
 
@@ -171,6 +191,9 @@ class Demuxer:
                 self._open(self.options)
         else:
             self._open(self.options)
+            if ("noparse" in self.options.get("fflags", "")
+                    and self.container.format.name.split(",")[0] == "mpegts"):
+                self.parser = False                 # the user's noparse: joined pieces too
         self.opened_at = time.monotonic()
         try:
             self._check()
@@ -247,6 +270,35 @@ class Demuxer:
     def packets(self) -> Iterator[Any]:
         """The video stream's packets in decode order, then the demuxer's flush packet. A read
         that times out raises :class:`ReadTimeout`; one that fails, ``StreamUnavailable``."""
+        it = self._read()
+        if self.parser:
+            yield from it
+            return
+        # Without the parser, libavformat's MPEG-TS demuxer cuts a PES larger than its 200 KiB
+        # buffer (MAX_PES_PAYLOAD) into several packets, the later ones without timestamps: a
+        # large keyframe at 1080p and 4 Mbit/s already is. Each must reach the decoder as one
+        # picture (NVDEC's low latency decodes every packet as a whole picture), so the pieces
+        # are joined here. Only a packet of about that size waits for the next one.
+        pending: list[Any] = []
+        for packet in it:
+            if pending:
+                if packet.size and packet.pts is None and packet.dts is None:
+                    pending.append(packet)              # the same PES, cut again
+                    if packet.size >= _PES_CUT:
+                        continue
+                    yield _joined(pending)
+                    pending = []
+                    continue
+                yield _joined(pending)
+                pending = []
+            if packet.size >= _PES_CUT:
+                pending = [packet]
+                continue
+            yield packet
+        if pending:
+            yield _joined(pending)
+
+    def _read(self) -> Iterator[Any]:
         it = self.container.demux(self.stream)
         while True:
             try:

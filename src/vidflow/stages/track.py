@@ -131,6 +131,14 @@ class Tracker:
         out[:, 0] = -1
         out[:, 2:6] = packed[:, 3:7]
         frames = batch.frames
+        if n and frames:
+            fi = packed[:, 0]
+            if fi.min() < 0 or fi.max() > len(frames) - 1 or not np.array_equal(fi, np.round(fi)):
+                # every row must belong to one of the batch's frames (a seg bench run on the H200
+                # once failed deep in the association with an IndexError: this says what came in)
+                raise ValueError(f"{self.name}: the objects' frame_idx must index the batch's {len(frames)} "
+                                 f"frames, got values from {fi.min():g} to {fi.max():g} "
+                                 f"({int(((fi < 0) | (fi > len(frames) - 1)).sum())} of {n} rows outside)")
         if frames:
             order = np.argsort(packed[:, 0], kind="stable")  # rows grouped by frame, frames in batch order
             bounds = np.searchsorted(packed[order, 0], np.arange(len(frames) + 1) - 0.5)
