@@ -55,9 +55,12 @@ for step in "${steps[@]}"; do
         for tree in after before; do
           src=$PWD/src; [ $tree = before ] && src=$PWD/.before/src
           [ -d "$src" ] || { echo "compare: $src missing"; rc=2; continue; }
-          PYTHONPATH=/tmp/site:$src timeout 240 python3 -m vidflow.cli bench $B --out "$out/compare_${tree}_$round.jsonl" \
-            > "$out/compare_${tree}_$round.log" 2>&1 || rc=1
-          echo "== $tree, round $round"; cut -c1-400 "$out/compare_${tree}_$round.jsonl" 2>/dev/null
+          # one log and one JSONL for all rounds: the device hands back at most 8 files a call
+          echo "== $tree, round $round" | tee -a "$out/compare.log" >> "$out/compare.jsonl"
+          PYTHONPATH=/tmp/site:$src timeout 240 python3 -m vidflow.cli bench $B --out "$out/compare_now.jsonl" \
+            >> "$out/compare.log" 2>&1 || rc=1
+          cut -c1-400 "$out/compare_now.jsonl" 2>/dev/null; cat "$out/compare_now.jsonl" >> "$out/compare.jsonl" 2>/dev/null
+          rm -f "$out/compare_now.jsonl"
         done
       done ;;
     live)    # issue 14: 64 live 1080p30 cameras H.264 / HEVC, 100 reconnects, max cameras (docs/PERFORMANCE.md)
