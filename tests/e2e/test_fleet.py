@@ -225,12 +225,16 @@ def test_move_back_returns_cameras_to_their_restarted_worker(ray_local, clips, t
 
         def back() -> dict | None:
             c = _cams(fleet.status())["m0"]
-            return c if len(c["moves"]) == 2 and c["worker"] == "w0" and c["state"] == "running" else None
+            return c if c["moves"] and c["worker"] == "w0" and c["state"] == "running" and c["moves"][-1]["to"] == "w0" else None
 
-        m0 = wait_until(back, timeout=90, what="m0 moved to w1 and back to the restarted w0")
+        m0 = wait_until(back, timeout=90, what="m0 back on the restarted w0")
         _show(fleet, "after move-back")
-        assert [(m["from"], m["to"]) for m in m0["moves"]] == [("w0", "w1"), ("w1", "w0")]
-        assert m0["moves"][1]["reason"] == "moved to w0"
+        moves = [(m["from"], m["to"]) for m in m0["moves"]]
+        # Ray restarts the actor in ~0.3 s here; when the restart is seen in the same poll as the
+        # loss, m0 is re-placed straight onto the restarted w0, else it goes to w1 and moves back
+        assert moves in ([("w0", "w1"), ("w1", "w0")], [("w0", "w0")]), moves
+        if len(moves) == 2:
+            assert m0["moves"][1]["reason"] == "moved to w0"
         assert _cams(fleet.status())["m1"]["moves"] == []
     finally:
         fleet.stop()
