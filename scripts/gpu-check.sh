@@ -3,7 +3,8 @@
 #   .whl/site312.tar.xz   (../shared/tools/device-wheels.sh) and .whl/extra/*.whl (motmetrics,
 #                          xmltodict: pip download --no-deps --python-version 3.12 -d .whl/extra ...)
 #   .models/              (copies of ../shared/models/*)       tests/data/ (scripts/fetch_test_clips.py)
-#   .whl/ray312.tar.xz, .whl/ray-deps/ (scripts/device-ray.sh; only for the fleet step)
+#   .whl/ray312.tar.xz, .whl/ray-deps/ (scripts/device-ray.sh; only for the fleet step, which uses the
+#                          demo model: carry site312 + Ray without .models to stay under 64 MiB)
 #   .before/src           (only for the compare step: mkdir .before && git archive e07be02 src | tar -x -C .before)
 # Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet|live|compare]...   (default: tests demo bench)
 #   compare: E/D/M of this tree against .before/src, alternated A B A B on the same host (issue 13)
