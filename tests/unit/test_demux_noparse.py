@@ -117,3 +117,15 @@ def test_low_delay_joins_the_pieces_of_a_picture_the_demuxer_cut(tmp_path):
     assert len(parsed) == 4 and joined == parsed
     frames = list(UriSource(str(clip), decoder="ffmpeg", options=NOPARSE).frames())
     assert len(frames) == 4
+
+
+def test_joining_is_bounded(monkeypatch, tmp_path):
+    """A PES that never ends is handed on in bounded parts, not held in memory."""
+    from vidflow.sources import _demux
+    monkeypatch.setattr(_demux, "_PES_PIECES", 2)
+    clip = _big_pictures(tmp_path / "big.ts", n=1)
+    with av.open(str(clip), options=NOPARSE) as c:
+        raw = [p.size for p in c.demux(c.streams.video[0]) if p.size]
+    with _demux.Demuxer(str(clip), uri="x", source_id=0, max_pixels=1 << 24, low_delay=True) as d:
+        sizes = [p.size for p in d.packets() if p.size]
+    assert len(raw) >= 3 and sum(sizes) == sum(raw) and sizes[0] == raw[0] + raw[1]

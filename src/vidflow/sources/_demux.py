@@ -54,6 +54,8 @@ TS_SCHEMES = ("tcp", "udp", "srt")
 #: of it (its PES header) may go on in the next one
 _PES_MAX = 200 * 1024
 _PES_CUT = _PES_MAX - 1024
+#: at most this many pieces are joined (~50 MB: bounded memory on a stream that never ends a PES)
+_PES_PIECES = 256
 
 
 def _joined(parts: list[Any]) -> Any:
@@ -284,7 +286,7 @@ class Demuxer:
             if pending:
                 if packet.size and packet.pts is None and packet.dts is None:
                     pending.append(packet)              # the same PES, cut again
-                    if packet.size >= _PES_CUT:
+                    if packet.size >= _PES_CUT and len(pending) < _PES_PIECES:
                         continue
                     yield _joined(pending)
                     pending = []
