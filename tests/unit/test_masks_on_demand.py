@@ -125,3 +125,18 @@ def test_reads_masks_of_undeclared_and_host_frame_sinks(tmp_path):
     assert reads_masks(object()) and not reads_masks(HostSink())
     assert reads_masks(JsonlSink(tmp_path / "a.jsonl"))
     assert not reads_masks(JsonlSink(tmp_path / "b.jsonl", format="events"))
+
+
+@pytest.mark.parametrize("reader_first", [True, False])
+def test_a_detector_shared_by_two_pipelines_builds_masks_when_either_reads_them(reader_first):
+    det = Detector(_seg_engine(), head="segment", conf=0.5, masks="auto")
+    reads, skips = Probe(True), Probe(False)
+    order = [reads, skips] if reader_first else [skips, reads]
+    pipes = [Pipeline([FakeSource(3)], stages=[det], sinks=[p], device="cpu") for p in order]
+    assert det.makes_masks                       # the one that reads wins, whichever was built last
+    for pipe in pipes:
+        pipe.run()
+    assert all(m for _, m in reads.seen) and all(m for _, m in skips.seen)
+    alone = Detector(_seg_engine(), head="segment", conf=0.5, masks="auto")
+    Pipeline([FakeSource(3)], stages=[alone], sinks=[Probe(False)], device="cpu")
+    assert not alone.makes_masks

@@ -126,7 +126,7 @@ class Pipeline:
                             summary=self.summary, lock=self._lock, device=self.device,
                             strict_device=self.strict_device)
         self._reader = False                                 # the caller iterates the batches (reads masks)
-        plan_masks(self._stage_slots, self._steps.sinks, reader=False)
+        plan_masks(self._stage_slots, self._steps.sinks, reader=False, owner=self)
         self._head, self._tail_stages, self._clear_launched = split(self._stage_slots)
         self._tail: Tail | None = None
         self._startup: StartupMeter | None = None
@@ -178,7 +178,7 @@ class Pipeline:
     def add_sink(self, sink: Any) -> None:
         """Add a sink, before or while the pipeline runs (from the next batch on)."""
         self._steps.add_sink(bind_sink(sink))
-        plan_masks(self._stage_slots, self._steps.sinks, reader=self._reader)
+        plan_masks(self._stage_slots, self._steps.sinks, reader=self._reader, owner=self)
         with self._lock:
             self.summary.note_outputs([sink])
 
@@ -214,7 +214,7 @@ class Pipeline:
         ``masks="auto"`` builds instance masks (``run()`` builds them only for a stage or sink
         that reads them)."""
         self._reader = True
-        plan_masks(self._stage_slots, self._steps.sinks, reader=True)
+        plan_masks(self._stage_slots, self._steps.sinks, reader=True, owner=self)
         return self._batches()
 
     def run(self) -> RunSummary:

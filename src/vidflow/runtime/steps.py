@@ -76,7 +76,7 @@ def bind_sink(obj: Any) -> SinkSlot:
                     host=host, rle=host and bool(obj.host_masks))
 
 
-def plan_masks(stages: Sequence[StageSlot], sinks: Sequence[SinkSlot], *, reader: bool) -> None:
+def plan_masks(stages: Sequence[StageSlot], sinks: Sequence[SinkSlot], *, reader: bool, owner: object = None) -> None:
     """Tell each stage that builds masks on demand (``stages.base.MasksOnDemand``: the
     detector) whether a later stage, a sink or the caller (``reader``: iterating the batches)
     reads them (``stages.base.reads_masks``). Called when the pipeline is built, when a sink is
@@ -84,7 +84,7 @@ def plan_masks(stages: Sequence[StageSlot], sinks: Sequence[SinkSlot], *, reader
     later_sinks = any(reads_masks(s.obj) for s in sinks)
     for i, st in enumerate(stages):
         if isinstance(st.obj, MasksOnDemand):
-            st.obj.masks_needed(reader or later_sinks or any(reads_masks(s.obj) for s in stages[i + 1:]))
+            st.obj.masks_needed(reader or later_sinks or any(reads_masks(s.obj) for s in stages[i + 1:]), owner)
 
 
 class Steps:

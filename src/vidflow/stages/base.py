@@ -18,7 +18,8 @@ separate protocols, checked with ``isinstance`` (all ``runtime_checkable``):
   True (unknown code may read them).
 - :class:`MasksOnDemand`: ``masks_needed(needed)`` is told, when the pipeline is built (and when
   a sink is added or the user iterates the batches), whether anything after it reads masks; the
-  detector then skips building them when nothing does (``Detector(masks="auto")``).
+  detector then skips building them when nothing does (``Detector(masks="auto")``). ``owner``:
+  who tells (each pipeline); a stage shared by several pipelines builds them when any needs them.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class ReadsMasks(Protocol):
 
 @runtime_checkable
 class MasksOnDemand(Protocol):
-    def masks_needed(self, needed: bool) -> None: ...
+    def masks_needed(self, needed: bool, owner: object = None) -> None: ...
 
 
 def reads_masks(obj: Any) -> bool:

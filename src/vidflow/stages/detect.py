@@ -139,7 +139,8 @@ class Detector:
         self.output = output
         self.backend = backend
         self.masks: bool | Literal["auto"] = masks if masks == "auto" else bool(masks)
-        self._masks_needed = True              # "auto": until a pipeline says nothing reads them
+        # "auto": what each pipeline said (by owner); masks until one says nothing reads them
+        self._masks_votes: dict[int, bool] = {}
         self.probabilities = bool(probabilities)
         self.kpt_shape = tuple(int(v) for v in kpt_shape) if kpt_shape is not None else None
         self.keypoint_names = tuple(keypoint_names) if keypoint_names is not None else None
@@ -152,16 +153,19 @@ class Detector:
     #: the detector replaces the objects: it reads no masks of earlier stages (``stages.base``)
     reads_masks = False
 
-    def masks_needed(self, needed: bool) -> None:
+    def masks_needed(self, needed: bool, owner: object = None) -> None:
         """Whether anything after this stage reads instance masks (``stages.base.MasksOnDemand``;
-        a ``Pipeline`` calls it); with ``masks="auto"`` masks are built only when it does."""
-        self._masks_needed = bool(needed)
+        a ``Pipeline`` calls it, as ``owner``); with ``masks="auto"`` masks are built only when it
+        does, and for a detector shared by several pipelines, when any of them does."""
+        self._masks_votes[id(owner)] = bool(needed)
 
     @property
     def makes_masks(self) -> bool:
         """Whether a segment head's instance masks are built now (``masks``, and for ``"auto"``
         what the pipeline said)."""
-        return self._masks_needed if self.masks == "auto" else bool(self.masks)
+        if self.masks == "auto":
+            return any(self._masks_votes.values()) if self._masks_votes else True
+        return bool(self.masks)
 
     @property
     def input_size(self) -> tuple[int, int] | None:
