@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-__all__ = ["encode_clip", "TsServer"]
+__all__ = ["encode_clip", "encode_big_pictures", "TsServer"]
 
 
 def encode_clip(path: str | Path, *, codec: str = "h264", width: int = 320, height: int = 240, fps: int = 30,
@@ -52,6 +52,24 @@ def encode_clip(path: str | Path, *, codec: str = "h264", width: int = 320, heig
         out.mux(p)
     out.close()
     return path
+
+
+def encode_big_pictures(path: str | Path, *, n: int = 4, gop: int = 2) -> Path:
+    """H.264 noise at qp 0 in MPEG-TS, 640x480: every picture ~450 kB, more than the 200 KiB of one
+    PES that the MPEG-TS demuxer hands out as one packet without its parser (as 1080p live
+    keyframes at 4 Mbit/s are)."""
+    rng = np.random.default_rng(7)
+    with av.open(str(path), "w", format="mpegts") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 640, 480, "yuv420p"
+        s.options = {"g": str(gop), "bf": "0", "qp": "0", "preset": "ultrafast", "tune": "zerolatency"}
+        for _ in range(n):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return Path(path)
 
 
 class _Segment:

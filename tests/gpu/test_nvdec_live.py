@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from ts_server import TsServer, encode_clip  # noqa: E402
+from ts_server import TsServer, encode_big_pictures, encode_clip  # noqa: E402
 
 from vidflow.errors import DecodeError  # noqa: E402
 from vidflow.mux import Muxer  # noqa: E402
@@ -46,25 +46,8 @@ def clips(tmp_path_factory):
         "h264": encode_clip(d / "h264.ts", codec="h264", width=W, height=H, seconds=1.0, seed=1),
         "hevc": encode_clip(d / "hevc.ts", codec="hevc", width=W, height=H, seconds=1.0, seed=2),
         "large": encode_clip(d / "large.ts", codec="h264", width=960, height=544, seconds=1.0, seed=3),
-        "big": _big_pictures(d / "big.ts"),
+        "big": encode_big_pictures(d / "big.ts", n=6, gop=3),
     }
-
-
-def _big_pictures(path: Path, n: int = 6) -> Path:
-    """H.264 pictures of ~450 kB (noise at qp 0): over the 200 KiB of one PES that the MPEG-TS
-    demuxer hands out as one packet without its parser, as 1080p live keyframes at 4 Mbit/s are."""
-    rng = np.random.default_rng(7)
-    with av.open(str(path), "w", format="mpegts") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 640, 480, "yuv420p"
-        s.options = {"g": "3", "bf": "0", "qp": "0", "preset": "ultrafast", "tune": "zerolatency"}
-        for _ in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
-                                                         format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
 
 
 @pytest.mark.parametrize("codec", ["h264", "hevc"])

@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 
+from tests.e2e.ts_server import encode_big_pictures
 from vidflow.sources._demux import starts_picture_anew
 from vidflow.sources.uri import UriSource
 
@@ -82,30 +83,13 @@ def test_low_delay_reads_mpegts_without_the_parser_and_other_formats_with_it(cli
         assert d.parser is True
 
 
-def _big_pictures(path: Path, n: int = 4) -> Path:
-    """Noise at qp 0: every picture ~450 kB, more than the 200 KiB of one PES the MPEG-TS demuxer
-    hands out as one packet without the parser (a 1080p keyframe at 4 Mbit/s already is)."""
-    rng = np.random.default_rng(7)
-    with av.open(str(path), "w", format="mpegts") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 640, 480, "yuv420p"
-        s.options = {"g": "2", "bf": "0", "qp": "0", "preset": "ultrafast", "tune": "zerolatency"}
-        for _ in range(n):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), format="rgb24")
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
 def test_low_delay_joins_the_pieces_of_a_picture_the_demuxer_cut(tmp_path):
     """Without the parser a PES over 200 KiB came out as several packets, the later ones without
     timestamps; NVDEC's low latency took each as a whole picture ("Decode Error" at every
     keyframe of 1080p live H.264 on the H200, 70 % of frames unreadable). The demux layer joins
     them: each packet is one picture, byte for byte the parser's."""
     from vidflow.sources._demux import Demuxer
-    clip = _big_pictures(tmp_path / "big.ts")
+    clip = encode_big_pictures(tmp_path / "big.ts")
     with av.open(str(clip), options=NOPARSE) as c:
         raw = [p for p in c.demux(c.streams.video[0]) if p.size]
     assert len(raw) > 4 and sum(p.pts is None for p in raw) >= 4      # the cut this guards against
@@ -123,7 +107,7 @@ def test_joining_is_bounded(monkeypatch, tmp_path):
     """A PES that never ends is handed on in bounded parts, not held in memory."""
     from vidflow.sources import _demux
     monkeypatch.setattr(_demux, "_PES_PIECES", 2)
-    clip = _big_pictures(tmp_path / "big.ts", n=1)
+    clip = encode_big_pictures(tmp_path / "big.ts", n=1)
     with av.open(str(clip), options=NOPARSE) as c:
         raw = [p.size for p in c.demux(c.streams.video[0]) if p.size]
     with _demux.Demuxer(str(clip), uri="x", source_id=0, max_pixels=1 << 24, low_delay=True) as d:

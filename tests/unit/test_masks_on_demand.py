@@ -140,3 +140,14 @@ def test_a_detector_shared_by_two_pipelines_builds_masks_when_either_reads_them(
     alone = Detector(_seg_engine(), head="segment", conf=0.5, masks="auto")
     Pipeline([FakeSource(3)], stages=[alone], sinks=[Probe(False)], device="cpu")
     assert not alone.makes_masks
+
+
+def test_a_pipeline_gone_has_no_say():
+    import gc
+    det = Detector(_seg_engine(), head="segment", conf=0.5, masks="auto")
+    keep = Pipeline([FakeSource(3)], stages=[det], sinks=[Probe(False)], device="cpu")
+    gone = Pipeline([FakeSource(3)], stages=[det], sinks=[Probe(True)], device="cpu")
+    assert det.makes_masks
+    del gone
+    gc.collect()
+    assert not det.makes_masks and keep is not None

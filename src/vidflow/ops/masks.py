@@ -178,30 +178,15 @@ def _bilinear(img: torch.Tensor, qy: torch.Tensor, qx: torch.Tensor) -> torch.Te
 
 # COCO RLE ------------------------------------------------------------------------------------
 def rle_counts(masks: Masks, heights: torch.Tensor | Sequence[int]) -> list[list[int]]:
-    """Column-major run lengths (zeros first) of each mask placed in its frame, as pycocotools
-    counts them. ``heights [N]``: each object's frame height. Run boundaries are computed on the
-    device; one copy of them comes to the host."""
+    """Where each run starts, per mask placed in its frame: column-major pixel indices (the run
+    lengths pycocotools counts are their differences). ``heights [N]``: each object's frame
+    height. Run boundaries are computed on the device; one copy of them comes to the host."""
     n = len(masks)
     if n == 0:
         return []
-    dev = masks.device
-    hts = torch.as_tensor(heights, dtype=torch.int64).to(dev).reshape(n)
-    d = masks.data
-    h = d.shape[1]
-    padded = torch.nn.functional.pad(d, (0, 0, 1, 1)).transpose(1, 2).to(torch.int8)   # [N, W, h+2] column-major
-    change = (padded[:, :, 1:] != padded[:, :, :-1])                                     # between r and r+1
-    obj, col, r = change.nonzero(as_tuple=True)
-    # the pixel where the new value starts: padded row r+1 -> source row y0 + r
-    pos = (masks.origin[obj, 0] + col) * hts[obj] + masks.origin[obj, 1] + r
-    obj_h, pos_h = obj.cpu().tolist(), pos.cpu().tolist()
-    per: list[list[int]] = [[] for _ in range(n)]
-    for o, p in zip(obj_h, pos_h):
-        lst = per[o]
-        if lst and lst[-1] == p:       # a run ending at a column's bottom and one starting at the next top
-            lst.pop()
-        else:
-            lst.append(p)
-    return per
+    obj, pos = _change_points(masks, torch.as_tensor(heights, dtype=torch.int64))
+    bounds = np.searchsorted(obj, np.arange(n + 1))
+    return [pos[a:b].tolist() for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
 
 
 def _counts_from_changes(changes: list[int], total: int) -> list[int]:
@@ -287,8 +272,8 @@ def _change_points(masks: Masks, heights: torch.Tensor) -> tuple[np.ndarray, np.
 
 
 def _rle_strings(masks: Masks, sizes: torch.Tensor) -> list[str]:
-    """pycocotools' compressed counts of every mask at once (NumPy; what :func:`rle_counts`,
-    ``_counts_from_changes`` and :func:`encode_counts` give one by one, 10x+ faster)."""
+    """pycocotools' compressed counts of every mask at once, in NumPy (what
+    ``_counts_from_changes`` and :func:`encode_counts` give one mask at a time)."""
     n = len(masks)
     if n == 0:
         return []

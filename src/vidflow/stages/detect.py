@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -139,8 +140,10 @@ class Detector:
         self.output = output
         self.backend = backend
         self.masks: bool | Literal["auto"] = masks if masks == "auto" else bool(masks)
-        # "auto": what each pipeline said (by owner); masks until one says nothing reads them
-        self._masks_votes: dict[int, bool] = {}
+        # "auto": what each live pipeline said (weakly keyed: a pipeline gone has no say), and a
+        # caller without an owner; masks until one says nothing reads them
+        self._masks_votes: weakref.WeakKeyDictionary[object, bool] = weakref.WeakKeyDictionary()
+        self._masks_unowned: bool | None = None
         self.probabilities = bool(probabilities)
         self.kpt_shape = tuple(int(v) for v in kpt_shape) if kpt_shape is not None else None
         self.keypoint_names = tuple(keypoint_names) if keypoint_names is not None else None
@@ -157,14 +160,18 @@ class Detector:
         """Whether anything after this stage reads instance masks (``stages.base.MasksOnDemand``;
         a ``Pipeline`` calls it, as ``owner``); with ``masks="auto"`` masks are built only when it
         does, and for a detector shared by several pipelines, when any of them does."""
-        self._masks_votes[id(owner)] = bool(needed)
+        if owner is None:
+            self._masks_unowned = bool(needed)
+        else:
+            self._masks_votes[owner] = bool(needed)
 
     @property
     def makes_masks(self) -> bool:
         """Whether a segment head's instance masks are built now (``masks``, and for ``"auto"``
         what the pipeline said)."""
         if self.masks == "auto":
-            return any(self._masks_votes.values()) if self._masks_votes else True
+            votes = [*self._masks_votes.values(), *(() if self._masks_unowned is None else (self._masks_unowned,))]
+            return any(votes) if votes else True
         return bool(self.masks)
 
     @property
