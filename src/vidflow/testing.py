@@ -50,14 +50,17 @@ class FakeSource:
     """Yields ``frames`` solid RGB frames of ``width x height``; frame ``i`` has grey level
     ``frame_value(source_id, i)`` and ``pts = i / fps``.
 
-    ``delay``: seconds slept before each frame (a slow camera); ``fail_after``: raise
+    ``delay``: seconds slept before each frame (a slow camera); ``open_delay``: seconds the
+    constructor takes (a camera slow to open, as a decoder being created); ``fail_after``: raise
     ``DecodeError`` after that many frames; ``live``: drop-oldest queueing in the pipeline;
     ``frames=None``: never ends (until closed).
     """
 
     def __init__(self, frames: int | None = 10, *, width: int = 64, height: int = 48, fps: float = 30.0,
                  live: bool = False, delay: float = 0.0, fail_after: int | None = None,
-                 uri: str = "fake://source") -> None:
+                 uri: str = "fake://source", open_delay: float = 0.0) -> None:
+        if open_delay > 0:
+            time.sleep(float(open_delay))
         self.n = frames
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.live = live

@@ -17,12 +17,12 @@ TINY = ["--size", "240p", "--fps", "15", "--decoder", "ffmpeg", "--stages", "non
         "--clip-seconds", "4", "--bitrate", "300000", "--warmup", "0.5"]
 
 
-def _bench(tmp_path: Path, *args: str) -> list[dict]:
+def _bench(tmp_path: Path, *args: str, rc: int = 0) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-m", "vidflow", "bench", "--live", *TINY, "--workdir", str(tmp_path),
                           *args], capture_output=True, text=True, timeout=300, env=env)
     lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
-    assert out.returncode == 0, (out.returncode, out.stdout[-2000:], out.stderr[-3000:])
+    assert out.returncode == rc, (out.returncode, out.stdout[-2000:], out.stderr[-3000:])
     return lines
 
 
@@ -55,3 +55,8 @@ def test_live_bench_kills_a_camera_and_steps_up_cameras(tmp_path, codec):
     runs, (top,) = lines[:-1], lines[-1:]
     assert [r["streams"] for r in runs] == [1, 2] and all("error" not in r for r in runs)
     assert top["bench"] == "live-max" and top["max_cameras"] == 2 and [t[0] for t in top["trials"]] == [1, 2]
+    # a first count that already falls behind: down by --step (here nothing holds: no count passes 2x offered)
+    lines = _bench(tmp_path, "--streams", "2", "--max-cameras", "--step", "1", "--seconds", "1", "--threshold", "2.0",
+                   rc=1)
+    top = lines[-1]
+    assert top["max_cameras"] is None and top["first_failing"] == 1 and [t[0] for t in top["trials"]] == [2, 1]

@@ -170,6 +170,27 @@ def test_apply_adds_and_removes_without_moving_the_others(ray_local, clips, tmp_
         fleet.stop()
 
 
+@pytest.mark.slow
+def test_a_worker_busy_adding_a_slow_camera_still_answers_its_health_check(ray_local, tmp_path):
+    # a camera whose source takes 4 s to open (as decoders being created on a GPU) against a
+    # health timeout of 1.5 s: the status calls have threads of their own, so the worker is not
+    # taken for hung (killed, restarted, its cameras moved)
+    fleet = Fleet(_template(tmp_path), name="busy", workers=1, num_cpus=0.5, poll_s=0.25, health_timeout_s=1.5,
+                  allow_code=["vidflow.testing"])
+    fleet.start()
+    try:
+        wait_until(lambda: _workers(fleet.status())["w0"]["state"] == "running", timeout=60, what="w0 up")
+        fleet.apply([{"id": "slow", "vidflow.testing:FakeSource": {"frames": 40, "open_delay": 4.0}},
+                     {"id": "quick", "vidflow.testing:FakeSource": {"frames": 40}}])
+        wait_until(lambda: all(c["frames"] >= 1 for c in fleet.status()["cameras"]), timeout=60,
+                   what="both cameras writing")
+        st = _show(fleet, "after the slow add")
+        assert _workers(st)["w0"]["restarts"] == 0 and _workers(st)["w0"]["state"] == "running"
+        assert all(c["moves"] == [] and c["failures"] == 0 for c in st["cameras"])
+    finally:
+        fleet.stop()
+
+
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vidflow", "fleet", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")})

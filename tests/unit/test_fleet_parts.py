@@ -273,3 +273,90 @@ def test_worker_http_ports_do_not_collide():
     assert [worker_http(9100, i) for i in range(3)] == [9100, 9101, 9102]
     assert worker_http("0.0.0.0:9100", 2) == "0.0.0.0:9102" and worker_http("127.0.0.1:0", 3) == "127.0.0.1:0"
     assert worker_http(0, 1) == 0 and worker_http(None, 1) is None
+
+
+def test_adding_an_id_still_held_returns_busy_at_once(tmp_path):
+    w = PipelineWorker(_template(tmp_path), "w2")
+    try:
+        live = {"synthetic": {"width": 64, "height": 48, "frames": None, "fps": 100, "live": True}}
+        assert w.add("x", live)["ok"]
+        res = w.add("x", live)                 # the pipeline still holds "x": not waited for
+        assert res["ok"] is False and res["busy"] is True and "already in use" in res["error"]
+        assert w.status()["cameras"] == {}     # (the worker's record went with the refused add)
+    finally:
+        w.stop()
+
+
+# -- the reconciler's rounds, with a stand-in for Ray -------------------------------------------
+
+class _Done:
+    """A finished Ray call."""
+    def __init__(self, value):
+        self.value = value
+
+
+class _Method:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *a, **kw):
+        return _Done(self.fn(*a, **kw))
+
+
+class _FakeRay:
+    @staticmethod
+    def wait(refs, timeout=0):
+        return list(refs), []
+
+    @staticmethod
+    def get(ref):
+        return ref.value
+
+
+class _Handle:
+    """A worker that answers its adds from ``answers`` (the last one repeats)."""
+    def __init__(self, answers):
+        self.answers, self.adds = list(answers), 0
+        self.add = _Method(self._add)
+        self.remove = _Method(lambda cid: {"ok": True, "acked": -1})
+
+    def _add(self, cid, entry, start=0, offset=0):
+        self.adds += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def _rec(handle, **settings):
+    from vidflow.fleet._book import WorkerState
+    from vidflow.fleet._reconcile import Reconciler
+    from vidflow.fleet.spec import FleetSettings
+
+    rec = Reconciler(FleetSettings(poll_s=0.5, **settings))
+    rec.workers["w0"] = WorkerState("w0", handle, 8, state="running", incarnation="i0")
+    rec.cams["a"] = CameraState(CameraSpec("a", {"file": "a.mp4"}))
+    rec.order = ["a"]
+    return rec
+
+
+def test_a_camera_whose_previous_run_is_still_released_is_added_again_without_a_failure():
+    busy = {"ok": False, "busy": True, "error": "add_source: source id 'a' is already in use", "incarnation": "i0"}
+    h = _Handle([busy, busy, {"ok": True, "incarnation": "i0"}])
+    rec = _rec(h)
+    for now in (0.0, 0.1, 0.2, 0.3, 0.8, 0.9, 1.5, 1.6):
+        rec.tick(_FakeRay, now)
+    cam = rec.cams["a"]
+    assert h.adds == 3 and cam.failures == 0 and cam.error is None
+    assert cam.state == "starting" and cam.worker == "w0" and cam.incarnation == "i0"
+
+
+def test_a_previous_run_never_released_counts_as_a_failure():
+    busy = {"ok": False, "busy": True, "error": "add_source: source id 'a' is already in use", "incarnation": "i0"}
+    h = _Handle([busy])
+    rec = _rec(h, release_timeout_s=2.0, backoff_s=10.0)
+    states = []
+    for i in range(40):
+        rec.tick(_FakeRay, i * 0.1)
+        states.append(rec.cams["a"].state)
+    cam = rec.cams["a"]
+    assert "releasing" in states and cam.failures == 1 and cam.state == "backoff"
+    assert "not released in 2 s" in cam.error and "already in use" in cam.error
+    assert 4 <= h.adds <= 6                    # asked again every poll_s, no tighter

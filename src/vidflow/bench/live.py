@@ -33,7 +33,8 @@ The window opens only once every stream delivers frames to the sinks (``startup_
   ``reconnects`` (the sources' counters), ``frames_lost_per_reconnect``,
   ``others_delivered_fps_min`` (the streams never killed).
 - ``--max-cameras`` steps the stream count up by ``--step`` from ``--streams`` until a stream
-  falls below ``--threshold`` x offered fps; a ``live-max`` line gives the largest count that held.
+  falls below ``--threshold`` x offered fps (down by ``--step`` when ``--streams`` already
+  falls behind); a ``live-max`` line gives the largest count that held and the first that did not.
 """
 
 from __future__ import annotations
@@ -106,9 +107,10 @@ def parser() -> argparse.ArgumentParser:
     a("--kill-every", type=float, default=0.0, help="kill the camera(s) every S s of the window (0: never)")
     a("--kill-streams", type=int, default=1, help="how many cameras (the first ones) each kill takes (default 1)")
     a("--kill-down", type=float, default=1.0, help="seconds a killed camera stays down (default 1)")
-    a("--max-cameras", action="store_true", help="step --streams up by --step until a stream falls behind")
+    a("--max-cameras", action="store_true", help="step --streams up (or down) by --step to the most streams that keep up")
     a("--step", type=int, default=None, help="--max-cameras step (default: streams / 4, at least 1)")
-    a("--threshold", type=float, default=0.97, help="--max-cameras: delivered/offered per stream to pass")
+    a("--threshold", type=float, default=0.99,
+      help="--max-cameras: delivered/offered per stream to pass (default 0.99: <= 1%% behind)")
     a("--max-streams", type=int, default=1024, help="--max-cameras stops here")
     a("--clip-seconds", type=float, default=10.0, help="camera clip loop (latency is read modulo it; default 10)")
     a("--bitrate", type=int, default=4_000_000, help="camera bit/s (default 4000000)")
@@ -379,16 +381,22 @@ def main(argv: list[str] | None = None) -> int:
         if not args.max_cameras:
             return 0 if one(args.streams) is not None else 1
         step = args.step or max(1, args.streams // 4)
-        n, good, trials, last = args.streams, None, [], None
-        while n <= args.max_streams:
+        # up by ``step`` while the count holds; down by ``step`` when the first count already fails
+        n, good, failing, trials, last = args.streams, None, None, [], None
+        while 1 <= n <= args.max_streams:
             rec = one(n)
             ratio = rec["delivered_over_offered_min"] if rec else 0.0
             trials.append([n, ratio])
-            last = rec
-            if ratio < args.threshold:
-                break
-            good, n = n, n + step
-        failing = n if n <= args.max_streams else None
+            if ratio >= args.threshold:
+                good = n
+                if failing is not None:
+                    break
+                n += step
+            else:
+                failing, last = n, rec
+                if good is not None:
+                    break
+                n -= step
         mine = last is not None and (last["cpu_cores"] + last["server_cpu_cores"]) >= 0.9 * host["host_cores"]
         busy = last is not None and last["host_busy_cores"] >= 0.9 * host["host_cores"]
         limit = (f"none up to --max-streams {args.max_streams}" if failing is None

@@ -18,7 +18,8 @@ __all__ = ["CameraState", "WorkerState", "format_status", "TERMINAL"]
 
 #: driver-side camera states: pending (no room / not placed yet), starting (add sent), the
 #: worker's own source states (running, connecting, reconnecting, stalled ...), backoff (failed,
-#: retried at ``retry_at``), and the terminal ones
+#: retried at ``retry_at``), releasing (its worker still releases the camera's previous run
+#: there: added again at ``retry_at``), and the terminal ones
 TERMINAL = ("ended", "failed")
 
 
@@ -31,7 +32,8 @@ class CameraState:
     add_ref: Any = None                 # the pending add call
     failures: int = 0
     error: str | None = None
-    retry_at: float = 0.0
+    retry_at: float = 0.0               # when a camera in backoff / releasing is added again
+    busy_since: float = 0.0             # its worker still releases its previous run since then
     acked: int = -1                     # newest frame_num acknowledged by every sink
     acked_ns: int = 0
     frames: int = 0                     # frames written in its current run

@@ -19,7 +19,10 @@ from ._book import CameraState, WorkerState
 from .placement import Change, WorkerSlot, place
 from .spec import FleetSettings
 
-__all__ = ["Reconciler"]
+__all__ = ["Reconciler", "OBSERVE"]
+
+#: the workers' concurrency group of the calls that only read (status, snapshot, records, ping)
+OBSERVE = "observe"
 
 log = logging.getLogger("vidflow.fleet")
 
@@ -41,7 +44,7 @@ class Reconciler:
         calls (the caller waits for them, a little, without holding the fleet's lock)."""
         for w in self.workers.values():
             if w.status_ref is None:
-                w.status_ref, w.status_sent = w.handle.status.remote(), now
+                w.status_ref, w.status_sent = w.handle.status.options(concurrency_group=OBSERVE).remote(), now
         return [w.status_ref for w in self.workers.values()]
 
     def tick(self, ray: Any, now: float) -> None:
@@ -90,7 +93,7 @@ class Reconciler:
         w.state, w.error = "running", None
         rows = st["cameras"]
         for cam in self.cams.values():
-            if cam.worker != w.id or cam.add_ref is not None or cam.state in ("backoff", "failed", "ended"):
+            if cam.worker != w.id or cam.add_ref is not None or cam.state in ("backoff", "releasing", "failed", "ended"):
                 continue
             row = rows.get(cam.spec.id)
             if cam.incarnation != w.incarnation or row is None:
@@ -149,9 +152,21 @@ class Reconciler:
             except Exception as e:  # noqa: BLE001 - the worker died meanwhile: _poll sees it
                 cam.lose(f"add failed: {type(e).__name__}", now)
                 continue
-            if not res["ok"]:
+            if res.get("busy"):
+                # its previous run on that worker is still being released: ask again next round,
+                # not counted as a failure unless it lasts ``release_timeout_s``
+                cam.busy_since = cam.busy_since or now
+                if now - cam.busy_since > self.settings.release_timeout_s:
+                    cam.busy_since = 0.0
+                    self._failed(cam, None, f"{res['error']} (its previous run was not released in "
+                                            f"{self.settings.release_timeout_s:g} s)", now)
+                else:
+                    cam.state, cam.retry_at, cam.incarnation = "releasing", now + self.settings.poll_s, None
+            elif not res["ok"]:
+                cam.busy_since = 0.0
                 self._failed(cam, self.workers.get(cam.worker or ""), res["error"], now)
             else:
+                cam.busy_since = 0.0
                 cam.incarnation = res.get("incarnation", cam.incarnation)
 
     def restart(self, cam: CameraState) -> None:
@@ -178,7 +193,7 @@ class Reconciler:
                 w.handle.remove.remote(cid)
             self.home.pop(cid, None)
         for cam in self.cams.values():                                 # backoff over: try again there
-            if cam.state == "backoff" and now >= cam.retry_at:
+            if cam.state in ("backoff", "releasing") and now >= cam.retry_at:
                 w = self.workers.get(cam.worker or "")
                 if w is not None and w.alive:
                     self._add(cam, w, now)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ._book import CameraState, WorkerState, format_status
-from ._reconcile import Reconciler
+from ._reconcile import OBSERVE, Reconciler
 from .spec import CameraSpec, FleetSettings, load_fleet, parse_cameras
 from .worker import PipelineWorker
 
@@ -93,7 +93,10 @@ class Fleet:
         n = s.workers
         if n is None:
             n = max(1, int(gpus // num_gpus)) if num_gpus > 0 else 1
-        actor = ray.remote(PipelineWorker)
+        # status / snapshot / records / ping run on threads of their own (Ray's concurrency
+        # groups): a worker busy adding cameras (decoders opening, a model's first batch) still
+        # answers its health check, so it is never taken for hung and killed
+        actor = ray.remote(concurrency_groups={OBSERVE: 2})(PipelineWorker)
         env = dict(s.env)
         for i in range(n):
             wid = f"w{i}"
@@ -105,7 +108,7 @@ class Fleet:
                                                   allow_code=self.allow_code)
             self._workers[wid] = WorkerState(wid, handle, s.capacity)
         if wait_s:
-            refs = [w.handle.ping.remote() for w in self._workers.values()]
+            refs = [w.handle.ping.options(concurrency_group=OBSERVE).remote() for w in self._workers.values()]
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
             if len(ready) < len(refs):
                 log.warning("fleet: %d of %d workers not up after %g s (no GPU or CPU left for them?); "
@@ -228,7 +231,8 @@ class Fleet:
 
     def _gather(self, method: str, timeout: float) -> dict[str, Any]:
         ray = _ray()
-        refs = {w.id: getattr(w.handle, method).remote() for w in self._workers.values() if w.alive}
+        refs = {w.id: getattr(w.handle, method).options(concurrency_group=OBSERVE).remote()
+                for w in self._workers.values() if w.alive}
         out = {}
         for wid, ref in refs.items():
             try:

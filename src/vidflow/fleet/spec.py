@@ -70,7 +70,9 @@ class FleetSettings:
     workers). ``workers`` None: one per ``num_gpus`` share of the cluster's GPUs (at least 1).
     ``move_back``: cameras return to their first worker once it is back.
     ``poll_s``: the reconciler's tick; ``health_timeout_s``: a worker silent that long is
-    treated as lost (and killed, so Ray restarts it); ``max_camera_failures``: consecutive
+    treated as lost (and killed, so Ray restarts it); ``release_timeout_s``: how long a camera
+    added again waits for its worker to release its previous run (removed a moment ago) before
+    that counts as a failure; ``max_camera_failures``: consecutive
     failures before a camera is marked failed (retried meanwhile after ``backoff_s``, doubling up
     to ``max_backoff_s``); ``keep_records``: per-frame records each worker keeps for
     ``Fleet.records()`` (0: none); ``env``: environment variables of the worker processes."""
@@ -84,6 +86,7 @@ class FleetSettings:
     move_back: bool = False
     poll_s: float = 0.5
     health_timeout_s: float = 10.0
+    release_timeout_s: float = 30.0
     max_camera_failures: int = 3
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
@@ -93,6 +96,7 @@ class FleetSettings:
     def __post_init__(self) -> None:
         checks = {"num_gpus": self.num_gpus is None or self.num_gpus >= 0, "num_cpus": self.num_cpus >= 0,
                   "capacity": self.capacity > 0, "poll_s": self.poll_s > 0, "health_timeout_s": self.health_timeout_s > 0,
+                  "release_timeout_s": self.release_timeout_s > 0,
                   "max_camera_failures": self.max_camera_failures >= 1, "backoff_s": self.backoff_s >= 0,
                   "max_backoff_s": self.max_backoff_s >= 0, "keep_records": self.keep_records >= 0,
                   "max_restarts": self.max_restarts >= -1,
@@ -165,7 +169,7 @@ def parse_cameras(items: Any, *, base: str | None = None, where: str = "cameras"
 
 _SETTING_TYPES: dict[str, type | tuple[type, ...]] = {"name": str, "workers": (int, type(None)), "num_gpus": (int, float, type(None)),
                   "num_cpus": (int, float), "capacity": (int, float), "max_restarts": int, "move_back": bool, "poll_s": (int, float),
-                  "health_timeout_s": (int, float), "max_camera_failures": int, "backoff_s": (int, float),
+                  "health_timeout_s": (int, float), "release_timeout_s": (int, float), "max_camera_failures": int, "backoff_s": (int, float),
                   "max_backoff_s": (int, float), "keep_records": int, "env": Mapping}
 
 

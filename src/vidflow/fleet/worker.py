@@ -202,7 +202,9 @@ class PipelineWorker:
     # -- methods the fleet calls -------------------------------------------------------------
     def add(self, camera_id: str, entry: Mapping[str, Any], *, start: int = 0, offset: int = 0) -> dict[str, Any]:
         """Start a camera: a file camera from frame ``start`` on, a live one with its frame numbers
-        raised by ``offset``. Returns ``{"ok": True}`` or ``{"ok": False, "error": text}``."""
+        raised by ``offset``. Returns ``{"ok": True}``, ``{"ok": False, "error": text}``, or that
+        with ``"busy": True`` while the id's previous run here is still being released (the fleet
+        asks again next round: waiting here would hold up this worker's other control calls)."""
         if self._error is not None or not self._thread.is_alive():
             return {"ok": False, "error": f"worker {self.worker_id} is not running: {self._error}"}
         try:
@@ -214,15 +216,21 @@ class PipelineWorker:
         self.ack.forget(camera_id)
         with self._lock:
             self._cams[camera_id] = {"start": int(start), "offset": int(offset), "added": time.time()}
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 0.5
         while True:
             try:
                 self.pipe.add_source(src, camera_id)
-                return {"ok": True, "incarnation": self.incarnation}
+                break
             except ValueError as e:         # the same id, removed a moment ago, not yet released
                 if time.monotonic() > deadline:
-                    return self._refuse(camera_id, start, offset, str(e))
+                    # not waited for here (this actor's other control calls would queue behind
+                    # it): the fleet asks again on its next round
+                    with self._lock:
+                        self._cams.pop(camera_id, None)
+                    src.close()
+                    return {"ok": False, "busy": True, "error": str(e), "incarnation": self.incarnation}
                 time.sleep(0.05)
+        return {"ok": True, "incarnation": self.incarnation}
 
     def _refuse(self, camera_id: str, start: int, offset: int, error: str) -> dict[str, Any]:
         with self._lock:
