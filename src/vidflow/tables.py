@@ -78,7 +78,7 @@ def batch_to_frame(batch: Any) -> Any:
     """A ``Batch`` as a flat pandas DataFrame (one row per object)."""
     pd = _pandas()
 
-    return pd.DataFrame(object_columns(host_frames(batch)))
+    return pd.DataFrame(object_columns(host_frames(batch, dense_masks=True)))
 
 
 def _v1_rows(rec: dict[str, Any]) -> Iterable[dict[str, Any]]:

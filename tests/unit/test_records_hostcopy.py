@@ -94,9 +94,12 @@ def test_host_table_pads_per_frame_is_read_only_and_shared_across_threads(monkey
     assert t.count.tolist() == [3, 0, 2, 1]
     assert t.columns["class-id"].tolist() == [[1, -1, 1], [-1, -1, -1], [0, 0, -1], [2, -1, -1]]
     np.testing.assert_array_equal(t.columns["bbox"][2, :2], b.objects.bbox[[0, 5]].numpy())
-    seg = t.columns["instance-segmentation"]                 # crosses as bool, float32 as the bridge has it
-    assert seg.dtype == np.float32 and seg.shape == (4, 3, 5, 6)
+    assert "instance-segmentation" not in t.columns and len(calls) == 1    # masks: only when asked for
+    seg = host_frames(b, dense_masks=True).columns["instance-segmentation"]   # float32 as the bridge has it
+    assert seg.dtype == np.float32 and seg.shape == (4, 3, 5, 6) and len(calls) == 2
     np.testing.assert_array_equal(seg[2, :2], b.objects.masks.data[[0, 5]].float().numpy())
+    assert seg[1].sum() == 0                                                  # frame 1 has none: padding
+    assert host_frames(b, dense_masks=True).columns["instance-segmentation"] is seg and len(calls) == 2
     with pytest.raises(ValueError):
         t.columns["bbox"][0, 0, 0] = 1.0                   # shared between sinks: read-only
     assert host_table(_batch()).columns["bbox"].tobytes() == t.columns["bbox"].tobytes()   # same input, same table
@@ -178,10 +181,15 @@ def test_without_host_sinks_the_summary_makes_its_own_small_copy(monkeypatch):
 
 @pytest.mark.parametrize("overlap", [False, True])
 def test_three_sinks_one_host_copy_and_one_rle_per_batch(tmp_path, monkeypatch, overlap):
-    copies, rles = [], []
-    real_copy, real_rle = records.stack_to_host, masks_mod.to_rle
+    copies, rles, strings = [], [], []
+    real_copy, real_rle, real_str = records.stack_to_host, masks_mod.rle_change_points, masks_mod.rle_strings_from_changes
     monkeypatch.setattr(records, "stack_to_host", lambda ts: copies.append(len(ts)) or real_copy(ts))
-    monkeypatch.setattr(masks_mod, "to_rle", lambda *a: rles.append(1) or real_rle(*a))
+    # the run starts on the pipeline's thread (where the batch is finished), the strings on a sink's
+    main = threading.current_thread() if not overlap else None
+    monkeypatch.setattr(masks_mod, "rle_change_points",
+                        lambda *a: rles.append(threading.current_thread()) or real_rle(*a))
+    monkeypatch.setattr(masks_mod, "rle_strings_from_changes",
+                        lambda *a: strings.append(threading.current_thread()) or real_str(*a))
     transport = _Memory()
     sinks = [JsonlSink(tmp_path / "all.jsonl"), JsonlSink(tmp_path / "none.jsonl", attrs=False, name="j2"),
              BrokerSink(transport, attrs=["embed.vector"], retry_s=(0.01, 0.05))]
@@ -190,7 +198,10 @@ def test_three_sinks_one_host_copy_and_one_rle_per_batch(tmp_path, monkeypatch, 
     summary = pipe.run()
     assert summary.batches == 4 and summary.frames == 16
     assert len(copies) == 4                               # one stacked copy per batch, none for the summary
-    assert len(rles) == 4                                 # masks RLE once per batch, for two jsonl sinks
+    assert len(rles) == len(strings) == 4                 # masks RLE once per batch, for two jsonl sinks
+    assert not set(strings) & set(rles)                   # the strings not on the pipeline's threads
+    if main is not None:
+        assert set(rles) == {main}
     assert sum(sum(c.values()) for c in summary.classes.values()) == 4 * 6
     all_ = [orjson.loads(x) for x in (tmp_path / "all.jsonl").read_bytes().splitlines()]
     none = [orjson.loads(x) for x in (tmp_path / "none.jsonl").read_bytes().splitlines()]

@@ -274,11 +274,29 @@ def _change_points(masks: Masks, heights: torch.Tensor) -> tuple[np.ndarray, np.
 def _rle_strings(masks: Masks, sizes: torch.Tensor) -> list[str]:
     """pycocotools' compressed counts of every mask at once, in NumPy (what
     ``_counts_from_changes`` and :func:`encode_counts` give one mask at a time)."""
-    n = len(masks)
-    if n == 0:
+    if len(masks) == 0:
         return []
     obj, pos = _change_points(masks, sizes[:, 1])
-    total = (sizes[:, 0] * sizes[:, 1]).numpy()
+    return rle_strings_from_changes(obj, pos, sizes.numpy())
+
+
+def rle_change_points(masks: Masks, heights: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The device half of :func:`to_rle`: ``(object, pixel)`` of every run start of each mask
+    in its frame (``heights [N]``), column-major, on the host (one copy). With
+    :func:`rle_strings_from_changes` (host work only, any thread) it gives :func:`to_rle`'s
+    counts: a pipeline finds the run starts where the batch is finished and leaves the
+    strings to the sink's own thread."""
+    return _change_points(masks, torch.as_tensor(heights, dtype=torch.int64))
+
+
+def rle_strings_from_changes(obj: np.ndarray, pos: np.ndarray, sizes: np.ndarray) -> list[str]:
+    """pycocotools' compressed counts from :func:`rle_change_points`' output; ``sizes [N, 2]``
+    (width, height) of each object's frame. NumPy only."""
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    n = len(sizes)
+    if n == 0:
+        return []
+    total = sizes[:, 0] * sizes[:, 1]
     # each object's change points, then its frame's pixel count: counts are the differences
     e_obj = np.concatenate([obj, np.arange(n)])
     e_val = np.concatenate([pos, total])

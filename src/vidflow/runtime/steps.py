@@ -16,7 +16,7 @@ import torch
 from ..batch import Batch
 from ..errors import SinkError, StageError, VidflowError
 from ..sinks.base import Sink, SupportsEndSource
-from ..sinks.records import ReadsHostFrames, host_columns, host_rle
+from ..sinks.records import ReadsHostFrames, host_columns, prepare_rle
 from ..stages.base import (HostStage, MasksOnDemand, SplitStage, SupportsClose, SupportsReset, SupportsWarmup,
                            reads_masks, stage_name)
 from ..stats import RunSummary
@@ -136,13 +136,13 @@ class Steps:
         return batch
 
     def _host(self, batch: Batch) -> Any:
-        """The batch's one host copy (``records.host_columns``; and the masks' RLE when a sink
-        reads it), or None if it can't be made: then each sink meets the error on its own
+        """The batch's one host copy (``records.host_columns``; and the masks' run starts when a
+        sink reads their RLE: ``records.prepare_rle``), or None if it can't be made: then each sink meets the error on its own
         worker, where its ``on_error`` applies."""
         try:
             cols = host_columns(batch)
             if any(s.rle for s in self.sinks):
-                host_rle(batch)
+                prepare_rle(batch)          # the run starts; the strings on the sink's thread
         except Exception:  # noqa: BLE001 - the sinks report it, each by its own policy
             log.debug("host copy of a batch failed; left to the sinks", exc_info=True)
             return None
@@ -152,7 +152,7 @@ class Steps:
         """Every sink's ``write``, then the run's counters and the batch observers. Before the
         first sink that reads host frames (``sinks.records.ReadsHostFrames``; its write time
         includes this) the batch's object table is copied to the host, once
-        (``records.host_columns``, and the masks' RLE if a sink reads them): here, where the batch
+        (``records.host_columns``, and the masks' run starts if a sink reads their RLE): here, where the batch
         is finished (on the tail's stream). The sinks' workers pad it into their tables (once,
         shared) and the summary counts read it."""
         timed = bool(self.observers.writes)

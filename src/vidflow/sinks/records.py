@@ -4,7 +4,9 @@
 column (and ``frame_idx``) is viewed as bytes, packed into one contiguous buffer on the device and
 copied with one ``.to("cpu")`` (pinned memory and one event wait on CUDA; :func:`stack_to_host`),
 then split back into NumPy arrays. :func:`host_table` pads those per frame on the host (no device
-work), :func:`host_rle` makes the masks' RLE. Each is memoised per batch (lock-guarded): the
+work), :func:`host_rle` makes the masks' RLE, :func:`host_dense_masks` copies the masks
+themselves (only for a caller that asks: they are most of a segmentation batch's bytes, and a
+sink that writes RLE needs only the run starts). Each is memoised per batch (lock-guarded): the
 pipeline makes the copy (and the RLE, if a sink writes it) on its tail thread, where the batch is
 finished, the run summary reads the copy, and the first sink worker that asks pads the table that
 all sinks then share; :func:`host_frames` is the view of it a sink asks for (its ``attrs``, with
@@ -37,7 +39,8 @@ import torch
 from ..batch import Batch
 from ..translate import batch_object_columns
 
-__all__ = ["HostFrames", "HostColumns", "ReadsHostFrames", "host_frames", "host_columns", "host_table", "host_rle", "stack_to_host", "encode_array",
+__all__ = ["HostFrames", "HostColumns", "ReadsHostFrames", "host_frames", "host_columns", "host_table", "host_rle",
+           "host_dense_masks", "prepare_rle", "stack_to_host", "encode_array",
            "decode_array", "rle_encode", "rle_decode", "label_names", "identity_names", "OBJECT_PREFIX",
            "FRAME_PREFIX"]
 
@@ -122,24 +125,30 @@ def _keep(name: str, attrs: bool | Iterable[str]) -> bool:
     return name[len(OBJECT_PREFIX):] in (attrs if isinstance(attrs, frozenset) else set(attrs))
 
 
-def host_frames(batch: Batch, *, attrs: bool | Iterable[str] = True, masks: bool = True) -> HostFrames:
+def host_frames(batch: Batch, *, attrs: bool | Iterable[str] = True, masks: bool = True,
+                dense_masks: bool = False) -> HostFrames:
     """The batch's columns on the host, as one sink wants them: a view of the shared
     :func:`host_table` (no copy of its own). ``attrs``: keep every ``infer-tensor-object-*``
     column (True), none (False) or only the listed attribute keys (``["embed.vector"]``).
-    ``masks``: include the instance masks as COCO RLE (``rle``; made once per batch)."""
+    ``masks``: include the instance masks as COCO RLE (``rle``; made once per batch).
+    ``dense_masks``: include them as the bridge's ``instance-segmentation`` column too
+    (float32 ``[B, K, rows, cols]``, box-cropped; :func:`host_dense_masks`, its own copy)."""
     table = host_table(batch)
     if attrs is True:
         cols = table.columns
     else:
         keys = attrs if isinstance(attrs, bool) else frozenset(attrs)
         cols = MappingProxyType({k: v for k, v in table.columns.items() if _keep(k, keys)})
+    dense = host_dense_masks(batch) if dense_masks else None
+    if dense is not None:
+        cols = MappingProxyType({**cols, _MASK: dense})
     rle = host_rle(batch) if masks else None
     return table if cols is table.columns and rle is None else dataclasses.replace(table, columns=cols, rle=rle)
 
 
 # ---- the one host copy per batch ------------------------------------------------------------
 class _Memo:
-    __slots__ = ("lock", "cols", "table", "rle", "has_rle")
+    __slots__ = ("lock", "cols", "table", "rle", "has_rle", "rle_points", "dense", "has_dense")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -147,6 +156,9 @@ class _Memo:
         self.table: HostFrames | None = None
         self.rle: _RLE | None = None
         self.has_rle = False
+        self.rle_points: Any = None
+        self.dense: np.ndarray | None = None
+        self.has_dense = False
 
     def columns(self, batch: Batch) -> HostColumns:          # with the lock held
         if self.cols is None:
@@ -177,10 +189,33 @@ def host_columns(batch: Batch) -> HostColumns:
         return m.columns(batch)
 
 
+def host_dense_masks(batch: Batch) -> np.ndarray | None:
+    """The objects' box-cropped instance masks on the host, padded per frame like
+    :func:`host_table`'s columns (float32 ``[B, K, rows, cols]``, read-only; None without
+    masks): copied once per batch when first asked for, apart from :func:`host_columns` (a
+    batch's masks are ~0.5 MB per 1080p frame: sinks that write RLE never copy them)."""
+    m = _memo(batch)
+    objs = batch.objects
+    with m.lock:
+        if not m.has_dense:
+            if objs is None or objs.masks is None:
+                m.dense = None
+            else:
+                data = objs.masks.data
+                dense = (stack_to_host([data])[0] if len(objs) else np.empty(tuple(data.shape), dtype=bool))
+                hc = m.columns(batch)
+                m.dense = _pad(batch, HostColumns(frame_idx=hc.frame_idx,
+                                                  columns={_MASK: dense.astype(np.float32)})).columns[_MASK]
+                m.dense.flags.writeable = False
+            m.has_dense = True
+        return m.dense
+
+
 def host_table(batch: Batch) -> HostFrames:
-    """Every column of the batch on the host, padded per frame (all attributes, no RLE): built
-    once per batch from :func:`host_columns` (host work only) and shared by every caller.
-    Frame-level tensors are not taken."""
+    """Every column of the batch on the host, padded per frame (all attributes; the masks
+    neither as RLE, :func:`host_rle`, nor dense, :func:`host_dense_masks`): built once per batch
+    from :func:`host_columns` (host work only) and shared by every caller. Frame-level tensors
+    are not taken."""
     m = _memo(batch)
     with m.lock:
         if m.table is None:
@@ -188,15 +223,25 @@ def host_table(batch: Batch) -> HostFrames:
         return m.table
 
 
+def prepare_rle(batch: Batch) -> None:
+    """The device half of :func:`host_rle` (the masks' run starts, to the host), done now: the
+    pipeline calls it on its tail thread, where the batch is finished; the strings are made
+    by the first sink that asks for :func:`host_rle`, on its own thread."""
+    m = _memo(batch)
+    with m.lock:
+        if m.rle_points is None and not m.has_rle:
+            m.rle_points = _rle_points(batch, m.columns(batch).frame_idx)
+
+
 def host_rle(batch: Batch) -> _RLE | None:
     """The batch's instance masks as COCO RLE grouped per frame (None without masks), made once
-    per batch (on the device, where the masks are) and shared like :func:`host_table`."""
+    per batch (the run starts on the device, where the masks are: :func:`prepare_rle`; the
+    strings on the host) and shared like :func:`host_table`."""
     m = _memo(batch)
     with m.lock:
         if not m.has_rle:
-            b = len(batch)
-            count = np.bincount(m.columns(batch).frame_idx, minlength=b)[:b]
-            m.rle, m.has_rle = _rle_per_frame(batch, count), True
+            points = m.rle_points if m.rle_points is not None else _rle_points(batch, m.columns(batch).frame_idx)
+            m.rle, m.has_rle, m.rle_points = _rle_from_points(points), True, None
         return m.rle
 
 
@@ -254,20 +299,18 @@ def _copy(batch: Batch) -> HostColumns:
     assert objs is not None                       # Batch always holds a table (maybe empty)
     cols: dict[str, torch.Tensor] = {}
     for name, t in batch_object_columns(batch).items():
-        if name in _SKIP or name.startswith("classification-label-"):
-            continue
+        if name in _SKIP or name == _MASK or name.startswith("classification-label-"):
+            continue                         # (the masks: host_dense_masks / host_rle, when asked for)
         if name in _SQUEEZE or name.startswith("classification-"):
             t = t.squeeze(-1)
-        if name == _MASK and objs.masks is not None:
-            t = objs.masks.data              # bool across (a quarter of float32's bytes), float32 on the host
         cols[name] = t
     if len(objs) == 0:
         fi = np.zeros(0, dtype=np.int64)
-        out = {name: np.empty(t.shape, dtype=np.float32 if t.dtype == torch.bfloat16 or name == _MASK
-                              else _np_dtype(t.dtype)) for name, t in cols.items()}
+        out = {name: np.empty(t.shape, dtype=np.float32 if t.dtype == torch.bfloat16 else _np_dtype(t.dtype))
+               for name, t in cols.items()}
     else:
         fi, *host = stack_to_host([objs.frame_idx, *cols.values()])
-        out = {name: v.astype(np.float32) if name == _MASK else v for name, v in zip(cols, host)}
+        out = dict(zip(cols, host))
     for v in (fi, *out.values()):
         v.flags.writeable = False
     return HostColumns(frame_idx=fi, columns=MappingProxyType(out))
@@ -299,17 +342,39 @@ def _pad(batch: Batch, hc: HostColumns) -> HostFrames:
         columns=MappingProxyType(out), labels=MappingProxyType({k: tuple(v) for k, v in batch.labels.items()}))
 
 
-def _rle_per_frame(batch: Batch, count: np.ndarray) -> tuple[list[dict[str, Any]], ...] | None:
-    """COCO RLE of every object's mask, grouped by frame (``count``: objects per frame). The
-    objects are put in frame order on the device, where the run boundaries are found too."""
-    objs = batch.objects
-    if objs is None or objs.masks is None:
-        return None
-    from ..ops.masks import to_rle
+#: a batch's masks' run starts on the host: (object, pixel, sizes [N, 2], objects per frame),
+#: or (None, None, None, count) for a batch without masks
+_Points = tuple[Any, Any, Any, np.ndarray]
 
-    masks = objs.masks[torch.argsort(objs.frame_idx, stable=True)]
+
+def _rle_points(batch: Batch, fi: np.ndarray) -> _Points:
+    """The run starts of every object's mask in its frame (objects put in frame order on the
+    device, where the run boundaries are found too), copied to the host; ``fi``: the objects'
+    frame indices (:func:`host_columns`)."""
+    objs = batch.objects
+    b = len(batch)
+    count = np.bincount(fi, minlength=b)[:b]
+    if objs is None or objs.masks is None:
+        return None, None, None, count
+    from ..ops.masks import rle_change_points
+
     sizes = np.repeat([(f.width, f.height) for f in batch.frames], count, axis=0).reshape(-1, 2)
-    rles = to_rle(masks, torch.from_numpy(sizes)) if len(sizes) else []
+    if not len(sizes):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), sizes, count
+    masks = objs.masks[torch.argsort(objs.frame_idx, stable=True)]
+    obj, pos = rle_change_points(masks, torch.from_numpy(sizes[:, 1].copy()))
+    return obj, pos, sizes, count
+
+
+def _rle_from_points(points: _Points) -> _RLE | None:
+    """COCO RLE of every object's mask, grouped by frame, from :func:`_rle_points` (host only)."""
+    obj, pos, sizes, count = points
+    if sizes is None:
+        return None
+    from ..ops.masks import rle_strings_from_changes
+
+    strings = rle_strings_from_changes(obj, pos, sizes) if len(sizes) else []
+    rles = [{"size": [h, w], "counts": c} for (w, h), c in zip(sizes.tolist(), strings)]
     ends = np.cumsum(count).tolist()
     return tuple(rles[e - n:e] for e, n in zip(ends, count.tolist()))
 
