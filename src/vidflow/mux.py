@@ -239,6 +239,11 @@ class Muxer:
                 all_done = all(q.done for q in qs)
                 if len(frames) >= self.batch_size or (all_done and (frames or ended)):
                     break
+                if ended and not frames:
+                    # a source ended (or was removed) while the others are quiet: say so now, so
+                    # that it is released (its id free again, its stages reset) without waiting
+                    # for the next frame of another source, which may never come
+                    break
                 if all_done or (stop is not None and stop.is_set()):
                     if frames or ended:
                         break

@@ -164,6 +164,32 @@ def test_add_and_remove_source_while_running():
         pipe.remove_source(7)
 
 
+def test_a_source_removed_while_the_others_are_quiet_is_released_at_once(tmp_path):
+    # the only other source yields nothing (as a fleet worker's keep-alive, or cameras that
+    # went quiet): the removed source must still be retired, so that its id can be used again
+    quiet = FakeSource(None, delay=3600)
+    pipe = Pipeline([quiet], Muxer(batch_size=4, max_wait_ms=5), [], [MemorySink()], device="cpu")
+    t = threading.Thread(target=pipe.run, daemon=True)
+    t.start()
+    try:
+        def added() -> bool:
+            try:
+                pipe.add_source(FakeSource(None, delay=0.005), "cam")
+                return True
+            except ValueError:                 # "source id 'cam' is already in use": not released yet
+                return False
+
+        for round_ in range(3):
+            wait_until(added, timeout=5, what=f"cam added (its previous run released), round {round_}")
+            wait_until(lambda: pipe.snapshot().sources["cam"].frames >= 3, what=f"cam's frames, round {round_}")
+            pipe.remove_source("cam")
+    finally:
+        pipe.stop()
+        quiet.close()
+        t.join(10)
+    assert not t.is_alive()
+
+
 def test_keyboard_interrupt_closes_sinks():
     def interrupt(batch):
         raise KeyboardInterrupt
