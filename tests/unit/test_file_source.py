@@ -153,3 +153,38 @@ def test_realtime_replays_at_the_clip_rate_as_a_live_source(tmp_path):
         assert t[k] >= (got[k].info.pts - got[0].info.pts) / 3.0 - 0.002, k
     with pytest.raises(ValueError, match="realtime"):
         FileSource(clip, realtime=-1)
+
+
+def test_an_error_after_close_ends_the_source_quietly(tmp_path, monkeypatch, caplog):
+    # a decoder torn down under a closing source (a stop, a removal) raises: that is the end of
+    # the source, not a failure logged without a reason
+    import vidflow.sources.file as file_mod
+
+    clip = make_clip(tmp_path / "c.mp4", width=64, height=48, frames=10).path
+    real = file_mod.run_session
+
+    closing: list[FileSource] = []
+
+    def torn(*a, **kw):
+        gen = real(*a, **kw)
+        yield next(gen)
+        for s in closing:                      # close() from another thread while it decodes
+            s.close()
+        raise RuntimeError("decoder gone")
+
+    monkeypatch.setattr(file_mod, "run_session", torn)
+    src = FileSource(clip)
+    closing.append(src)
+    it = src.frames(source_id="s")
+    next(it)
+    with caplog.at_level("DEBUG", logger="vidflow.sources"):
+        assert list(it) == []
+    assert src.state == "ended" and src.last_error == ""
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert any("after close: RuntimeError: decoder gone" in r.getMessage() for r in caplog.records)
+
+    closing.clear()
+    src = FileSource(clip)                     # not closed: the same error is a failure, raised
+    with pytest.raises(RuntimeError, match="decoder gone"):
+        list(src.frames(source_id="s"))
+    assert src.state == "failed" and "decoder gone" in src.last_error

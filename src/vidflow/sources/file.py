@@ -12,6 +12,7 @@ falls back to FFmpeg with one logged warning naming the source (:mod:`.decoders`
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,8 @@ from ._session import NvdecRefused, Timeline, check_on_corrupt, run_session
 from ._status import SourceStatus, bare_message
 from .base import DEFAULT_MAX_PIXELS
 from .decoders import DecoderChoice, check_decoder
+
+log = logging.getLogger("vidflow.sources")
 
 __all__ = ["FileSource"]
 
@@ -104,6 +107,10 @@ class FileSource(SourceStatus):
         try:
             yield from self._passes(choice, holder, source_id)
         except Exception as e:
+            if self._stop.is_set():         # closed meanwhile (a stop, a removal): an end, not a failure
+                log.debug("source %s (%s): after close: %s: %s", source_id, self.uri, type(e).__name__,
+                          bare_message(e, source_id))
+                return
             self._error(bare_message(e, source_id))
             self._enter("failed", source_id, self.last_error)
             raise

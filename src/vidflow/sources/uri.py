@@ -145,6 +145,10 @@ class UriSource(SourceStatus):
         try:
             yield from self._connections(choice, holder, source_id)
         except Exception as e:
+            if self._closed.is_set():       # closed meanwhile (a stop, a removal): an end, not a failure
+                log.debug("source %s (%s): after close: %s: %s", source_id, self.uri, type(e).__name__,
+                          bare_message(e, source_id))
+                return
             err = as_source_error(e, source_id=source_id, uri=self.uri)
             self._error(bare_message(err, source_id))
             self._enter("failed", source_id, self.last_error)
