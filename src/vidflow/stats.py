@@ -84,7 +84,7 @@ class RunSummary:
 
     ``first_batch_s`` / ``steady_s``: seconds from the start of ``run()`` to the first batch out
     of the sinks and to steady state (``vidflow.runtime.startup``; None while not reached);
-    ``startup_s``: the phases of that start-up (warm-up, sources started, first frame, first
+    ``startup_s``: the phases of that start-up (files started, warm-up, sources started, first frame, first
     batch), seconds from the start of ``run()`` at the end of each.
     ``decode_pids`` / ``decode_cpu_s``: the decode processes and their CPU seconds (filled by
     ``Pipeline.snapshot()``)."""

@@ -13,7 +13,7 @@ import torch
 from vidflow import Muxer, Pipeline
 from vidflow.errors import StageError
 from vidflow.runtime.startup import StartupMeter
-from vidflow.testing import FakeSource, MemorySink
+from vidflow.testing import FakeSource, MemorySink, wait_until
 
 
 def test_yaml_settings_reach_the_pipeline(tmp_path):
@@ -118,3 +118,29 @@ def test_every_yaml_setting_is_a_pipeline_argument():
     assert [k for k in SETTINGS if k not in params] == []
     for k, s in SETTINGS.items():                 # the same default in both places
         assert params[k].default == s.default, k
+
+
+def test_files_start_during_the_warm_up_and_live_sources_after_it():
+    seen = {}
+    pipe_box = []
+
+    class Warming:
+        name = "warming"
+
+        def __call__(self, batch):
+            return batch
+
+        def warmup(self, batch_size, device):
+            # the file source decodes while the stages warm up; the live one has not started
+            snap = lambda: pipe_box[0].snapshot().sources   # noqa: E731
+            wait_until(lambda: snap()["file"].decoded >= 2, timeout=10, what="the file decoding during warm-up")
+            seen["live_decoded"] = snap()["cam"].decoded
+
+    pipe = Pipeline({"file": FakeSource(6), "cam": FakeSource(6, live=True)}, Muxer(batch_size=2, max_wait_ms=5),
+                    [Warming()], [MemorySink()], device="cpu", warmup=True)
+    pipe_box.append(pipe)
+    s = pipe.run()
+    assert seen == {"live_decoded": 0}
+    assert s.sources["file"].frames == 6 and s.sources["cam"].frames == 6
+    ph = s.startup_s
+    assert list(ph)[:3] == ["files_started", "warm_up", "sources_started"] and sorted(ph.values()) == list(ph.values())

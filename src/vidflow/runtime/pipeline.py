@@ -67,7 +67,8 @@ class Pipeline:
             tracked and written. Without such a stage, the trailing ``host_stage = True`` stages
             (the tracker) move. Order is kept and errors are raised from ``run()`` as before.
             ``None``: on for CUDA, off on the CPU.
-        warmup: before the sources start, stages with ``warmup(batch_size, device)`` (the
+        warmup: before the live sources start (files start first and open their decoders
+            meanwhile, held by their queues), stages with ``warmup(batch_size, device)`` (the
             detector) prepare every batch size the muxer can send, and the muxer compiles its
             conversion kernel; then, inside a ``process_settings(freeze_gc=True)`` context, the
             objects alive are frozen out of the garbage collector (``vidflow.runtime.settings``).
@@ -279,7 +280,12 @@ class Pipeline:
                 from ..serve import start
 
                 self._server = start(self, http=self.http)
-            if self.warmup:                     # before the sources start: live ones would drop meanwhile
+            if self.warmup:
+                # files start now: their decoders open (decode processes, NVDEC sessions) while
+                # the stages warm up, and their bounded queues hold them; live sources start
+                # after the warm-up, since they would drop frames meanwhile
+                self._sourcing.start_files()
+                meter.mark("files_started")
                 warm(self.muxer, self._stage_slots, self.device, self.muxer.batch_size)
                 freeze_point()
                 meter.mark("warm_up")

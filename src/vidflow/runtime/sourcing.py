@@ -54,6 +54,7 @@ class Sourcing:
         self.running = False
         self.draining = False
         self._next_id = 0
+        self._started: set[int | str] = set()     # ids started (and not retired since)
 
     # -- registry ------------------------------------------------------------------------------
     def add(self, source: Any, source_id: int | str | None = None) -> int | str:
@@ -109,13 +110,25 @@ class Sourcing:
 
     # -- running -------------------------------------------------------------------------------
     def start_all(self) -> None:
+        """Start every source not started yet; from now on an added source starts at once."""
         with self._reg:
             self.running = True
             for sid in list(self.sources):
-                self.start(sid)
+                if sid not in self._started:
+                    self.start(sid)
+
+    def start_files(self) -> None:
+        """Start the sources that are not live (their queues hold them back, nothing is dropped)
+        ahead of the others: the pipeline does it before its warm-up, so that decoders open and
+        decode processes come up meanwhile."""
+        with self._reg:
+            for sid, src in list(self.sources.items()):
+                if sid not in self._started and not getattr(src, "live", False):
+                    self.start(sid)
 
     def start(self, sid: int | str) -> None:
         """Start one source (the caller holds the registry lock)."""
+        self._started.add(sid)
         with self.lock:
             st = self.summary.sources[sid]
             st.started = time.monotonic()
@@ -192,6 +205,7 @@ class Sourcing:
     def retire(self, sid: int | str) -> None:
         """A source has ended and all its frames went through: release it everywhere."""
         with self._reg:
+            self._started.discard(sid)
             q = self.queues.pop(sid, None)
             src = self.sources.pop(sid, None)
             t = self._threads.pop(sid, None)

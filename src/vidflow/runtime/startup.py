@@ -6,8 +6,9 @@ interval between two batches leaving the sinks is longer than ``FACTOR`` times t
 (no compile, autotuning or allocation stall any more). ``None`` while not reached.
 
 ``phases``: where the time to the first batch went, seconds from the start of ``run()`` at the
-end of each phase, in order (:meth:`mark`; the pipeline marks ``warm_up`` after the stages'
-warm-up, ``sources_started`` once every source was asked to start, ``first_frame`` when the
+end of each phase, in order (:meth:`mark`; with warm-up on, the pipeline marks
+``files_started`` once the sources that are not live were asked to start, ``warm_up`` after the
+stages' warm-up; then ``sources_started`` once every source was asked to start, ``first_frame`` when the
 muxer took its first frames — decoders opened, decode processes up — and ``first_batch``).
 """
 
