@@ -180,3 +180,19 @@ def test_add_remove_cycles_release_threads_files_and_memory(tmp_path):
     assert f100 <= f10, f"open files grew {f10} -> {f100}"
     assert m100 - m10 < 30, f"RSS grew {m100 - m10:.0f} MB over 90 cycles"
     assert all(seen.get(sid, 0) >= 3 for sid in range(1, 101))
+
+
+def test_an_error_after_close_ends_a_uri_source_quietly(monkeypatch, caplog):
+    src = UriSource("rtsp://user:secret@127.0.0.1:9/cam")
+
+    def torn(self, choice, holder, sid):
+        self.close()                                   # closed from another thread while it reads
+        raise OSError("socket torn down")
+        yield                                          # (a generator, as the real one)
+
+    monkeypatch.setattr(UriSource, "_connections", torn)
+    with caplog.at_level("DEBUG", logger="vidflow.sources"):
+        assert list(src.frames(source_id="c")) == []
+    assert src.state == "ended" and not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert any("after close: OSError: socket torn down" in r.getMessage() for r in caplog.records)
+    assert "secret" not in caplog.text

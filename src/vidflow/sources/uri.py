@@ -38,6 +38,8 @@ from .decoders import DecoderChoice, check_decoder
 
 __all__ = ["UriSource", "RtspSource", "TRANSPORTS"]
 
+log = logging.getLogger("vidflow.sources")
+
 TRANSPORTS = ("tcp", "udp")
 
 
