@@ -191,6 +191,28 @@ def test_a_worker_busy_adding_a_slow_camera_still_answers_its_health_check(ray_l
         fleet.stop()
 
 
+@pytest.mark.slow
+def test_cameras_removed_and_applied_again_run_on_the_same_worker(ray_local, clips, tmp_path):
+    # the GPU run's second round: every camera removed (the worker keeps only its keep-alive
+    # source), then the same ids applied again; they must be released and start again there
+    fleet = Fleet({**_template(tmp_path), "decode_processes": 1}, name="again", workers=1, num_cpus=0.5,
+                  poll_s=0.25, release_timeout_s=5.0)
+    fleet.start()
+    cams = [{"id": f"a{i}", "file": {"path": clips[i % 2], "loop": True}} for i in range(2)]
+    try:
+        for round_ in range(2):
+            fleet.apply(cams)
+            wait_until(lambda: all(c["frames"] >= 3 and c["state"] == "running" for c in fleet.status()["cameras"]),
+                       timeout=60, what=f"both cameras running, round {round_}")
+            st = fleet.status()
+            assert all(c["failures"] == 0 for c in st["cameras"]), st["cameras"]
+            fleet.apply([])
+            wait_until(lambda: not fleet.status()["cameras"], timeout=30, what="both removed")
+        assert _workers(fleet.status())["w0"]["restarts"] == 0
+    finally:
+        fleet.stop()
+
+
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vidflow", "fleet", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")})
