@@ -4,9 +4,9 @@
 #                          xmltodict: pip download --no-deps --python-version 3.12 -d .whl/extra ...)
 #   .models/              (copies of ../shared/models/*)       tests/data/ (scripts/fetch_test_clips.py)
 #   .whl/ray312.tar.xz, .whl/ray-deps/ (scripts/device-ray.sh; only for the fleet step, which uses the
-#                          demo model: carry site312 + Ray without .models to stay under 64 MiB)
+#                          demo model: carry site312 + Ray + .whl/extra (orjson), no .models: under 64 MiB)
 #   .before/src           (only for the compare step: mkdir .before && git archive e07be02 src | tar -x -C .before)
-# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet|live|compare]...   (default: tests demo bench)
+# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet|live|seg|compare]...   (default: tests demo bench)
 #   compare: E/D/M of this tree against .before/src, alternated A B A B on the same host (issue 13)
 #   live: issue 14's targets through `vidflow bench --live` (LIVE_TARGETS="h264 hevc reconnect max";
 #         ~90 s, ~90 s, ~330 s, ~300 s: keep one call under 10 min, e.g. LIVE_TARGETS="h264 hevc" first)
@@ -50,6 +50,11 @@ for step in "${steps[@]}"; do
       timeout 540 python3 benchmarks/fleet.py --device cuda --cameras 64 --workers 2 --num-gpus 0.5 --num-cpus 4 \
         --size 1920x1080 --batch 32 --decode-processes 2 --rounds 2 --kill > "$out/fleet.log" 2>&1 || rc=1
       grep -E '^\{' "$out/fleet.log" | cut -c1-600; tail -n 5 "$out/fleet.log" ;;
+    seg)     # issue 18: seg E over detect E at 64 x 1080p (benchmarks/seg.py; both models in .models)
+      timeout 300 python3 benchmarks/seg.py --rounds ${SEG_ROUNDS:-1} --seconds ${BENCH_SECONDS:-6} > "$out/seg.log" 2>&1 || rc=1
+      grep -E '^\{' "$out/seg.log" | python3 -c 'import json,sys
+for l in sys.stdin:
+    d = json.loads(l); d.pop("memory_curve_s_rss_gpu_mb", None); print(json.dumps(d)[:700])' ;;
     compare)
       B="--streams ${BENCH_STREAMS:-64} --seconds ${BENCH_SECONDS:-6} --warmup 2 --skip B --model .models/yolo11n_shapes.torchscript"
       for round in 1 2; do
@@ -76,7 +81,7 @@ for step in "${steps[@]}"; do
           --out "$out/live.jsonl" > "$out/live_$t.log" 2>&1 || rc=1
         grep -E '^\{' "$out/live_$t.log" | cut -c1-900; tail -n 3 "$out/live_$t.log" | grep -v '^{'
       done ;;
-    *) echo "unknown step $step (tests | demo | bench | fleet | compare | live)"; rc=2 ;;
+    *) echo "unknown step $step (tests | demo | bench | fleet | compare | live | seg)"; rc=2 ;;
   esac
 done
 exit $rc
