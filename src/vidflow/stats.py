@@ -141,15 +141,15 @@ class RunSummary:
     def batch_counts(batch: Any, host: Any = None) -> tuple[list, Any, Any, Any] | None:
         """A batch's ``(source ids per frame, frame_idx, class_id, object_id)`` on the host, for
         :meth:`note_batch`; None without objects. Read from ``host`` (the batch's
-        ``sinks.records.host_columns``, already copied for the sinks) when given, else one small
-        stacked copy (``records.stack_to_host``). Taken outside any lock."""
+        ``sinks.hostcopy.host_columns``, already copied for the sinks) when given, else one small
+        stacked copy (``hostcopy.stack_to_host``). Taken outside any lock."""
         objs = batch.objects
         if objs is None or not len(objs):
             return None
         sids = [f.source_id for f in batch.frames]
         if host is not None:
             return sids, host.frame_idx, host.columns["class-id"], host.columns["object-id"]
-        from .sinks.records import stack_to_host
+        from .sinks.hostcopy import stack_to_host
 
         fi, ci, oi = stack_to_host([objs.frame_idx, objs.class_id, objs.object_id])
         return sids, fi, ci, oi

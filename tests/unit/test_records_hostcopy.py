@@ -1,4 +1,4 @@
-"""One host copy per batch: ``records.stack_to_host`` round-trips every dtype in one packed
+"""One host copy per batch: ``hostcopy.stack_to_host`` round-trips every dtype in one packed
 buffer; ``records.host_columns`` is copied once per batch however many sinks (and the summary)
 read it, in a pipeline with and without overlap, and ``host_table`` pads it once; each sink's view
 has the columns its ``attrs`` ask for."""
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import vidflow.ops.masks as masks_mod
+import vidflow.sinks.hostcopy as hostcopy
 import vidflow.sinks.records as records
 from vidflow import Muxer, Pipeline
 from vidflow.batch import Batch, FrameInfo, Objects
@@ -79,8 +80,8 @@ def _batch(seed: int = 0, b: int = 4, with_masks: bool = True) -> Batch:
 
 def test_host_table_pads_per_frame_is_read_only_and_shared_across_threads(monkeypatch):
     calls = []
-    real = records.stack_to_host
-    monkeypatch.setattr(records, "stack_to_host", lambda ts: calls.append(len(ts)) or real(ts))
+    real = hostcopy.stack_to_host
+    monkeypatch.setattr(hostcopy, "stack_to_host", lambda ts: calls.append(len(ts)) or real(ts))
     b = _batch()
     seen = []
     threads = [threading.Thread(target=lambda: seen.append(host_frames(b, attrs=bool(len(seen) % 2))))
@@ -171,8 +172,8 @@ class _AddObjects:
 
 def test_without_host_sinks_the_summary_makes_its_own_small_copy(monkeypatch):
     copies = []
-    real = records.stack_to_host
-    monkeypatch.setattr(records, "stack_to_host", lambda ts: copies.append(len(ts)) or real(ts))
+    real = hostcopy.stack_to_host
+    monkeypatch.setattr(hostcopy, "stack_to_host", lambda ts: copies.append(len(ts)) or real(ts))
     pipe = Pipeline([FakeSource(8), FakeSource(8)], Muxer(batch_size=4), [_AddObjects()], [MemorySink()],
                     device="cpu")
     summary = pipe.run()
@@ -182,8 +183,8 @@ def test_without_host_sinks_the_summary_makes_its_own_small_copy(monkeypatch):
 @pytest.mark.parametrize("overlap", [False, True])
 def test_three_sinks_one_host_copy_and_one_rle_per_batch(tmp_path, monkeypatch, overlap):
     copies, rles, strings = [], [], []
-    real_copy, real_rle, real_str = records.stack_to_host, masks_mod.rle_change_points, masks_mod.rle_strings_from_changes
-    monkeypatch.setattr(records, "stack_to_host", lambda ts: copies.append(len(ts)) or real_copy(ts))
+    real_copy, real_rle, real_str = hostcopy.stack_to_host, masks_mod.rle_change_points, masks_mod.rle_strings_from_changes
+    monkeypatch.setattr(hostcopy, "stack_to_host", lambda ts: copies.append(len(ts)) or real_copy(ts))
     # the run starts on the pipeline's thread (where the batch is finished), the strings on a sink's
     main = threading.current_thread() if not overlap else None
     monkeypatch.setattr(masks_mod, "rle_change_points",

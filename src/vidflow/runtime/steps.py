@@ -16,7 +16,8 @@ import torch
 from ..batch import Batch
 from ..errors import SinkError, StageError, VidflowError
 from ..sinks.base import Sink, SupportsEndSource
-from ..sinks.records import ReadsHostFrames, host_columns, prepare_rle
+from ..sinks.hostcopy import host_columns, prepare_rle
+from ..sinks.records import ReadsHostFrames
 from ..stages.base import (HostStage, MasksOnDemand, SplitStage, SupportsClose, SupportsReset, SupportsWarmup,
                            reads_masks, stage_name)
 from ..stats import RunSummary
