@@ -124,8 +124,8 @@ class Objects:
                 raise ValueError(f"Objects.attrs[{k!r}]: expected device {dev}, got {v.device}")
         if self.masks is not None:
             if not isinstance(self.masks, Masks) or len(self.masks) != n or self.masks.device != dev:
-                got = f"{len(self.masks)} on {self.masks.device}" if isinstance(self.masks, Masks) else type(self.masks).__name__
-                raise ValueError(f"Objects.masks: expected Masks of {n} objects on {dev}, got {got}")
+                what = f"{len(self.masks)} on {self.masks.device}" if isinstance(self.masks, Masks) else type(self.masks).__name__
+                raise ValueError(f"Objects.masks: expected Masks of {n} objects on {dev}, got {what}")
         if self.keypoints is not None:
             _check(self.keypoints, "Objects.keypoints", shape=(n, None, 3), dtype=torch.float32)
             if self.keypoints.device != dev:
@@ -171,7 +171,8 @@ class Objects:
         fi = [p.frame_idx + (frame_offsets[i] if frame_offsets else 0) for i, p in enumerate(parts)]
         return cls(frame_idx=torch.cat(fi), **{c: torch.cat([getattr(p, c) for p in parts]) for c in _COLUMNS[1:]},
                    attrs={k: torch.cat([p.attrs[k] for p in parts]) for k in sorted(keys)},
-                   masks=Masks.cat([p.masks for p in parts]) if all(p.masks is not None for p in parts) else None,
+                   masks=Masks.cat([p.masks for p in parts if p.masks is not None])
+                   if all(p.masks is not None for p in parts) else None,
                    keypoints=_cat_keypoints([p.keypoints for p in parts]))
 
     # access -----------------------------------------------------------------------------
@@ -239,7 +240,8 @@ class Batch:
 
     images: torch.Tensor
     frames: tuple[FrameInfo, ...]
-    objects: Objects | None = None
+    #: always an ``Objects`` once built (``None`` when constructing: an empty table)
+    objects: Objects = None  # type: ignore[assignment]
     tensors: Mapping[str, torch.Tensor] = field(default_factory=dict)
     labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 

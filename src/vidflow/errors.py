@@ -74,7 +74,7 @@ class SourceError(VidflowError):
         return _rebuild_source_error, (type(self), str(self), self.source_id, self.uri)
 
 
-def _rebuild_source_error(cls: type, text: str, source_id: Any, uri: Any) -> SourceError:
+def _rebuild_source_error(cls: type[SourceError], text: str, source_id: Any, uri: Any) -> SourceError:
     err = cls.__new__(cls)
     Exception.__init__(err, text)
     err.source_id, err.uri = source_id, uri

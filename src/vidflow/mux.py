@@ -23,6 +23,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -53,7 +54,7 @@ class SourceQueue:
         self.cond = cond or threading.Condition()
         # producers wait for room on their own condition (same lock), so taking frames from one
         # queue wakes one producer, not all of them (64 cameras = 64 threads fighting for the GIL)
-        self.space = threading.Condition(self.cond._lock)  # noqa: SLF001 - share the lock
+        self.space = threading.Condition(self.cond._lock)  # type: ignore[attr-defined]  # noqa: SLF001 - share the lock
         self.clock = clock
         self.items: deque[tuple[float, SourceFrame]] = deque()
         self.dropped = 0
@@ -214,7 +215,7 @@ class Muxer:
         ``wait(cond, seconds)`` waits on the held condition (tests pass one that moves a fake
         clock); ``stop`` ends the wait early (returns what was gathered, or None).
         """
-        wait = wait or (lambda c, t: c.wait(t))
+        pause: Callable[[threading.Condition, float], Any] = wait or (lambda c, t: c.wait(t))
         frames: list[SourceFrame] = []
         arrivals: list[float] = []
         ended: list[int | str] = []
@@ -256,9 +257,9 @@ class Muxer:
                     left = min(arrivals[0] + self.max_wait, changes) - now
                     if left <= 0:
                         break
-                    wait(cond, left)
+                    pause(cond, left)
                 else:
-                    wait(cond, 0.05)
+                    pause(cond, 0.05)
         self._rr += 1
         return Collected(frames, ended, arrivals)
 

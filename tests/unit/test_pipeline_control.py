@@ -141,8 +141,10 @@ def test_stop_drain_past_its_timeout_stops_at_once():
     t.start()
     try:
         blocked.wait(10)
-        # a full queue behind the stuck batch: 8 more frames decoded than that batch holds
-        wait_until(lambda: pipe.snapshot().sources[0].decoded >= Gated.first + 8, what="a full queue")
+        # a full queue behind the stuck batch (8 frames) and the source blocked on a 9th: then only
+        # the timeout's discard lets it end (with 8, closing the source could end it between two
+        # frames and the drain would finish once the sink is released: a race under load)
+        wait_until(lambda: pipe.snapshot().sources[0].decoded >= Gated.first + 9, what="a full queue")
         pipe.stop()                                            # cannot drain: the sink is stuck
         # past the timeout the queue is discarded, which lets the source thread end
         wait_until(lambda: pipe.snapshot().sources[0].state == "stopped", what="stopped")

@@ -46,7 +46,9 @@ class DemoDetector(nn.Module):
         self.fuse3 = _Conv(c[2], c[2])
         self.head = nn.Sequential(_Conv(c[2], c[2]), nn.Conv2d(c[2], 4 + num_classes, 1))
         with torch.no_grad():  # start with low scores (focal-loss prior 0.01)
-            self.head[-1].bias[4:].fill_(-4.6)
+            last = self.head[-1]
+            assert isinstance(last, nn.Conv2d) and last.bias is not None
+            last.bias[4:].fill_(-4.6)
 
     def forward(self, x: torch.Tensor):
         f = self.stem(x)

@@ -57,7 +57,7 @@ def class_maps(logits: torch.Tensor, content: torch.Tensor, size: tuple[int, int
     theta[:, 0, 0], theta[:, 1, 1] = sx, sy
     theta[:, 0, 2] = (x0 + x1) / w - 1
     theta[:, 1, 2] = (y0 + y1) / h - 1
-    grid = F.affine_grid(theta, (b, c, height, width), align_corners=False)
+    grid = F.affine_grid(theta, [b, c, height, width], align_corners=False)
     up = F.grid_sample(logits.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     cmap = up.argmax(1).to(torch.int32)
     probs = up.softmax(1).permute(0, 2, 3, 1).contiguous() if probabilities else None

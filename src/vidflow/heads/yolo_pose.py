@@ -41,6 +41,7 @@ class PoseHead(YoloHead):
             raise ValueError(f"output: expected [B, 4+C+{p}*{dims}, N] for kpt_shape {self.kpt_shape}, "
                              f"got {tuple(raw.shape)}")
         d = self._decode(raw, extra=p * dims)
+        assert d.rows is not None                 # (asked for: extra > 0)
         kp = d.rows.reshape(-1, p, dims)
         if dims == 2:
             kp = torch.cat([kp, torch.ones_like(kp[..., :1])], -1)

@@ -40,5 +40,6 @@ class SegmentHead(YoloHead):
     def __call__(self, outputs: Mapping[str, torch.Tensor], batch_size: int) -> HeadResult:
         protos = self._protos(outputs)
         d = self._decode(pick_output(outputs, self.output), extra=protos.shape[1])
+        assert d.rows is not None                 # (asked for: extra > 0)
         return HeadResult(d.frame_idx, d.bbox, d.confidence, d.class_id, extras={"mask_coeffs": d.rows},
                           frame_extras={"protos": protos})

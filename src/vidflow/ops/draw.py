@@ -16,6 +16,7 @@ The :class:`Annotate` stage draws each object's box and a ``"label #id name"`` c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 
@@ -312,7 +313,7 @@ class Annotate:
         if self.keypoints and objs.keypoints is not None:
             from ._overlay import keypoint_rects
             rects, fid, obj = keypoint_rects(batch, objs.keypoints, objs.frame_idx, radius=thickness + 1,
-                                             conf=self.kpt_conf, skeleton=batch.labels.get("skeleton", ()),
+                                             conf=self.kpt_conf, skeleton=cast(Any, batch.labels.get("skeleton", ())),
                                              line=max(0, thickness // 2))
             r = rects.round().long()
             side = 2 * (thickness + 1) + 2

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 def _cuda_index(pipe: Any) -> int | None:
     dev = getattr(pipe, "device", None)
-    if getattr(dev, "type", None) != "cuda":
+    if dev is None or getattr(dev, "type", None) != "cuda":
         return None
     return dev.index if dev.index is not None else 0
 

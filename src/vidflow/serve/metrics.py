@@ -108,7 +108,7 @@ class PipelineCollector(Collector):
                                 value=1.0 if summary.started and not summary.wall_s else 0.0)
 
     def _sinks(self) -> Iterator[Metric]:
-        fams: dict[str, Metric] = {}
+        fams: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         state = GaugeMetricFamily("vidflow_sink_state", "1 for the sink's current state", labels=["sink", "state"])
         for i, sink in enumerate(self.sinks()):
             stats = getattr(sink, "stats", None)

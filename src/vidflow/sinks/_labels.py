@@ -50,6 +50,7 @@ def place_labels(boxes: np.ndarray, wh: np.ndarray, frame_idx: np.ndarray, size:
                     best, best_ov = (cx, cy), ov
                 if ov == 0:
                     break
+            assert best is not None               # (there is always a candidate)
             out[i] = best
             placed.append((best[0], best[1], float(w), float(h)))
     return out

@@ -134,7 +134,7 @@ class DiskSpool(_Base):
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                keep = []
+                keep: list[tuple[str, str, bytes]] = []
                 for topic, key, payload in rows:
                     full = self._n + len(keep) >= self.max_messages or \
                         self._bytes + sum(len(p) for _, _, p in keep) + len(payload) > self.max_bytes

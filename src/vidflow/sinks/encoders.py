@@ -100,8 +100,8 @@ class V1Encoder:
                                  "source-frame-height": h[i], "num-objects": n}
             for k, v in dense:
                 r[k] = v[i, :n]
-            for k, lab in labels:
-                r[k] = lab[i][:n]
+            for k, per_frame in labels:
+                r[k] = per_frame[i][:n]
             for k, v, dt, mask in tensors:
                 a = v[i, :n]
                 r[k] = encode_array(a) if mask else {"encoding": "b64", "dtype": dt, "shape": [n, *a.shape[1:]],

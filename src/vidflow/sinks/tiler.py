@@ -134,6 +134,8 @@ class Tiler:
 
     def _emit(self) -> torch.Tensor:
         """Paint every source's latest frame with ``frame_num <= step`` and return a copy."""
+        canvas = self.canvas
+        assert canvas is not None            # made by update() before anything is emitted
         ch, cw = self.height // self.rows, self.width // self.cols
         for sid, queue in self._pending.items():
             ready = [img for n, img in queue if n <= self.step]
@@ -144,9 +146,9 @@ class Tiler:
             nh, nw = int(img.shape[1]), int(img.shape[2])
             r, c = divmod(self.slots[sid], self.cols)
             y, x = r * ch + (ch - nh) // 2, c * cw + (cw - nw) // 2
-            self.canvas[:, y:y + nh, x:x + nw].copy_(img)
+            canvas[:, y:y + nh, x:x + nw].copy_(img)
         self.step += 1
-        return self.canvas.clone()
+        return canvas.clone()
 
     def _ready(self) -> bool:
         if not self._latest:
