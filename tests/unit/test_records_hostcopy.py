@@ -213,3 +213,12 @@ def test_three_sinks_one_host_copy_and_one_rle_per_batch(tmp_path, monkeypatch, 
     v1 = [orjson.loads(p) for p in transport.got if b"end-of-stream" not in p]
     assert len(v1) == 16 and sum(r["num-objects"] for r in v1) == 24
     assert all("infer-tensor-object-embed.vector" in r and "infer-tensor-object-other.x" not in r for r in v1)
+
+
+def test_stack_to_host_takes_one_element_columns_of_any_stride():
+    # one object: its columns sliced from an [N, 6] table have stride 6 yet count as contiguous
+    table = torch.arange(6, dtype=torch.int64).reshape(1, 6)
+    col, box = table[:, 2], torch.rand(1, 6)[:, 1:5]
+    assert col.stride() == (6,) and col.is_contiguous()
+    a, b = hostcopy.stack_to_host([col, box])
+    assert a.tolist() == [2] and np.array_equal(b, box.numpy())

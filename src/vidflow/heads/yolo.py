@@ -25,6 +25,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from ..ops._const import const
 from ..ops.nms import nms_padded
 from .base import HeadResult
 
@@ -113,7 +114,7 @@ def decode_rows(output: torch.Tensor, *, format: Format = "yolov8", extra: int =
     if format == "yolov5":
         cand &= out[..., 4] > (thr if isinstance(thr, float) else thr.min())
     if classes is not None:
-        cand &= torch.isin(cls, torch.as_tensor(list(classes), dtype=torch.int64, device=dev))
+        cand &= torch.isin(cls, const(list(classes), device=dev, dtype=torch.int64))
     k = min(int(cand.sum(1).max()) if b else 0, int(max_nms) if max_nms else cand.shape[1])  # host sync 1
     if k == 0:
         z = torch.zeros(0, dtype=torch.int64, device=dev)

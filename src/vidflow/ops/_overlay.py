@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from ..batch import Batch
+from ._const import const
 from .masks import Masks
 
 __all__ = ["blend_masks", "keypoint_rects"]
@@ -34,7 +35,7 @@ def blend_masks(batch: Batch, masks: Masks, fi: torch.Tensor, colors: torch.Tens
     mh, mw = masks.data.shape[1:]
     org = masks.origin.to(torch.float32)
     lo = torch.floor(org * scale + off)
-    hi = torch.ceil((org + torch.tensor([mw, mh], device=dev)) * scale + off)
+    hi = torch.ceil((org + const([mw, mh], device=dev, dtype=org.dtype)) * scale + off)
     sw, sh = (hi - lo).max(0).values.long().clamp(min=1).tolist()
     xs = lo[:, 0, None] + torch.arange(sw, device=dev)                   # [N, sw] image columns
     ys = lo[:, 1, None] + torch.arange(sh, device=dev)                   # [N, sh] image rows

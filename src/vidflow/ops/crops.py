@@ -23,6 +23,7 @@ from typing import Literal
 
 import torch
 
+from ._const import const
 from .masks import Masks
 
 __all__ = ["crop_resize", "mask_fill", "have_roi_align"]
@@ -81,7 +82,7 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, frame_idx: torch.Tens
     if n == 0:
         return torch.zeros(0, 3, h, w, dtype=torch.float32, device=dev)
     H, W = images.shape[2], images.shape[3]
-    lim = torch.tensor([W, H, W, H], dtype=torch.float32, device=dev)
+    lim = const([W, H, W, H], device=dev, dtype=torch.float32)
     b = boxes.to(dev, torch.float32)
     if clip:
         b = torch.minimum(b.clamp(min=0), lim)

@@ -22,6 +22,7 @@ import torch
 
 from ..batch import Batch
 from . import _font
+from ._const import const
 
 __all__ = ["draw_boxes", "draw_text", "fill_rects", "text_size", "Annotate", "PALETTE"]
 
@@ -36,7 +37,7 @@ PALETTE = (
 
 def _colors(colors, n: int, device: torch.device) -> torch.Tensor:
     """Normalise ``(r,g,b)`` / ``[3]`` / ``[N,3]`` colours to ``[N,3]`` uint8 on ``device``."""
-    c = torch.as_tensor(colors, device=device)
+    c = colors.to(device) if isinstance(colors, torch.Tensor) else const(colors, device=device)
     if c.dim() == 1 and c.shape[0] == 3:
         c = c.expand(n, 3)
     if c.dim() != 2 or c.shape != (n, 3):
@@ -299,7 +300,7 @@ class Annotate:
         h = batch.images.shape[2]
         thickness = self.thickness or max(1, round(h / 240))
         scale = self.scale or max(1, round(h / 360))
-        pal = torch.tensor(PALETTE, dtype=torch.uint8, device=dev)
+        pal = const(PALETTE, device=dev, dtype=torch.uint8)
         key = torch.where(objs.object_id >= 0, objs.object_id, objs.class_id)
         colors = pal[key.remainder(len(PALETTE))]
         boxes = batch.source_to_image(objs.bbox, objs.frame_idx)
@@ -322,8 +323,8 @@ class Annotate:
         if any(texts):
             pos, shown = self.layout(batch, texts, boxes, scale)
             keep = torch.tensor(shown, dtype=torch.bool).to(dev)
-            bw = canvas.add_colors(torch.tensor([[0, 0, 0], [255, 255, 255]], dtype=torch.uint8, device=dev))
-            luma = colors.float() @ torch.tensor([0.299, 0.587, 0.114], device=dev)
+            bw = canvas.add_colors(const([[0, 0, 0], [255, 255, 255]], device=dev, dtype=torch.uint8))
+            luma = colors.float() @ const([0.299, 0.587, 0.114], device=dev, dtype=torch.float32)
             fg = bw + (luma < 140).long()  # white text on dark boxes, black on light ones
             if all(shown):
                 _text(canvas, texts, pos.to(dev), objs.frame_idx, fg, color_id, scale, scale)

@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ._const import const
+
 __all__ = ["Placement", "letterbox_placement", "letterbox", "resize", "normalize", "preprocess",
            "input_to_image", "clip_boxes"]
 
@@ -154,8 +156,8 @@ def preprocess(images: torch.Tensor, size: Sequence[int] | int, *, mode: Literal
 def input_to_image(boxes: torch.Tensor, p: Placement) -> torch.Tensor:
     """Map xyxy boxes ``[N,4]`` from model-input pixels back to the pre-letterbox image pixels."""
     sx, sy = p.scale
-    off = boxes.new_tensor([p.left, p.top, p.left, p.top])
-    inv = boxes.new_tensor([1 / sx, 1 / sy, 1 / sx, 1 / sy])
+    off = const([p.left, p.top, p.left, p.top], boxes)
+    inv = const([1 / sx, 1 / sy, 1 / sx, 1 / sy], boxes)
     return (boxes - off) * inv
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ._const import const
 from .crops import crop_resize
 from .geometry import Placement
 
@@ -104,8 +105,8 @@ class Views:
         frame's region in the batch image, ``sizes [B, 2]`` its source size."""
         sx, sy = place.scale
         s = sizes / (regions[:, 2:] - regions[:, :2]).clamp(min=1e-6)        # source px per image px
-        inv = regions.new_tensor([1 / sx, 1 / sy])
-        off = regions.new_tensor([-place.left / sx, -place.top / sy])
+        inv = const([1 / sx, 1 / sy], regions)
+        off = const([-place.left / sx, -place.top / sy], regions)
         b = sizes.shape[0]
         area = torch.cat([torch.zeros_like(sizes), sizes], 1)
         return cls(torch.arange(b, device=sizes.device), area, (off - regions[:, :2]) * s, inv * s)
@@ -124,7 +125,7 @@ class Views:
         a model output map of ``out_hw`` (h, w) pixels, for a model input of ``in_hw``."""
         b = self.area if box is None else box
         o, s = self.origin.repeat(1, 2), self.scale.repeat(1, 2)
-        g = b.new_tensor([out_hw[1] / in_hw[1], out_hw[0] / in_hw[0]]).repeat(2)
+        g = const([out_hw[1] / in_hw[1], out_hw[0] / in_hw[0]], b).repeat(2)
         return (b - o) / s * g
 
 
@@ -174,7 +175,7 @@ def letterbox_crops(images: torch.Tensor, boxes: torch.Tensor, frame: torch.Tens
     per = (reg[:, 2:] - reg[:, :2]) / fs                               # image px per source px
     lt = reg[:, :2] + area[:, :2] * per                                # the crop in image pixels
     wh = ((area[:, 2:] - area[:, :2]) * per).clamp(min=1e-3)
-    dst = wh.new_tensor([W, H])
+    dst = const([W, H], wh)
     if letterbox:
         r = torch.minimum(W / wh[:, 0], H / wh[:, 1])[:, None]
         new = torch.minimum(torch.round(wh * r).clamp(min=1), dst)      # [C, 2] letterboxed size

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..ops import _font
+from ..ops._const import const
 from ..ops.draw import PALETTE, draw_boxes, draw_text, text_size
 
 __all__ = ["place_labels", "draw_annotations", "colors_for"]
@@ -58,7 +59,7 @@ def place_labels(boxes: np.ndarray, wh: np.ndarray, frame_idx: np.ndarray, size:
 
 def colors_for(object_id: torch.Tensor, class_id: torch.Tensor) -> torch.Tensor:
     """uint8 ``[N,3]``: the palette colour of each track (or class when untracked), as ``Annotate``."""
-    pal = torch.tensor(PALETTE, dtype=torch.uint8, device=object_id.device)
+    pal = const(PALETTE, device=object_id.device, dtype=torch.uint8)
     key = torch.where(object_id >= 0, object_id, class_id)
     return pal[key.remainder(len(PALETTE))]
 
@@ -80,7 +81,7 @@ def draw_annotations(images: torch.Tensor, boxes: torch.Tensor, frame_idx: torch
     fi = frame_idx[keep].cpu().numpy()
     pos = place_labels(b, wh, fi, (int(images.shape[3]), int(images.shape[2])), pad) + pad
     col = colors[keep]
-    luma = col.float() @ torch.tensor([0.299, 0.587, 0.114], device=col.device)
+    luma = col.float() @ const([0.299, 0.587, 0.114], device=col.device, dtype=torch.float32)
     fg = torch.where((luma < 140)[:, None], torch.full_like(col, 255), torch.zeros_like(col))
     draw_text(images, [texts[i] for i in keep], torch.from_numpy(pos).to(images.device), frame_idx[keep],
               scale=scale, color=fg, background=col, pad=pad)

@@ -197,6 +197,14 @@ def _np_dtype(dtype: torch.dtype) -> np.dtype:
     return np.dtype(torch.empty(0, dtype=dtype).numpy().dtype)
 
 
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a 1-D tensor of unit stride. (A tensor with one element counts as contiguous
+    whatever its stride, e.g. one object's column sliced from an ``[N, 6]`` table, and
+    ``contiguous()`` then keeps that stride, which a byte view refuses.)"""
+    flat = t.contiguous().reshape(-1)
+    return flat if flat.numel() == 0 or flat.stride(-1) == 1 else flat.clone(memory_format=torch.contiguous_format)
+
+
 def stack_to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
     """The ``tensors`` (one device) as NumPy arrays of the same shapes, with ONE copy: each is
     viewed as bytes and packed into one buffer (widest items first, so every part stays aligned),
@@ -211,7 +219,7 @@ def stack_to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
         if t.device != dev:
             raise ValueError(f"stack_to_host: all tensors must be on one device, got {dev} and {t.device}")
     order = sorted(range(len(ts)), key=lambda i: -ts[i].element_size())
-    parts = [ts[i].contiguous().reshape(-1).view(torch.uint8) for i in order]
+    parts = [_flat(ts[i]).view(torch.uint8) for i in order]
     buf = torch.cat(parts)
     if dev.type == "cuda":
         host = torch.empty(buf.numel(), dtype=torch.uint8, pin_memory=True)

@@ -10,6 +10,7 @@ import torch
 
 from ..batch import Batch, Objects
 from ..heads.base import HeadResult
+from ..ops._const import const
 from ..ops.roi import Views, merge_index
 
 __all__ = ["build"]
@@ -99,7 +100,7 @@ def semantic_maps(logits: torch.Tensor, views: Views, in_hw: Sequence[int], size
 
     w, h = size
     n = len(views)
-    whole = views.area.new_tensor([0.0, 0.0, float(w), float(h)]).expand(n, 4)
+    whole = const([0.0, 0.0, float(w), float(h)], views.area).expand(n, 4)
     content = views.content(tuple(logits.shape[2:]), in_hw, box=whole)   # the frame in each crop's logits
     _, probs = class_maps(logits, content, size, probabilities=True)     # [n, H, W, C]
     assert probs is not None

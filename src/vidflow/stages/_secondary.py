@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..batch import Batch
+from ..ops._const import const
 from ..ops.crops import crop_resize, mask_fill
 
 __all__ = ["CropStage", "resolve_model", "first_output"]
@@ -149,8 +150,8 @@ class CropStage:
         if self._engine is None or self._device != batch.device:
             self._device = batch.device
             self._engine = resolve_model(self.model, batch.device)
-            m = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
-            s = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
+            m = const(list(self.mean), device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
+            s = const(list(self.std), device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
             self._norm = (m * 255.0, s * 255.0)
             self._bank = None
             self._slot.clear(), self._ran.clear(), self._seen.clear(), self._free.clear()
@@ -170,7 +171,7 @@ class CropStage:
                 elif not names:
                     raise ValueError(f"{self._kind}(on={list(self.on)}): the batch has no class names "
                                      f"(labels['objects']); give class ids instead")
-            keep &= torch.isin(objs.class_id, torch.tensor(sorted(ids), dtype=torch.int64, device=objs.device))
+            keep &= torch.isin(objs.class_id, const(sorted(ids), device=objs.device, dtype=torch.int64))
         if self.min_size > 0:
             wh = objs.bbox[:, 2:] - objs.bbox[:, :2]
             keep &= (wh >= self.min_size).all(1)
@@ -244,7 +245,7 @@ class CropStage:
                 run.append(r), cache_rows.append((len(run) - 1, key, fn))
         res = None
         if run:
-            idx = torch.tensor(run, dtype=torch.int64, device=dev)
+            idx = const(run, device=dev, dtype=torch.int64)
             res = self._run(batch, idx)
         dim = self._result_dim(dev)
         out = torch.zeros(n, dim, dtype=torch.float32, device=dev)
@@ -253,12 +254,12 @@ class CropStage:
             out[idx] = res
             valid[idx] = True
         if reuse:
-            ridx = torch.tensor(reuse, dtype=torch.int64, device=dev)
-            out[ridx] = self._bank[torch.tensor(slots, dtype=torch.int64, device=dev)]
+            ridx = const(reuse, device=dev, dtype=torch.int64)
+            out[ridx] = self._bank[const(slots, device=dev, dtype=torch.int64)]
             valid[ridx] = True
         if copy_dst:
-            cidx = torch.tensor(copy_dst, dtype=torch.int64, device=dev)
-            out[cidx] = res[torch.tensor(copy_src, dtype=torch.int64, device=dev)]
+            cidx = const(copy_dst, device=dev, dtype=torch.int64)
+            out[cidx] = res[const(copy_src, device=dev, dtype=torch.int64)]
             valid[cidx] = True
         if cache_rows:
             # several runs of one key in a batch: the last one wins (rows are in frame order)
@@ -285,7 +286,7 @@ class CropStage:
             self._ran[key] = fn
             src.append(j), dst.append(self._slot[key])
         if dst:
-            self._bank[torch.tensor(dst, device=dev)] = res[torch.tensor(src, device=dev)]
+            self._bank[const(dst, device=dev, dtype=torch.int64)] = res[const(src, device=dev, dtype=torch.int64)]
 
     def _prune(self, latest: dict[Any, int]) -> None:
         ttl = self.every + self.CACHE_TTL

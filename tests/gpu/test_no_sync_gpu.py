@@ -1,0 +1,52 @@
+"""The main thread's part of a batch does not wait for the GPU: ``Muxer.assemble`` and
+``Detector.launch`` run under ``torch.cuda.set_sync_debug_mode("error")`` (a host sync raises).
+Launching batch i+1 then overlaps batch i's model; a small ``new_tensor`` / ``torch.tensor(...,
+device=cuda)`` once per batch is enough to lose that (``vidflow/ops/_const.py``)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from vidflow import Muxer
+from vidflow.stages.detect import Detector
+from vidflow.testing import FakeSource
+
+pytestmark = pytest.mark.gpu
+
+
+@contextlib.contextmanager
+def _no_sync():
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def _frames(dev: torch.device, n: int = 4) -> list:
+    return [f for sid in range(n) for f in FakeSource(1, width=160, height=120).frames(device=dev, source_id=sid)]
+
+
+@pytest.mark.parametrize("letterbox", [True, False])
+def test_assemble_and_launch_do_not_sync(cuda_device, letterbox):
+    mux = Muxer(batch_size=4, size=(128, 96))
+    det = Detector("demo", size=(128, 96), letterbox=letterbox)
+    det.warmup(4, cuda_device)
+    det.finish(det.launch(mux.assemble(_frames(cuda_device), cuda_device)))   # first use: allocations
+    torch.cuda.synchronize()
+    frames = _frames(cuda_device)
+    with _no_sync():
+        batch = mux.assemble(frames, cuda_device)
+        pending = det.launch(batch)
+    out = det.finish(pending)                  # (finish may wait: it decodes the boxes)
+    assert len(out) == 4 and out.objects is not None
+
+
+def test_the_sync_check_catches_a_sync(cuda_device):
+    x = torch.ones(4, device=cuda_device)
+    with _no_sync(), pytest.raises(RuntimeError):
+        x.new_tensor([1.0, 2.0])               # what ops/_const.const avoids
