@@ -31,10 +31,11 @@ def _frames(dev: torch.device, n: int = 4) -> list:
     return [f for sid in range(n) for f in FakeSource(1, width=160, height=120).frames(device=dev, source_id=sid)]
 
 
-@pytest.mark.parametrize("letterbox", [True, False])
-def test_assemble_and_launch_do_not_sync(cuda_device, letterbox):
+@pytest.mark.parametrize("letterbox, norm", [(True, False), (False, False), (True, True)])
+def test_assemble_and_launch_do_not_sync(cuda_device, letterbox, norm):
     mux = Muxer(batch_size=4, size=(128, 96))
-    det = Detector("demo", size=(128, 96), letterbox=letterbox)
+    extra = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)} if norm else {}
+    det = Detector("demo", size=(128, 96), letterbox=letterbox, **extra)
     det.warmup(4, cuda_device)
     det.finish(det.launch(mux.assemble(_frames(cuda_device), cuda_device)))   # first use: allocations
     torch.cuda.synchronize()

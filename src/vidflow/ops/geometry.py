@@ -132,8 +132,8 @@ def normalize(x: torch.Tensor, *, scale: float = 1 / 255, mean: Sequence[float] 
     if m.numel() != 3 or s.numel() != 3:
         raise ValueError(f"mean/std: expected 3 values each, got {mean!r} / {std!r}")
     # (x*scale - m)/s == x*(scale/s) + (-m/s): one fused multiply-add
-    a = (scale / s).to(y.device, y.dtype)
-    b = (-m / s).to(y.device, y.dtype)
+    a = (scale / s).to(y.device, y.dtype, non_blocking=True)     # (no stream sync: ops/_const.py)
+    b = (-m / s).to(y.device, y.dtype, non_blocking=True)
     return torch.addcmul(b, y, a)
 
 
