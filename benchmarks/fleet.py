@@ -77,6 +77,10 @@ def run_single(tpl: dict, cams: list[dict], args: argparse.Namespace) -> dict:
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
+    # measured from the first batch on, as the fleet's workers are (their cameras must be
+    # running first): on CUDA a process's first pipeline spends ~15 s in its warm-up (cuDNN
+    # autotuning, one CUDA graph per batch bucket), which a fixed sleep would count as slow frames
+    _wait(lambda: pipe.snapshot().frames > 0 or not t.is_alive(), "the single pipeline's first batch")
     time.sleep(args.warmup)
     f0, c0, t0 = pipe.summary.frames, time.process_time(), time.monotonic()
     time.sleep(args.seconds)
@@ -193,12 +197,14 @@ def main() -> None:
         fleet = start_fleet(template(out / "fleet", args), cams, args)
         singles, fleets = [], []
         try:
-            for r in range(args.rounds):         # alternated, so a change in the machine's load hits both
+            # alternated, so a change in the machine's load hits both; the fleet first in each round,
+            # so that the single pipeline never runs while the workers warm up on the same GPU
+            for r in range(args.rounds):
                 head["load_avg_1m"] = round(os.getloadavg()[0], 2)
-                singles.append(run_single(template(out / "single", args), cams[:args.single_cameras or None], args))
-                print(json.dumps({**head, "round": r, **singles[-1]}), flush=True)
                 fleets.append(run_fleet(fleet, cams, args))
                 print(json.dumps({**head, "round": r, **fleets[-1]}), flush=True)
+                singles.append(run_single(template(out / "single", args), cams[:args.single_cameras or None], args))
+                print(json.dumps({**head, "round": r, **singles[-1]}), flush=True)
         finally:
             fleet.stop()
         med = statistics.median
