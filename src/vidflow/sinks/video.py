@@ -44,7 +44,7 @@ __all__ = ["VideoSink", "nvenc_available"]
 _ENCODERS = ("auto", "pyav")
 
 
-def _even(v: int) -> int:
+def _even(v: float) -> int:
     return max(2, int(v) // 2 * 2)
 
 
@@ -107,7 +107,7 @@ class VideoSink(ThreadedSink):
         self.frames_written = 0
         self.files: dict[int | str, Path] = {}
         self._tiler: Tiler | None = None
-        self._annotate = None
+        self._annotate: Any = None               # ops.draw.Annotate, made on first use
         self._writers: dict[Any, Any] = {}
         self._rate: dict[Any, list[float]] = {}      # per source: [last pts, fps estimate]
         self._step_pts: dict[int, float] = {}
@@ -198,7 +198,8 @@ class VideoSink(ThreadedSink):
 
     def _tiler_for(self, batch: Batch) -> Tiler:
         if self._tiler is None:
-            rows, cols = (self.rows, self.cols) if self.rows else grid_for(len({f.source_id for f in batch.frames}))
+            rows, cols = ((self.rows, self.cols) if self.rows and self.cols
+                          else grid_for(len({f.source_id for f in batch.frames})))
             size = self.size
             if size is None:
                 cw = max(f.width or batch.size[0] for f in batch.frames)

@@ -33,7 +33,7 @@ import os
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -190,7 +190,7 @@ class Detector:
 
     # lazy set-up on the batch's device ------------------------------------------------------
     def _load(self, device: torch.device) -> None:
-        demo = "semantic" if self.head == "semantic" else "detector"
+        demo: Literal["detector", "semantic"] = "semantic" if self.head == "semantic" else "detector"
         self.engine, md = load_model(self.model, device=device, half=self.half, backend=self.backend, demo=demo)
         self.meta = md
         self._device = device
@@ -202,8 +202,8 @@ class Detector:
         h = self.head if self.head is not None else (head_for(md) or "yolov8")
         if not isinstance(h, str):
             return h
-        common = dict(conf=self.conf, iou=self.iou, max_det=self.max_det, classes=self.classes,
-                      agnostic=self.agnostic, output=self.output)
+        common: dict[str, Any] = dict(conf=self.conf, iou=self.iou, max_det=self.max_det, classes=self.classes,
+                                      agnostic=self.agnostic, output=self.output)
         if h == "segment":
             from ..heads.yolo_seg import SegmentHead
             return SegmentHead(**common)
@@ -218,7 +218,7 @@ class Detector:
             from ..heads.semantic import SemanticHead
             return SemanticHead(output=self.output)
         from ..heads.yolo import YoloHead
-        return YoloHead(h, **common)
+        return YoloHead(cast(Any, h), **common)
 
     def __call__(self, batch: Batch) -> Batch:
         """``batch`` -> a new batch with ``objects`` from this detector (input not modified)."""

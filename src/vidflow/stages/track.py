@@ -225,13 +225,13 @@ class Tracker:
             pt, pd = self._pairs(tb, boxes, gt, gd, ndet, dstart)
             iou = pair_iou(tb, boxes, pt, pd)
             # only pairs that some pass may match go on (IoU >= iou, same class): linear from here
-            keep = iou >= self.iou
+            allowed = iou >= self.iou
             if self.per_class:
-                keep &= tcls[pt] == cls[pd]
-            keep = np.flatnonzero(keep)
+                allowed &= tcls[pt] == cls[pd]
+            keep = np.flatnonzero(allowed)
             pt, pd, iou = pt[keep], pd[keep], iou[keep]
             cost = 1.0 - iou
-            if tfeat is not None and self.appearance_weight > 0 and len(keep):
+            if tfeat is not None and feats is not None and self.appearance_weight > 0 and len(keep):
                 app = np.clip(1.0 - np.einsum("ij,ij->i", _unit(tfeat[pt].astype(np.float64)),
                                               _unit(feats[pd].astype(np.float64))), 0, 1)
                 cost = (1 - self.appearance_weight) * cost + self.appearance_weight * app
@@ -247,7 +247,7 @@ class Tracker:
                 clash[gt[ct > 1]] = True
                 clash[gd[cd > 1]] = True
                 fg = gt[pt[f]]
-                take = [f[~clash[fg]]]  # frames where no two allowed pairs share a row or column
+                parts = [f[~clash[fg]]]  # frames where no two allowed pairs share a row or column
                 for g in np.flatnonzero(clash):  # the others: Hungarian on the frame's matrix
                     ts = np.flatnonzero(tm[tstart[g]:tstart[g + 1]]) + tstart[g]  # eligible rows
                     ds = np.flatnonzero(dm[dstart[g]:dstart[g + 1]]) + dstart[g]  # eligible columns
@@ -258,8 +258,8 @@ class Tracker:
                     pair = np.zeros((len(ts), len(ds)), dtype=np.int64)
                     pair[ri, ci] = fp
                     r, k = match(dense)
-                    take.append(pair[r, k])
-                take = np.concatenate(take)
+                    parts.append(pair[r, k])
+                take = np.concatenate(parts)
                 matched.append(take)
                 free_t[pt[take]] = False
                 free_d[pd[take]] = False
@@ -277,7 +277,7 @@ class Tracker:
             hits[t] += 1
             tsu[t] = 0
             tcls[t] = cls[d]
-            if tfeat is not None:
+            if tfeat is not None and feats is not None:
                 tfeat[t] = _unit(0.9 * tfeat[t] + 0.1 * feats[d])
         else:
             t = d = _NO_INT
@@ -297,7 +297,7 @@ class Tracker:
             mean, cov = np.concatenate([mean, m0])[perm], np.concatenate([cov, c0])[perm]
             tid, hits = np.concatenate([tid, -one])[perm], np.concatenate([hits, one])[perm]
             tsu, tcls = np.concatenate([tsu, 0 * one])[perm], np.concatenate([tcls, cls[born]])[perm]
-            if tfeat is not None:
+            if tfeat is not None and feats is not None:
                 tfeat = np.concatenate([tfeat, _unit(feats[born])])[perm]
             alive = np.concatenate([alive, one.astype(bool)])[perm]
             gt = key[perm]
