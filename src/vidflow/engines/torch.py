@@ -61,33 +61,36 @@ class TorchEngine:
         self.cuda_graphs = cuda if cuda_graphs is None else bool(cuda_graphs) and cuda
         meta: dict[str, Any] = {}
         self.path: str | None = None
+        net: torch.nn.Module
         if isinstance(model, (str, os.PathLike)):
             path = self.path = os.fspath(model)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"TorchScript model not found: {path}")
             extra = {"config.txt": ""}
             try:
-                model = torch.jit.load(path, map_location=self.device, _extra_files=extra)
+                net = torch.jit.load(path, map_location=self.device, _extra_files=extra)
             except RuntimeError as e:
                 raise ValueError(f"{path}: not a TorchScript file ({e}). Plain pickled .pt checkpoints "
                                  f"are not loaded (unsafe); export with torch.jit.script/trace.") from e
             meta = parse_metadata(extra["config.txt"])
         elif not isinstance(model, torch.nn.Module):
             raise ValueError(f"model: expected an nn.Module or a TorchScript path, got {type(model).__name__}")
+        else:
+            net = model
         meta.update(metadata or {})
         self.metadata = meta
         self.half = bool(half) and self.device.type == "cuda"
         self.input_dtype = torch.float16 if self.half else torch.float32
-        model = model.to(self.device).eval()
+        net = net.to(self.device).eval()
         if self.half:
-            model = model.half()
+            net = net.half()
         if self.channels_last:
             try:
-                model = model.to(memory_format=torch.channels_last)
+                net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             except (RuntimeError, TypeError) as e:
                 log.info("channels_last not applied: %s", e)
                 self.channels_last = False
-        self.model = model
+        self.model: torch.nn.Module = net
         self._graphs: dict[tuple, tuple[torch.Tensor, dict[str, torch.Tensor], Any]] = {}
         self._graph_pool: Any = None
         self._side: Any = None

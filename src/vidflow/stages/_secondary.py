@@ -154,7 +154,8 @@ class CropStage:
             s = const(list(self.std), device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
             self._norm = (m * 255.0, s * 255.0)
             self._bank = None
-            self._slot.clear(), self._ran.clear(), self._seen.clear(), self._free.clear()
+            for book in (self._slot, self._ran, self._seen, self._free):
+                book.clear()
             self._prepare(batch)
 
     def _eligible(self, batch: Batch) -> torch.Tensor:
@@ -179,6 +180,7 @@ class CropStage:
 
     def infer(self, crops: torch.Tensor) -> torch.Tensor:
         """Run the model on crops ``[R,3,h,w]`` float 0..255 -> results ``[R, D]``."""
+        assert self._norm is not None and self._engine is not None     # made by _prepare on first use
         m, s = self._norm
         return self._post(self._engine((crops - m) / s))
 
@@ -235,14 +237,17 @@ class CropStage:
             latest[info.source_id] = max(fn, latest.get(info.source_id, fn))
             self._seen[key] = fn
             if key in pending and 0 <= fn - pending[key][0] < self.every:
-                copy_dst.append(r), copy_src.append(pending[key][1])
+                copy_dst.append(r)
+                copy_src.append(pending[key][1])
                 continue
             last = self._ran.get(key)
             if key not in pending and last is not None and 0 <= fn - last < self.every and key in self._slot:
-                reuse.append(r), slots.append(self._slot[key])
+                reuse.append(r)
+                slots.append(self._slot[key])
             else:
                 pending[key] = (fn, len(run))
-                run.append(r), cache_rows.append((len(run) - 1, key, fn))
+                run.append(r)
+                cache_rows.append((len(run) - 1, key, fn))
         res = None
         if run:
             idx = const(run, device=dev, dtype=torch.int64)
@@ -254,14 +259,17 @@ class CropStage:
             out[idx] = res
             valid[idx] = True
         if reuse:
+            assert self._bank is not None                # a reused slot is in the bank
             ridx = const(reuse, device=dev, dtype=torch.int64)
             out[ridx] = self._bank[const(slots, device=dev, dtype=torch.int64)]
             valid[ridx] = True
         if copy_dst:
+            assert res is not None                       # copies are of rows run in this batch
             cidx = const(copy_dst, device=dev, dtype=torch.int64)
             out[cidx] = res[const(copy_src, device=dev, dtype=torch.int64)]
             valid[cidx] = True
         if cache_rows:
+            assert res is not None
             # several runs of one key in a batch: the last one wins (rows are in frame order)
             self._store(res, cache_rows, dim, dev)
         self._prune(latest)
@@ -272,7 +280,8 @@ class CropStage:
         if self._bank is None or self._bank.shape[1] != dim:
             self._bank = torch.zeros(self.CACHE_SIZE, dim, dtype=torch.float32, device=dev)
             self._free = list(range(self.CACHE_SIZE - 1, -1, -1))
-            self._slot.clear(), self._ran.clear()
+            self._slot.clear()
+            self._ran.clear()
         last = {key: (j, fn) for j, key, fn in rows}  # a key run twice in one batch: the later run wins
         src, dst = [], []
         for key, (j, fn) in last.items():
@@ -284,7 +293,8 @@ class CropStage:
                     self._drop(min(old, key=lambda k: self._seen.get(k, -1)))
                 self._slot[key] = self._free.pop()
             self._ran[key] = fn
-            src.append(j), dst.append(self._slot[key])
+            src.append(j)
+            dst.append(self._slot[key])
         if dst:
             self._bank[const(dst, device=dev, dtype=torch.int64)] = res[const(src, device=dev, dtype=torch.int64)]
 
