@@ -160,7 +160,9 @@ def kill_round(fleet, args: argparse.Namespace) -> dict:
     f1, t1 = sum(c["frames"] for c in fleet.status()["cameras"]), time.monotonic()
     cams = {c["id"]: c for c in fleet.status()["cameras"]}
     moves = [cams[i]["moves"][-1] for i in before]
-    _wait(lambda: fleet.status()["workers"][0]["state"] == "running", "the killed worker restarted", timeout=300)
+    # up again and through its warm-up (on a GPU ~15 s, which the next measurement must not share)
+    _wait(lambda: (w := fleet.status()["workers"][0])["state"] == "running" and w["ready"],
+          "the killed worker restarted and warmed up", timeout=300)
     return {"killed": "w0", "moved_cameras": len(moves), "resume_s_max": max(m["resume_s"] for m in moves),
             "gap_s_max": max(m["gap_s"] for m in moves), "fps_during_gap": round((f1 - f0) / (t1 - t0), 1)}
 

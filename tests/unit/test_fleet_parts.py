@@ -170,6 +170,7 @@ def test_worker_runs_adds_removes_and_acknowledges(tmp_path):
     w = PipelineWorker(_template(tmp_path), "w0", keep_records=100)
     try:
         assert w.status()["state"] == "running" and w.status()["cameras"] == {}
+        wait_until(lambda: "sources_started" in w.status()["startup"], what="the worker's pipeline started")
         assert w.add("a", {"synthetic": {"width": 64, "height": 48, "frames": 12}})["ok"]
         assert w.add("b", {"synthetic": {"width": 64, "height": 48, "frames": 12}}, start=5)["ok"]
         rows = wait_until(lambda: _cams_state(w, "ended"), what="both ended")

@@ -135,12 +135,13 @@ def test_files_start_during_the_warm_up_and_live_sources_after_it():
             snap = lambda: pipe_box[0].snapshot().sources   # noqa: E731
             wait_until(lambda: snap()["file"].decoded >= 2, timeout=10, what="the file decoding during warm-up")
             seen["live_decoded"] = snap()["cam"].decoded
+            seen["phases"] = list(pipe_box[0].snapshot().startup_s)     # the phases so far
 
     pipe = Pipeline({"file": FakeSource(6), "cam": FakeSource(6, live=True)}, Muxer(batch_size=2, max_wait_ms=5),
                     [Warming()], [MemorySink()], device="cpu", warmup=True)
     pipe_box.append(pipe)
     s = pipe.run()
-    assert seen == {"live_decoded": 0}
+    assert seen == {"live_decoded": 0, "phases": ["files_started"]}
     assert s.sources["file"].frames == 6 and s.sources["cam"].frames == 6
     ph = s.startup_s
     assert list(ph)[:3] == ["files_started", "warm_up", "sources_started"] and sorted(ph.values()) == list(ph.values())

@@ -151,6 +151,7 @@ class WorkerState:
     status_sent: float = 0.0
     last_ok: float = 0.0
     killed: str | None = None          # the incarnation the driver killed (hung or failed)
+    startup: dict[str, float] = field(default_factory=dict)   # its pipeline's start-up phases so far
 
     @property
     def alive(self) -> bool:
@@ -159,7 +160,8 @@ class WorkerState:
     def row(self, load: float, cameras: int) -> dict[str, Any]:
         return {"id": self.id, "state": self.state, "pid": self.pid, "host": self.host, "gpus": self.gpus,
                 "device": self.device, "http": self.http, "incarnation": self.incarnation, "restarts": self.restarts,
-                "cameras": cameras, "load": load, "capacity": self.capacity, "error": self.error}
+                "cameras": cameras, "load": load, "capacity": self.capacity, "error": self.error,
+                "ready": "sources_started" in self.startup}
 
 
 def format_status(status: dict[str, Any]) -> str:

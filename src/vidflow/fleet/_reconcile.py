@@ -82,6 +82,7 @@ class Reconciler:
         w.incarnation, w.pid, w.host, w.gpus, w.device = (st["incarnation"], st["pid"], st["host"], st["gpus"],
                                                           st["device"])
         w.http = st.get("http")
+        w.startup = dict(st.get("startup") or {})
         w.last_ok = now
         if st["state"] != "running":         # its pipeline stopped: let Ray restart the process
             w.error = st["error"]

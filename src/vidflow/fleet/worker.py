@@ -257,7 +257,8 @@ class PipelineWorker:
         return {"worker": self.worker_id, "incarnation": self.incarnation, "restarted": self.restarted,
                 "pid": os.getpid(), "host": socket.gethostname(), "gpus": _gpus(), "device": str(self.pipe.device),
                 "state": state, "error": self._error, "time": time.time(), "started": self.started,
-                "http": getattr(self.pipe.server, "url", None), "batches": summary.batches, "cameras": self._camera_rows(summary),
+                "http": getattr(self.pipe.server, "url", None), "batches": summary.batches,
+                "startup": dict(summary.startup_s), "cameras": self._camera_rows(summary),
                 "records_dropped": self.ack.records_dropped}
 
     def snapshot(self) -> dict[str, Any]:

@@ -190,12 +190,15 @@ class Pipeline:
     # -- observing -----------------------------------------------------------------------------
     def snapshot(self) -> RunSummary:
         """A consistent copy of the run summary (``self.summary``) with every source's stats,
-        live counters refreshed (drops, a live source's own state and counters) and the decode
-        processes' pids and CPU time. Safe to call from any thread, while running or after."""
+        live counters refreshed (drops, a live source's own state and counters), the decode
+        processes' pids and CPU time, and before the first batch the start-up phases so far. Safe to call from any thread, while running or after."""
         self._sourcing.refresh()
         pids, cpu = self._sourcing.decode_processes_info()
+        meter = self._startup
         with self._lock:
             self.summary.decode_pids, self.summary.decode_cpu_s = pids, cpu
+            if meter is not None and self.summary.first_batch_s is None:
+                self.summary.startup_s = dict(meter.phases)      # the phases so far (warm-up done?)
             return self.summary.copy()
 
     @property
