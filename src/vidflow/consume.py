@@ -102,7 +102,7 @@ def _mqtt(u: Any, topic: str | None, options: dict[str, Any], out: queue.Queue, 
         c.username_pw_set(unquote(u.username), unquote(u.password or ""))
     c.on_connect = lambda cl, ud, fl, rc, pr=None: cl.subscribe(filt, qos=1) if not rc.is_failure else None
     c.on_message = lambda cl, ud, m: out.put(m.payload)
-    c.reconnect_delay_set(0.05, 0.5)
+    c.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]  # (typed int; fractions of a second work)
     while not stop.is_set():
         try:
             c.connect(u.hostname or "localhost", u.port or 1883, 30)
@@ -120,7 +120,7 @@ def _redis(u: Any, topic: str | list[str] | None, options: dict[str, Any], out: 
     import redis
 
     r = redis.Redis.from_url(u.geturl(), socket_timeout=5, socket_connect_timeout=2)
-    pos: dict[str, str] = {}
+    pos: dict[Any, Any] = {}
     pattern = topic if isinstance(topic, str) and any(ch in topic for ch in "*?[") else None
     fixed = [topic] if isinstance(topic, str) and pattern is None else list(topic or [])
     if topic is None:
@@ -133,7 +133,7 @@ def _redis(u: Any, topic: str | list[str] | None, options: dict[str, Any], out: 
             if not pos:
                 stop.wait(0.05)
                 continue
-            got = r.xread(dict(pos), count=1000, block=100)
+            got: Any = r.xread(dict(pos), count=1000, block=100)
             for stream, entries in got or []:
                 for eid, fields in entries:
                     out.put(fields[b"payload"])
@@ -161,7 +161,7 @@ def _zmq(u: Any, topic: str | None, options: dict[str, Any], out: queue.Queue, s
 
     endpoint = u.geturl().replace("zmq+", "", 1)
     sub = options.get("socket", "pull") == "sub"
-    s = zmq.Context.instance().socket(zmq.SUB if sub else zmq.PULL)
+    s: Any = zmq.Context.instance().socket(zmq.SUB if sub else zmq.PULL)
     if sub:
         s.setsockopt(zmq.SUBSCRIBE, (topic or "").encode())
         s.connect(endpoint)

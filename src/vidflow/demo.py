@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -150,14 +150,16 @@ def _run(out_dir: str, dev: torch.device, streams: int, frames: int | None, size
     pipe = Pipeline(
         sources=[FileSource(c.path) for c in clips],
         muxer=Muxer(batch_size=streams * (2 if gpu else 1), max_wait_ms=30, size=(w, h)),
-        stages=[Detector(detector, head=None if task == "detect" else task), Tracker(), emb, Identify(gallery), Annotate()],
+        stages=[Detector(detector, head=None if task == "detect" else cast(Any, task)), Tracker(), emb, Identify(gallery),
+                Annotate()],
         sinks=[JsonlSink(out / "frames.jsonl"),
                VideoSink(out / "annotated.mp4", fps=fps, rows=rows, cols=cols, size=mosaic, draw=False,
                          overlay=True, names={s: f"cam{s}" for s in range(streams)})],
         device=dev)
 
-    gts = {s: load_ground_truth(c.gt_path) for s, c in enumerate(clips)}
-    acc = {s: {"gt": 0, "pred": 0, "match": 0, "objects": 0, "tracks": set(), "named": 0} for s in range(streams)}
+    gts: dict[Any, Any] = {s: load_ground_truth(c.gt_path) for s, c in enumerate(clips)}
+    acc: dict[Any, dict[str, Any]] = {s: {"gt": 0, "pred": 0, "match": 0, "objects": 0, "tracks": set(), "named": 0}
+                                      for s in range(streams)}
     for batch in pipe:
         o = batch.objects
         ident = o.attrs.get("identify.identity", torch.full_like(o.object_id, -1))

@@ -64,7 +64,7 @@ class Gallery:
         self._next_id = 0
         self._vecs = torch.zeros(0, 0)            # [M, D] float32 CPU, unit rows
         self._owner = torch.zeros(0, dtype=torch.int64)  # [M] identity index of each row
-        self._dev_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._dev_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._db: sqlite3.Connection | None = None
         if self.path is not None:
             self._db = sqlite3.connect(self.path, check_same_thread=False)
@@ -138,6 +138,7 @@ class Gallery:
             if self._db is not None:
                 if not known:
                     cur = self._db.execute("INSERT INTO identities(name, class_id) VALUES (?, ?)", (name, class_id))
+                    assert cur.lastrowid is not None        # (an INSERT has one)
                     ident = int(cur.lastrowid) - 1
                 self._db.executemany("INSERT INTO vectors(identity, dim, data) VALUES (?, ?, ?)",
                                      [(ident + 1, v.shape[1], row.numpy().tobytes()) for row in v])
@@ -228,11 +229,12 @@ class Gallery:
             ident = len(self._names)
             if ident and q.shape[1] != self._vecs.shape[1]:
                 raise ValueError(f"Gallery.search: vectors have D={q.shape[1]}, the gallery holds D={self._vecs.shape[1]}")
-            vecs, owner, ids, cls = self._on(dev) if ident else (None, None, None, None)
+            tables = self._on(dev) if ident else None
         idx = torch.full((n, k), -1, dtype=torch.int64, device=dev)
         sim = torch.full((n, k), float("-inf"), dtype=torch.float32, device=dev)
-        if not ident or n == 0:
+        if tables is None or n == 0:
             return idx, sim
+        vecs, owner, ids, cls = tables
         s = torch.nn.functional.normalize(q.float(), dim=1) @ vecs.T  # [N, M]: the one matmul
         per = torch.full((n, ident), float("-inf"), device=dev).scatter_reduce(
             1, owner.expand(n, -1), s, reduce="amax")  # [N, I]
@@ -271,13 +273,14 @@ class Identify:
     def __init__(self, gallery: Gallery | str | os.PathLike, *, threshold: float = 0.6,
                  source: str = "embed.vector", match_class: bool = True, name: str = "identify") -> None:
         self._owns = not isinstance(gallery, Gallery)
-        if self._owns:
+        if not isinstance(gallery, Gallery):
             if not isinstance(gallery, (str, os.PathLike)):
                 raise ValueError(f"Identify: gallery expected a Gallery or a path, got {type(gallery).__name__}")
             gallery = Gallery(gallery)
         if not -1.0 <= float(threshold) <= 1.0:
             raise ValueError(f"Identify: threshold must be in [-1, 1], got {threshold}")
-        self.gallery, self.threshold, self.source, self.name = gallery, float(threshold), source, name
+        self.gallery: Gallery = gallery
+        self.threshold, self.source, self.name = float(threshold), source, name
         self.match_class = bool(match_class)
 
     def __call__(self, batch: Batch) -> Batch:
