@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ._info import info, info_text
 from ._runner import progress, run_to_end
@@ -200,11 +201,11 @@ def _parser() -> argparse.ArgumentParser:
                             help="text: timestamped key=value lines (default); json: one JSON object per line")
         parser.add_argument("--log-level", choices=LEVELS, default=default,
                             help="vidflow's log level (default info; other libraries: warning)")
-    stop = dict(type=float, default=None, metavar="SECONDS",
+    stop: dict[str, Any] = dict(type=float, default=None, metavar="SECONDS",
                 help="on SIGTERM / SIGINT, seconds allowed to drain queued batches before stopping now "
                      "(default: the YAML's stop_timeout, else 10)")
     p.add_argument("--version", action="version", version=f"vidflow {__version__}")
-    allow = dict(metavar="MODULES", default=None,
+    allow: dict[str, Any] = dict(metavar="MODULES", default=None,
                  help="comma-separated modules whose `module:Name` / `call:` entries the YAML may import "
                       "(also $VIDFLOW_ALLOW_CODE); a YAML runs no code otherwise")
     sub = p.add_subparsers(dest="command", required=True)

@@ -8,6 +8,7 @@ import os
 import threading
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,11 +100,13 @@ class _PyAvWriter:
         self.container = av.open(str(path), mode="w", format="mp4", options=fmt_opts)
         gop = max(1, round(fps * keyframe_s))
         opts = {"preset": "veryfast", "g": str(gop)} if names[0] in ("libx264", "libx265") else {}
-        self.stream = self.container.add_stream(names[0], rate=Fraction(fps).limit_denominator(1001), options=opts)
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        # (PyAV types add_stream as any kind of stream; a video codec's is a VideoStream)
+        stream: Any = self.container.add_stream(names[0], rate=Fraction(fps).limit_denominator(1001), options=opts)
+        self.stream = stream
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if bitrate:
-            self.stream.bit_rate = int(bitrate)
-        cc = self.stream.codec_context
+            stream.bit_rate = int(bitrate)
+        cc = stream.codec_context
         cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited
         cc.gop_size = gop
         self.timing, self.fps = timing, float(fps)
@@ -111,7 +114,7 @@ class _PyAvWriter:
             cc.time_base = self._TB
             self.stream.time_base = self._TB
         self.n = 0
-        self._last = None
+        self._last: int | None = None
         self.path, self.fragmented, self.failed = path, fragmented, False
 
     def _salvage(self) -> None:
