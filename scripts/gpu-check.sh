@@ -74,7 +74,7 @@ for l in sys.stdin:
         case "$t" in
           h264|hevc) a="--codec $t --seconds ${LIVE_SECONDS:-60}" ;;
           reconnect) a="--kill-every 3 --seconds 303" ;;
-          max) a="--max-cameras --streams ${LIVE_MAX_FROM:-80} --step ${LIVE_STEP:-8} --seconds 20" ;;
+          max) a="--max-cameras --streams ${LIVE_MAX_FROM:-80} --step ${LIVE_STEP:-8} --resolution ${LIVE_RESOLUTION:-4} --seconds 20" ;;
           *) echo "unknown live target $t (h264 | hevc | reconnect | max)"; rc=2; continue ;;
         esac
         timeout 590 python3 -m vidflow.cli bench --live --streams ${LIVE_STREAMS:-64} $a ${LIVE_EXTRA:-} \

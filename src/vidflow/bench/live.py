@@ -34,7 +34,8 @@ The window opens only once every stream delivers frames to the sinks (``startup_
   ``others_delivered_fps_min`` (the streams never killed).
 - ``--max-cameras`` steps the stream count up by ``--step`` from ``--streams`` until a stream
   falls below ``--threshold`` x offered fps (down by ``--step`` when ``--streams`` already
-  falls behind); a ``live-max`` line gives the largest count that held and the first that did not.
+  falls behind), then halves the last bracket down to ``--resolution`` streams (``bench/_search.py``);
+  a ``live-max`` line gives the largest count that held and the first that did not.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
     a("--threshold", type=float, default=0.99,
       help="--max-cameras: delivered/offered per stream to pass (default 0.99: <= 1%% behind)")
     a("--max-streams", type=int, default=1024, help="--max-cameras stops here")
+    a("--resolution", type=int, default=None,
+      help="--max-cameras: halve the last bracket until it is this wide (default: --step, no halving)")
     a("--clip-seconds", type=float, default=10.0, help="camera clip loop (latency is read modulo it; default 10)")
     a("--bitrate", type=int, default=4_000_000, help="camera bit/s (default 4000000)")
     a("--workdir", default=os.path.join(tempfile.gettempdir(), "vidflow-live"), help="where the clip is cached")
@@ -381,22 +384,18 @@ def main(argv: list[str] | None = None) -> int:
         if not args.max_cameras:
             return 0 if one(args.streams) is not None else 1
         step = args.step or max(1, args.streams // 4)
-        # up by ``step`` while the count holds; down by ``step`` when the first count already fails
-        n, good, failing, trials, last = args.streams, None, None, [], None
-        while 1 <= n <= args.max_streams:
+        from ._search import search_max
+
+        trials: list[list[Any]] = []            # [streams, delivered/offered of the slowest], in order
+
+        def trial(n: int) -> tuple[bool, Any]:
             rec = one(n)
             ratio = rec["delivered_over_offered_min"] if rec else 0.0
             trials.append([n, ratio])
-            if ratio >= args.threshold:
-                good = n
-                if failing is not None:
-                    break
-                n += step
-            else:
-                failing, last = n, rec
-                if good is not None:
-                    break
-                n -= step
+            return ratio >= args.threshold, rec
+
+        found = search_max(trial, args.streams, step, max_streams=args.max_streams, resolution=args.resolution)
+        good, failing, last = found.good, found.failing, found.failing_record
         mine = last is not None and (last["cpu_cores"] + last["server_cpu_cores"]) >= 0.9 * host["host_cores"]
         busy = last is not None and last["host_busy_cores"] >= 0.9 * host["host_cores"]
         limit = (f"none up to --max-streams {args.max_streams}" if failing is None
@@ -406,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                  else "not the host CPU: see the failing line (decode, model, loop)")
         emit({"bench": "live-max", "max_cameras": good, "first_failing": failing, "threshold": args.threshold,
               "step": step, "codec": args.codec, "size": f"{args.size[0]}x{args.size[1]}", "offered_fps": args.fps,
-              "trials": trials, "limit": limit})
+              "resolution": args.resolution or step, "trials": trials, "limit": limit})
         return 0 if good is not None else 1
     finally:
         if out is not None:
