@@ -184,7 +184,7 @@ def rle_counts(masks: Masks, heights: torch.Tensor | Sequence[int]) -> list[list
     n = len(masks)
     if n == 0:
         return []
-    obj, pos = _change_points(masks, torch.as_tensor(heights, dtype=torch.int64))
+    obj, pos = rle_change_points(masks, heights)
     bounds = np.searchsorted(obj, np.arange(n + 1))
     return [pos[a:b].tolist() for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
 
@@ -244,17 +244,23 @@ def to_rle(masks: Masks, sizes: torch.Tensor | Sequence[Sequence[int]]) -> list[
     sz = torch.as_tensor(sizes, dtype=torch.int64).reshape(-1, 2).cpu()
     if sz.shape[0] != len(masks):
         raise ValueError(f"sizes: expected {len(masks)} (width, height) rows, got {sz.shape[0]}")
-    wh = sz.tolist()
-    return [{"size": [h, w], "counts": c} for (w, h), c in zip(wh, _rle_strings(masks, sz))]
+    if len(masks) == 0:
+        return []
+    strings = rle_strings_from_changes(*rle_change_points(masks, sz[:, 1]), sz.numpy())
+    return [{"size": [h, w], "counts": c} for (w, h), c in zip(sz.tolist(), strings)]
 
 
-def _change_points(masks: Masks, heights: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """``(object, pixel)`` of every run start of the masks in their frames (column-major,
-    ascending per object), on the host; a run that ends at a column's bottom and one that starts
-    at the next column's top (a mask as high as its frame) are one run."""
+def rle_change_points(masks: Masks, heights: torch.Tensor | np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The device half of :func:`to_rle`: ``(object, pixel)`` of every run start of each mask
+    in its frame (``heights [N]``: each object's frame height), column-major, ascending per
+    object, on the host (one copy); a run that ends at a column's bottom and one that starts at
+    the next column's top (a mask as high as its frame) are one run. With
+    :func:`rle_strings_from_changes` (host work only, any thread) it gives :func:`to_rle`'s
+    counts: a pipeline finds the run starts where the batch is finished and leaves the strings
+    to the sink's own thread."""
     n = len(masks)
     dev = masks.device
-    hts = heights.to(dev).reshape(n)
+    hts = torch.as_tensor(heights, dtype=torch.int64).to(dev, non_blocking=True).reshape(n)
     padded = torch.nn.functional.pad(masks.data, (0, 0, 1, 1)).transpose(1, 2).to(torch.int8)  # [N, W, h+2]
     change = padded[:, :, 1:] != padded[:, :, :-1]                                             # between r and r+1
     obj, col, r = change.nonzero(as_tuple=True)
@@ -269,24 +275,6 @@ def _change_points(masks: Masks, heights: torch.Tensor) -> tuple[np.ndarray, np.
             drop[:-1] |= dup
             o, p = o[~drop], p[~drop]
     return o, p
-
-
-def _rle_strings(masks: Masks, sizes: torch.Tensor) -> list[str]:
-    """pycocotools' compressed counts of every mask at once, in NumPy (what
-    ``_counts_from_changes`` and :func:`encode_counts` give one mask at a time)."""
-    if len(masks) == 0:
-        return []
-    obj, pos = _change_points(masks, sizes[:, 1])
-    return rle_strings_from_changes(obj, pos, sizes.numpy())
-
-
-def rle_change_points(masks: Masks, heights: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The device half of :func:`to_rle`: ``(object, pixel)`` of every run start of each mask
-    in its frame (``heights [N]``), column-major, on the host (one copy). With
-    :func:`rle_strings_from_changes` (host work only, any thread) it gives :func:`to_rle`'s
-    counts: a pipeline finds the run starts where the batch is finished and leaves the
-    strings to the sink's own thread."""
-    return _change_points(masks, torch.as_tensor(heights, dtype=torch.int64))
 
 
 def rle_strings_from_changes(obj: np.ndarray, pos: np.ndarray, sizes: np.ndarray) -> list[str]:

@@ -92,18 +92,19 @@ class HostColumns:
 
 
 # ---- the one host copy per batch ------------------------------------------------------------
+_NOT_YET = object()        # a memo entry not made yet (None is an answer: the batch has no masks)
+
+
 class _Memo:
-    __slots__ = ("lock", "cols", "table", "rle", "has_rle", "rle_points", "dense", "has_dense")
+    __slots__ = ("lock", "cols", "table", "rle", "rle_points", "dense")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.cols: HostColumns | None = None
         self.table: HostFrames | None = None
-        self.rle: _RLE | None = None
-        self.has_rle = False
-        self.rle_points: Any = None
-        self.dense: np.ndarray | None = None
-        self.has_dense = False
+        self.rle: Any = _NOT_YET                 # _RLE, or None: no masks
+        self.rle_points: Any = None              # prepare_rle's half, until the strings are made
+        self.dense: Any = _NOT_YET               # np.ndarray, or None: no masks
 
     def columns(self, batch: Batch) -> HostColumns:          # with the lock held
         if self.cols is None:
@@ -142,8 +143,8 @@ def host_dense_masks(batch: Batch) -> np.ndarray | None:
     m = _memo(batch)
     objs = batch.objects
     with m.lock:
-        if not m.has_dense:
-            if objs is None or objs.masks is None:
+        if m.dense is _NOT_YET:
+            if objs.masks is None:
                 m.dense = None
             else:
                 data = objs.masks.data
@@ -152,7 +153,6 @@ def host_dense_masks(batch: Batch) -> np.ndarray | None:
                 m.dense = _pad(batch, HostColumns(frame_idx=hc.frame_idx,
                                                   columns={_MASK: dense.astype(np.float32)})).columns[_MASK]
                 m.dense.flags.writeable = False
-            m.has_dense = True
         return m.dense
 
 
@@ -174,7 +174,7 @@ def prepare_rle(batch: Batch) -> None:
     by the first sink that asks for :func:`host_rle`, on its own thread."""
     m = _memo(batch)
     with m.lock:
-        if m.rle_points is None and not m.has_rle:
+        if m.rle_points is None and m.rle is _NOT_YET:
             m.rle_points = _rle_points(batch, m.columns(batch).frame_idx)
 
 
@@ -184,9 +184,9 @@ def host_rle(batch: Batch) -> _RLE | None:
     strings on the host) and shared like :func:`host_table`."""
     m = _memo(batch)
     with m.lock:
-        if not m.has_rle:
+        if m.rle is _NOT_YET:
             points = m.rle_points if m.rle_points is not None else _rle_points(batch, m.columns(batch).frame_idx)
-            m.rle, m.has_rle, m.rle_points = _rle_from_points(points), True, None
+            m.rle, m.rle_points = _rle_from_points(points), None
         return m.rle
 
 
@@ -249,7 +249,6 @@ def _pad_value(name: str) -> int:
 
 def _copy(batch: Batch) -> HostColumns:
     objs = batch.objects
-    assert objs is not None                       # Batch always holds a table (maybe empty)
     cols: dict[str, torch.Tensor] = {}
     for name, t in batch_object_columns(batch).items():
         if name in _SKIP or name == _MASK or name.startswith("classification-label-"):
@@ -307,7 +306,7 @@ def _rle_points(batch: Batch, fi: np.ndarray) -> _Points:
     objs = batch.objects
     b = len(batch)
     count = np.bincount(fi, minlength=b)[:b]
-    if objs is None or objs.masks is None:
+    if objs.masks is None:
         return None, None, None, count
     from ..ops.masks import rle_change_points
 
@@ -315,7 +314,7 @@ def _rle_points(batch: Batch, fi: np.ndarray) -> _Points:
     if not len(sizes):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), sizes, count
     masks = objs.masks[torch.argsort(objs.frame_idx, stable=True)]
-    obj, pos = rle_change_points(masks, torch.from_numpy(sizes[:, 1].copy()))
+    obj, pos = rle_change_points(masks, sizes[:, 1])
     return obj, pos, sizes, count
 
 
@@ -326,7 +325,7 @@ def _rle_from_points(points: _Points) -> _RLE | None:
         return None
     from ..ops.masks import rle_strings_from_changes
 
-    strings = rle_strings_from_changes(obj, pos, sizes) if len(sizes) else []
+    strings = rle_strings_from_changes(obj, pos, sizes)
     rles = [{"size": [h, w], "counts": c} for (w, h), c in zip(sizes.tolist(), strings)]
     ends = np.cumsum(count).tolist()
     return tuple(rles[e - n:e] for e, n in zip(ends, count.tolist()))
