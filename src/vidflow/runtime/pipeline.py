@@ -191,7 +191,8 @@ class Pipeline:
     def snapshot(self) -> RunSummary:
         """A consistent copy of the run summary (``self.summary``) with every source's stats,
         live counters refreshed (drops, a live source's own state and counters), the decode
-        processes' pids and CPU time, and before the first batch the start-up phases so far. Safe to call from any thread, while running or after."""
+        processes' pids and CPU time, and before the first batch the start-up phases so far.
+        Safe to call from any thread, while running or after."""
         self._sourcing.refresh()
         pids, cpu = self._sourcing.decode_processes_info()
         meter = self._startup

@@ -54,7 +54,6 @@ class Sourcing:
         self.running = False
         self.draining = False
         self._next_id = 0
-        self._started: set[int | str] = set()     # ids started (and not retired since)
 
     # -- registry ------------------------------------------------------------------------------
     def add(self, source: Any, source_id: int | str | None = None) -> int | str:
@@ -114,7 +113,7 @@ class Sourcing:
         with self._reg:
             self.running = True
             for sid in list(self.sources):
-                if sid not in self._started:
+                if not self._started(sid):
                     self.start(sid)
 
     def start_files(self) -> None:
@@ -123,12 +122,15 @@ class Sourcing:
         decode processes come up meanwhile."""
         with self._reg:
             for sid, src in list(self.sources.items()):
-                if sid not in self._started and not getattr(src, "live", False):
+                if not self._started(sid) and not getattr(src, "live", False):
                     self.start(sid)
+
+    def _started(self, sid: int | str) -> bool:
+        with self.lock:
+            return self.summary.sources[sid].started is not None     # (a re-added id has new stats)
 
     def start(self, sid: int | str) -> None:
         """Start one source (the caller holds the registry lock)."""
-        self._started.add(sid)
         with self.lock:
             st = self.summary.sources[sid]
             st.started = time.monotonic()
@@ -205,7 +207,6 @@ class Sourcing:
     def retire(self, sid: int | str) -> None:
         """A source has ended and all its frames went through: release it everywhere."""
         with self._reg:
-            self._started.discard(sid)
             q = self.queues.pop(sid, None)
             src = self.sources.pop(sid, None)
             t = self._threads.pop(sid, None)

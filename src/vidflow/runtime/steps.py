@@ -137,9 +137,9 @@ class Steps:
         return batch
 
     def _host(self, batch: Batch) -> Any:
-        """The batch's one host copy (``records.host_columns``; and the masks' run starts when a
-        sink reads their RLE: ``records.prepare_rle``), or None if it can't be made: then each sink meets the error on its own
-        worker, where its ``on_error`` applies."""
+        """The batch's one host copy (``hostcopy.host_columns``; and the masks' run starts when a
+        sink reads their RLE: ``hostcopy.prepare_rle``), or None if it can't be made: then each
+        sink meets the error on its own worker, where its ``on_error`` applies."""
         try:
             cols = host_columns(batch)
             if any(s.rle for s in self.sinks):
@@ -153,7 +153,7 @@ class Steps:
         """Every sink's ``write``, then the run's counters and the batch observers. Before the
         first sink that reads host frames (``sinks.records.ReadsHostFrames``; its write time
         includes this) the batch's object table is copied to the host, once
-        (``records.host_columns``, and the masks' run starts if a sink reads their RLE): here, where the batch
+        (``hostcopy.host_columns``, and the masks' run starts if a sink reads their RLE): here, where the batch
         is finished (on the tail's stream). The sinks' workers pad it into their tables (once,
         shared) and the summary counts read it."""
         timed = bool(self.observers.writes)
