@@ -59,7 +59,7 @@ def _thresholds(conf: float | Sequence[float], num_classes: int, device: torch.d
     t = torch.as_tensor(list(conf), dtype=torch.float32)
     if t.shape != (num_classes,):
         raise ValueError(f"conf: expected a float or {num_classes} per-class values, got {len(t)}")
-    return t.to(device)
+    return t.to(device, non_blocking=True)      # (no stream sync: ops/_const.py)
 
 
 def decode(output: torch.Tensor, *, format: Format = "yolov8", conf: float | Sequence[float] = 0.25,

@@ -37,7 +37,7 @@ PALETTE = (
 
 def _colors(colors, n: int, device: torch.device) -> torch.Tensor:
     """Normalise ``(r,g,b)`` / ``[3]`` / ``[N,3]`` colours to ``[N,3]`` uint8 on ``device``."""
-    c = colors.to(device) if isinstance(colors, torch.Tensor) else const(colors, device=device)
+    c = colors.to(device, non_blocking=True) if isinstance(colors, torch.Tensor) else const(colors, device=device)
     if c.dim() == 1 and c.shape[0] == 3:
         c = c.expand(n, 3)
     if c.dim() != 2 or c.shape != (n, 3):
@@ -322,14 +322,15 @@ class Annotate:
         texts = self.captions(batch)
         if any(texts):
             pos, shown = self.layout(batch, texts, boxes, scale)
-            keep = torch.tensor(shown, dtype=torch.bool).to(dev)
+            keep = const(shown, device=dev, dtype=torch.bool)
+            pos = pos.to(dev, non_blocking=True)
             bw = canvas.add_colors(const([[0, 0, 0], [255, 255, 255]], device=dev, dtype=torch.uint8))
             luma = colors.float() @ const([0.299, 0.587, 0.114], device=dev, dtype=torch.float32)
             fg = bw + (luma < 140).long()  # white text on dark boxes, black on light ones
             if all(shown):
-                _text(canvas, texts, pos.to(dev), objs.frame_idx, fg, color_id, scale, scale)
+                _text(canvas, texts, pos, objs.frame_idx, fg, color_id, scale, scale)
             elif any(shown):
-                _text(canvas, [t for t, k in zip(texts, shown) if k], pos.to(dev)[keep], objs.frame_idx[keep],
+                _text(canvas, [t for t, k in zip(texts, shown) if k], pos[keep], objs.frame_idx[keep],
                       fg[keep], color_id[keep], scale, scale)
         canvas.apply()
         return batch
