@@ -54,10 +54,11 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def template(out: Path, args: argparse.Namespace) -> dict:
+def template(out: Path, args: argparse.Namespace, decode_processes: int | None = None) -> dict:
     w, h = args.size
-    return {"device": args.device, "torch_threads": 1, "decode_processes": args.decode_processes, "muxer": {"batch_size": args.batch, "size": [w, h]},
-            "stages": [{"detect": {"model": "demo", "size": [h, w]}}, {"track": {}}],
+    dp = args.decode_processes if decode_processes is None else decode_processes
+    return {"device": args.device, "torch_threads": 1, "decode_processes": dp, "muxer": {"batch_size": args.batch, "size": [w, h]},
+            "stages": [{"detect": {"model": "demo", "size": [w, h]}}, {"track": {}}],
             "sinks": [{"jsonl": {"path": str(out / "frames.jsonl"), "attrs": False}}]}
 
 
@@ -88,7 +89,7 @@ def run_single(tpl: dict, cams: list[dict], args: argparse.Namespace) -> dict:
     pipe.stop()
     t.join(30)
     frames = f1 - f0
-    return {"mode": "single", "fps": round(frames / (t1 - t0), 1),
+    return {"mode": "single", "decode_processes": tpl["decode_processes"], "fps": round(frames / (t1 - t0), 1),
             "cpu_ms_per_frame": round((c1 - c0) / max(frames, 1) * 1e3, 3),
             "cpu_cores": round((c1 - c0) / (t1 - t0), 2)}
 
@@ -184,7 +185,10 @@ def main() -> None:
     p.add_argument("--single-cameras", type=int, default=0,
                    help="cameras of the single pipeline (default: all; 64 with --workers 8 = one GPU's share)")
     p.add_argument("--kill", action="store_true", help="SIGKILL worker w0 after each fleet measurement")
-    p.add_argument("--decode-processes", type=int, default=0)
+    p.add_argument("--decode-processes", type=int, default=0, help="per pipeline (each worker's, the single one's)")
+    p.add_argument("--single-decode-processes", type=int, default=None,
+                   help="the single pipeline's instead (e.g. workers x --decode-processes: the same decode "
+                        "processes in all as the fleet; default: --decode-processes)")
     args = p.parse_args()
 
     from vidflow.testing import make_clip
@@ -205,7 +209,8 @@ def main() -> None:
                 head["load_avg_1m"] = round(os.getloadavg()[0], 2)
                 fleets.append(run_fleet(fleet, cams, args))
                 print(json.dumps({**head, "round": r, **fleets[-1]}), flush=True)
-                singles.append(run_single(template(out / "single", args), cams[:args.single_cameras or None], args))
+                singles.append(run_single(template(out / "single", args, args.single_decode_processes),
+                                          cams[:args.single_cameras or None], args))
                 print(json.dumps({**head, "round": r, **singles[-1]}), flush=True)
         finally:
             fleet.stop()

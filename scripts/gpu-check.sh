@@ -46,9 +46,10 @@ for step in "${steps[@]}"; do
         --model .models/yolo11n_shapes.torchscript --variants full paced --pace 30 ${BENCH_EXTRA:-} --out "$out/bench.jsonl" \
         > "$out/bench.log" 2>&1 || rc=1
       cut -c1-600 "$out/bench.jsonl" 2>/dev/null; tail -n 5 "$out/bench.log" ;;
-    fleet)   # issue 19's one-GPU target: 2 workers sharing the GPU, 64 cameras, a worker killed
+    fleet)   # issue 19's one-GPU target: 2 workers sharing the GPU, 64 cameras, a worker killed; the
+             # single pipeline gets the fleet's 4 decode processes in all (FLEET_SINGLE_DP=2: one worker's)
       timeout 540 python3 benchmarks/fleet.py --device cuda --cameras 64 --workers 2 --num-gpus 0.5 --num-cpus 4 \
-        --size 1920x1080 --batch 32 --decode-processes 2 --rounds 2 --kill > "$out/fleet.log" 2>&1 || rc=1
+        --size 1920x1080 --batch 32 --decode-processes 2 --single-decode-processes ${FLEET_SINGLE_DP:-4} --rounds 2 --kill > "$out/fleet.log" 2>&1 || rc=1
       grep -E '^\{' "$out/fleet.log" | cut -c1-600; tail -n 5 "$out/fleet.log" ;;
     seg)     # issue 18: seg E over detect E at 64 x 1080p (benchmarks/seg.py; both models in .models)
       timeout 300 python3 benchmarks/seg.py --rounds ${SEG_ROUNDS:-1} --seconds ${BENCH_SECONDS:-6} > "$out/seg.log" 2>&1 || rc=1
@@ -56,8 +57,11 @@ for step in "${steps[@]}"; do
 for l in sys.stdin:
     d = json.loads(l); d.pop("memory_curve_s_rss_gpu_mb", None); print(json.dumps(d)[:700])' ;;
     compare)
-      B="--streams ${BENCH_STREAMS:-64} --seconds ${BENCH_SECONDS:-6} --warmup 2 --skip B --model .models/yolo11n_shapes.torchscript"
-      for round in 1 2; do
+      # no profiler window (--copy-seconds 0): torch.profiler's stop segfaulted in 2 of 8 E runs here
+      # (CUPTI teardown while CUDA graphs replay on the pipeline's threads); the bench step counts copies.
+      # ~100 s per tree and round: COMPARE_ROUNDS=2 needs ~420 s of one call
+      B="--streams ${BENCH_STREAMS:-64} --seconds ${BENCH_SECONDS:-6} --warmup 2 --skip B --copy-seconds 0 --model .models/yolo11n_shapes.torchscript"
+      for round in $(seq 1 ${COMPARE_ROUNDS:-2}); do
         for tree in after before; do
           src=$PWD/src; [ $tree = before ] && src=$PWD/.before/src
           [ -d "$src" ] || { echo "compare: $src missing"; rc=2; continue; }

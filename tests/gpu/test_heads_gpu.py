@@ -82,13 +82,21 @@ def _reference_uncached(model: str, task: str, frames_rgb):
     if root is None:
         pytest.skip("VIDFLOW_ULTRALYTICS not set")
     sys.path.insert(0, str(root))
+    note = ""
+    if model.endswith(".onnx") and importlib.util.find_spec("onnxruntime") is None:
+        # Ultralytics runs an ONNX file through onnxruntime; without it (the GPU machine has none)
+        # the reference is its prediction with the TorchScript export of the same trained weights
+        ts = Path(model).with_suffix(".torchscript")
+        if not ts.exists():
+            pytest.skip(f"no onnxruntime for Ultralytics' ONNX reference and no {ts.name} beside it")
+        model, note = str(ts), f" on {ts.name} (no onnxruntime here)"
     try:
         os.environ.setdefault("YOLO_OFFLINE", "1")
         from ultralytics import YOLO  # noqa: PLC0415 - reference only
         m = YOLO(model, task={"seg": "segment", "pose": "pose"}[task])
         res = m.predict([f[..., ::-1].copy() for f in frames_rgb], imgsz=640, conf=0.25, iou=0.7,
                         retina_masks=True, device=0, half=False, verbose=False)
-        how = "ultralytics.YOLO.predict"
+        how = "ultralytics.YOLO.predict" + note
         out = []
         for r in res:
             extra = r.masks.data.bool() if task == "seg" and r.masks is not None else (
@@ -123,11 +131,23 @@ def _reference_uncached(model: str, task: str, frames_rgb):
         else:
             extra = ops.scale_coords(x.shape[2:], det[:, 6:].reshape(len(det), -1, 3).clone(), rgb.shape)
         out.append((boxes, det[:, 5].long(), det[:, 4], extra))
-    return out, f"ultralytics ops (YOLO() did not import: {why})"
+    return out, f"ultralytics ops{note} (YOLO() did not import: {why})"
+
+
+def _ul_input_size(model: str, w: int, h: int) -> tuple[int, int] | None:
+    """The model input Ultralytics' predict uses for a ``w`` x ``h`` frame: a dynamic ONNX export
+    runs rectangular (``rect=True``: the letterboxed frame padded to a multiple of 32 only, 640 x
+    384 for 16:9), a TorchScript trace its square export size. vidflow gets the same input (W, H)."""
+    if not model.endswith(".onnx"):
+        return None
+    r = min(640 / w, 640 / h)
+    nw, nh = round(w * r), round(h * r)
+    return (nw + (640 - nw) % 32, nh + (640 - nh) % 32)
 
 
 def _vidflow(model: str, frames_rgb, half: bool):
-    det = Detector(model, half=half)
+    h, w = frames_rgb[0].shape[:2]
+    det = Detector(model, half=half, size=_ul_input_size(model, w, h))
     imgs = torch.from_numpy(np.stack(frames_rgb)).permute(0, 3, 1, 2).contiguous().cuda()
     h, w = imgs.shape[2:]
     b = Batch(images=imgs, frames=tuple(FrameInfo(0, i, 0.0, width=w, height=h) for i in range(len(imgs))))
@@ -170,6 +190,7 @@ def test_parity_with_ultralytics(frames, task, ext, half):
         det, objs = _vidflow(model, scene, half)
         assert det.active_head.task == {"seg": "segment", "pose": "pose"}[task]      # from the metadata
         fig["backend"] = getattr(det.engine, "backend", "torch")    # ONNX: onnxruntime-gpu or the converter
+        fig.setdefault("input_sizes", []).append(list(det.input_size or ()))
         h, w = scene[0].shape[:2]
         full = objs.masks.full(w, h) if task == "seg" else None
         for k, r in enumerate(ref):

@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
       help="D and E with the sources decoding in this many processes (0: a thread each, in the "
            "pipeline's process); several values measure each (default: 8 on CUDA, 0 on the CPU)")
     a("--queue-size", type=int, default=8, help="frames queued per source in E (default: 8)")
-    a("--copy-seconds", type=float, default=1.0, help="profiler window counting copies (default: 1)")
+    a("--copy-seconds", type=float, default=1.0,
+      help="profiler window counting copies (default: 1; 0: none, no h2d/d2h fields)")
     a("--breakdown-seconds", type=float, default=2.0, help="E: synced per-part timing window (0 = none)")
     a("--profile", action="store_true", help="print torch.profiler top-op tables of the E window to stderr")
     a("--start-timeout", type=float, default=300.0, help=argparse.SUPPRESS)

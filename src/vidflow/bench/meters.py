@@ -190,8 +190,11 @@ def measure(work: Work, dev: torch.device, args: argparse.Namespace, per_frame_u
         res["latency_p95_ms"] = round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 2) if lat else None
         if args.breakdown_seconds > 0:
             res.update(work.breakdown(args.breakdown_seconds))
-        counted, text = copies(work, dev, args.copy_seconds, tables)
-        res.update(counted)
+        if args.copy_seconds > 0 or tables:      # 0: no profiler session at all (see gpu-check.sh compare)
+            counted, text = copies(work, dev, args.copy_seconds, tables)
+            res.update(counted)
+        else:
+            text = ""
         res.update(work.extra)
         return res, text
     finally:
