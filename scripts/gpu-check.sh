@@ -6,7 +6,7 @@
 #   .whl/ray312.tar.xz, .whl/ray-deps/ (scripts/device-ray.sh; only for the fleet step, which uses the
 #                          demo model: carry site312 + Ray + .whl/extra (orjson), no .models: under 64 MiB)
 #   .before/src           (only for the compare step: mkdir .before && git archive e07be02 src | tar -x -C .before)
-# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet|live|seg|compare]...   (default: tests demo bench)
+# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet|live|seg|compare|contention]...   (default: tests demo bench)
 #   compare: E/D/M of this tree against .before/src, alternated A B A B on the same host (issue 13)
 #   live: issue 14's targets through `vidflow bench --live` (LIVE_TARGETS="h264 hevc reconnect max";
 #         ~90 s, ~90 s, ~330 s, ~300 s: keep one call under 10 min, e.g. LIVE_TARGETS="h264 hevc" first)
@@ -85,7 +85,26 @@ for l in sys.stdin:
           --out "$out/live.jsonl" > "$out/live_$t.log" 2>&1 || rc=1
         grep -E '^\{' "$out/live_$t.log" | cut -c1-900; tail -n 3 "$out/live_$t.log" | grep -v '^{'
       done ;;
-    *) echo "unknown step $step (tests | demo | bench | fleet | compare | live | seg)"; rc=2 ;;
+    contention)   # issue 15: does the model slow down while the decode processes run (another process)?
+      # M alone, D alone, then M in a second process while D runs; nvidia-smi dmon's sm % / dec % beside
+      # them (~110 s). If M under D falls toward 1/(1/D+1/M) the GPU serialises the two (no MPS)
+      B="python3 -m vidflow.cli bench --streams ${BENCH_STREAMS:-64} --copy-seconds 0 --warmup 1 --model .models/yolo11n_shapes.torchscript"
+      python3 -c "from vidflow.bench.cli import make_bench_clip as m; print(m())" > "$out/contention.log" 2>&1
+      $B --skip D E B --seconds 5 --out "$out/m_alone.jsonl" >> "$out/contention.log" 2>&1 || rc=1
+      $B --skip M E B --seconds 5 --out "$out/d_alone.jsonl" >> "$out/contention.log" 2>&1 || rc=1
+      $B --skip M E B --seconds 40 --out "$out/d_with_m.jsonl" >> "$out/contention.log" 2>&1 &
+      dpid=$!
+      sleep 12; nvidia-smi dmon -s u -c 30 > "$out/dmon.log" 2>&1 &
+      $B --skip D E B --seconds 8 --out "$out/m_with_d.jsonl" >> "$out/contention.log" 2>&1 || rc=1
+      wait $dpid || rc=1; wait
+      for f in m_alone d_alone m_with_d d_with_m; do
+        python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    if d["bench"] != "summary": print(sys.argv[2], d["bench"], d["fps"], "fps", d["cpu_cores"], "cores", d.get("host_cpu"), d["device"])' "$out/$f.jsonl" $f || rc=1
+      done
+      cat "$out/dmon.log" ;;
+    *) echo "unknown step $step (tests | demo | bench | fleet | compare | live | seg | contention)"; rc=2 ;;
   esac
 done
 exit $rc
