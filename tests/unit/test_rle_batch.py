@@ -71,3 +71,29 @@ def test_batch_rle_matches_pycocotools():
 
 def test_no_masks():
     assert to_rle(Masks(torch.zeros(0, 3, 3, dtype=torch.bool), torch.zeros(0, 2, dtype=torch.int64)), []) == []
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_strings_from_changes_equal_the_scalar_encoder_on_wide_values(shuffled):
+    """Run starts far apart (an 8K frame: counts and their deltas need up to 6 characters, either
+    sign) and objects without any run, in order or shuffled: the vectorised encoder gives
+    ``encode_counts``' strings."""
+    from vidflow.ops.masks import rle_strings_from_changes
+
+    rng = np.random.default_rng(11)
+    w, h = 7680, 4320
+    objs, poss, want = [], [], []
+    for i in range(40):
+        k = int(rng.integers(0, 12)) if i % 7 else 0
+        p = np.unique(rng.integers(0, w * h, k)) if k else np.zeros(0, np.int64)
+        objs.append(np.full(len(p), i))
+        poss.append(p)
+        want.append(encode_counts(_counts_from_changes(p.tolist(), w * h)))
+    obj, pos = np.concatenate(objs), np.concatenate(poss)
+    if shuffled:
+        perm = rng.permutation(len(obj))
+        obj, pos = obj[perm], pos[perm]
+    got = rle_strings_from_changes(obj, pos, np.array([[w, h]] * 40))
+    assert got == want
+    assert max(len(s) for s in got) > 20
+    assert [decode_counts(s) for s in got] == [_counts_from_changes(p.tolist(), w * h) for p in poss]

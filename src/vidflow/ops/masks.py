@@ -286,11 +286,16 @@ def rle_strings_from_changes(obj: np.ndarray, pos: np.ndarray, sizes: np.ndarray
         return []
     total = sizes[:, 0] * sizes[:, 1]
     # each object's change points, then its frame's pixel count: counts are the differences
-    e_obj = np.concatenate([obj, np.arange(n)])
-    e_val = np.concatenate([pos, total])
-    last = np.concatenate([np.zeros(len(pos), dtype=bool), np.ones(n, dtype=bool)])
-    order = np.lexsort((last, e_obj))                 # stable: positions stay ascending
-    e_obj, e_val, last = e_obj[order], e_val[order], last[order]
+    obj = np.asarray(obj, dtype=np.int64)
+    pos = np.asarray(pos, dtype=np.int64)
+    if len(obj) > 1 and (obj[1:] < obj[:-1]).any():   # rle_change_points' rows come object by object
+        keep = np.lexsort((pos, obj))
+        obj, pos = obj[keep], pos[keep]
+    # after each object's last change point, its frame's pixel count (a merge, no sort)
+    at = np.searchsorted(obj, np.arange(n), side="right")
+    e_obj = np.insert(obj, at, np.arange(n))
+    e_val = np.insert(pos, at, total)
+    last = np.insert(np.zeros(len(pos), dtype=bool), at, True)
     first = np.ones(len(e_obj), dtype=bool)
     first[1:] = e_obj[1:] != e_obj[:-1]
     prev = np.zeros(len(e_val), dtype=np.int64)
@@ -304,22 +309,22 @@ def rle_strings_from_changes(obj: np.ndarray, pos: np.ndarray, sizes: np.ndarray
     x = counts.copy()
     later = np.flatnonzero(idx > 2)
     x[later] -= counts[later - 2]                      # rleToString: deltas from two counts back
-    # 5 bits a character, lowest first; bit 0x20: more follow; stop when the rest is the sign
-    chars, valid = [], []
-    more = np.ones(len(x), dtype=bool)
-    v = x
-    while more.any():
-        c = v & 0x1F
-        v = v >> 5
-        nxt = np.where(c & 0x10, v != -1, v != 0)
-        chars.append((c | np.where(nxt, 0x20, 0)) + 48)
-        valid.append(more)
-        more = more & nxt
-    ch = np.stack(chars, 1).astype(np.uint8)
-    ok = np.stack(valid, 1)
-    text = ch[ok].tobytes().decode("ascii")
-    per = np.bincount(c_obj, weights=ok.sum(1), minlength=n).astype(np.int64)
-    ends = np.cumsum(per)
+    # 5 bits a character, lowest first; bit 0x20: more follow; the last character's bit 0x10 is
+    # the sign, so a value takes k characters for the smallest k with -16*32**(k-1) <= x < 16*32**(k-1)
+    k = np.ones(len(x), dtype=np.int64)
+    for j in range(1, 13):                             # |x| < 2**63: at most 13 characters
+        wide = (x >= (16 << (5 * (j - 1)))) | (x < -(16 << (5 * (j - 1))))
+        if not wide.any():
+            break
+        k += wide
+    width = int(k.max()) if len(k) else 1
+    j = np.arange(width)
+    digits = (x[:, None] >> (5 * j)) & 0x1F                            # [M, width]
+    ch = (digits | np.where(j < (k - 1)[:, None], 0x20, 0)) + 48
+    text = ch.astype(np.uint8)[j < k[:, None]].tobytes().decode("ascii")
+    ck = np.concatenate([[0], np.cumsum(k)])          # characters before each count
+    ends = ck[np.append(start[1:], len(k))]            # c_obj is ascending: object i's counts end there
+    per = ends - ck[start]
     return [text[e - k:e] for e, k in zip(ends.tolist(), per.tolist())]
 
 
