@@ -318,10 +318,10 @@ def rle_strings_from_changes(obj: np.ndarray, pos: np.ndarray, sizes: np.ndarray
             break
         k += wide
     width = int(k.max()) if len(k) else 1
-    j = np.arange(width)
-    digits = (x[:, None] >> (5 * j)) & 0x1F                            # [M, width]
-    ch = (digits | np.where(j < (k - 1)[:, None], 0x20, 0)) + 48
-    text = ch.astype(np.uint8)[j < k[:, None]].tobytes().decode("ascii")
+    col = np.arange(width)
+    digits = (x[:, None] >> (5 * col)) & 0x1F                          # [M, width]
+    ch = (digits | np.where(col < (k - 1)[:, None], 0x20, 0)) + 48
+    text = ch.astype(np.uint8)[col < k[:, None]].tobytes().decode("ascii")
     ck = np.concatenate([[0], np.cumsum(k)])          # characters before each count
     ends = ck[np.append(start[1:], len(k))]            # c_obj is ascending: object i's counts end there
     per = ends - ck[start]
