@@ -51,3 +51,25 @@ def test_the_sync_check_catches_a_sync(cuda_device):
     x = torch.ones(4, device=cuda_device)
     with _no_sync(), pytest.raises(RuntimeError):
         x.new_tensor([1.0, 2.0])               # what ops/_const.const avoids
+
+
+def test_tail_stream_priority_from_the_environment(monkeypatch):
+    """``VIDFLOW_TAIL_PRIORITY=-1``: the tail's stream has the device's high priority (the bench's
+    ``tailprio`` variant); unset: the default priority."""
+    import torch
+
+    from vidflow.runtime.overlap import Tail
+
+    dev = torch.device("cuda")
+    hi = torch.cuda.Stream(dev, priority=-1).priority
+    for env, want in ((None, 0), ("-1", hi)):
+        if env is None:
+            monkeypatch.delenv("VIDFLOW_TAIL_PRIORITY", raising=False)
+        else:
+            monkeypatch.setenv("VIDFLOW_TAIL_PRIORITY", env)
+        t = Tail(lambda b, w: b, lambda sid: None, dev)
+        try:
+            assert t.stream is not None and t.stream.priority == want
+        finally:
+            list(t.finish())
+    assert hi < 0

@@ -10,9 +10,10 @@ Per stream count N, one line per measurement (``"bench"``):
 - ``M``: model only: the engine on a random ``[batch,3,H,W]`` input (fp16 on CUDA), synced per call.
 - ``E``: ``Pipeline``: N FileSources -> Muxer(batch) -> Detector(half) -> Tracker -> JsonlSink;
   ``E-pK``: with ``Pipeline(decode_processes=K)``.
-- ``E-notrack`` / ``E-paced`` (``--variants``): E without the tracker; E with each stream
-  replayed like a live camera at ``--pace`` fps (``FileSource(realtime=...)``, default 80% of
-  E's fps), latency from the release; ``dropped_fps``: frames the live queues dropped.
+- ``E-notrack`` / ``E-paced`` / ``E-tailprio`` (``--variants``): E without the tracker; E with each
+  stream replayed like a live camera at ``--pace`` fps (``FileSource(realtime=...)``, default 80%
+  of E's fps), latency from the release; ``dropped_fps``: frames the live queues dropped; E with
+  the tail thread's CUDA stream at high priority (``VIDFLOW_TAIL_PRIORITY=-1``, an experiment).
 - ``B``: the naive baseline: a thread per stream, PyAV decode on the CPU -> NumPy -> torch on the
   device -> letterbox -> model -> NMS -> boxes to the host, one frame at a time.
 
@@ -115,9 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     a("--bitrate", type=int, default=5_000_000, help="generated clip bit/s (default: 5000000)")
     a("--mux-size", choices=["model", "source"], default="model",
       help="muxer output: the frame scaled to fit the model input (default), or the source size")
-    a("--variants", nargs="+", choices=["full", "notrack", "paced"], default=["full"],
+    a("--variants", nargs="+", choices=["full", "notrack", "paced", "tailprio"], default=["full"],
       help="E variants: full (detect+track+jsonl), notrack (detect+jsonl), paced (full, each stream "
-           "released at --pace fps like a camera, default 80%% of the full E's fps per stream)")
+           "released at --pace fps like a camera, default 80%% of the full E's fps per stream), "
+           "tailprio (full, the tail thread's CUDA stream at high priority: VIDFLOW_TAIL_PRIORITY=-1)")
     a("--pace", type=float, default=None, help="frames/s per stream of the paced variant")
     a("--torch-threads", type=int, default=None, help="torch.set_num_threads for the run (default: the pipeline's own: 1 on CUDA)")
     a("--switch-interval", type=float, default=None, help="sys.setswitchinterval (s) for the run (default: 0.005)")
@@ -146,6 +148,11 @@ def _plan(n: int, args: argparse.Namespace, ctx: dict[str, Any], got: dict[str, 
             if not (args.pace or full):
                 raise ValueError("--variants paced needs --pace or the full E variant measured first")
             pace = args.pace or 0.8 * (full or 0.0) / n
+        # read when the run's tail thread starts: set for this variant, cleared for the others
+        if v == "tailprio":
+            os.environ["VIDFLOW_TAIL_PRIORITY"] = "-1"
+        else:
+            os.environ.pop("VIDFLOW_TAIL_PRIORITY", None)
         return PipeWork(clip, n, dev, model=args.model, batch=bs, mux_size=ctx["mux_size"], track=v != "notrack",
                      max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
                      jsonl=os.path.join(ctx["tmp"], f"e{n}.jsonl"), pace=pace,

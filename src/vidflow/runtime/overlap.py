@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import queue
 import threading
 from collections import deque
@@ -54,6 +55,19 @@ def split(stages: Sequence[StageSlot]) -> tuple[list[StageSlot], list[StageSlot]
     return stages[:k], stages[k:], lambda: None
 
 
+def tail_priority() -> int:
+    """The CUDA priority of the tail's stream: ``VIDFLOW_TAIL_PRIORITY`` (an experiment's knob,
+    default 0; lower is higher, -1 asks for the device's highest). A high priority lets the tail's
+    small kernels (the detector's finish, masks) take SMs ahead of the next batch's model, which
+    the main thread has queued meanwhile; whether that raises throughput is measured by ``vidflow
+    bench --variants tailprio``."""
+    text = os.environ.get("VIDFLOW_TAIL_PRIORITY", "").strip()
+    try:
+        return int(text) if text else 0
+    except ValueError:
+        raise ValueError(f"VIDFLOW_TAIL_PRIORITY: expected an integer (0, or -1 for high), got {text!r}") from None
+
+
 class Tail:
     """The second thread of an overlapping pipeline: ``run(batch, wait_s)`` (the tail stages and
     the sinks) and ``end(sid)`` (a source's resets and end-of-source calls) in queue order."""
@@ -68,7 +82,7 @@ class Tail:
         self.error: BaseException | None = None
         self.running = True
         self._abort = False
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.stream = (torch.cuda.Stream(device, priority=tail_priority()) if device.type == "cuda" else None)
         self.thread = threading.Thread(target=self._loop, name="vidflow-tail", daemon=True)
         self.thread.start()
 
