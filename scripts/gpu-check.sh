@@ -6,7 +6,7 @@
 #   .whl/ray312.tar.xz, .whl/ray-deps/ (scripts/device-ray.sh; only for the fleet step, which uses the
 #                          demo model: carry site312 + Ray + .whl/extra (orjson), no .models: under 64 MiB)
 #   .before/src           (only for the compare step: mkdir .before && git archive e07be02 src | tar -x -C .before)
-# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet|live|seg|compare|contention]...   (default: tests demo bench)
+# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet|live|seg|compare|contention|startup]...   (default: tests demo bench)
 #   compare: E/D/M of this tree against .before/src, alternated A B A B on the same host (issue 13)
 #   live: issue 14's targets through `vidflow bench --live` (LIVE_TARGETS="h264 hevc reconnect max";
 #         ~90 s, ~90 s, ~330 s, ~300 s: keep one call under 10 min, e.g. LIVE_TARGETS="h264 hevc" first)
@@ -85,6 +85,16 @@ for l in sys.stdin:
           --out "$out/live.jsonl" > "$out/live_$t.log" 2>&1 || rc=1
         grep -E '^\{' "$out/live_$t.log" | cut -c1-900; tail -n 3 "$out/live_$t.log" | grep -v '^{'
       done ;;
+    startup)      # issue 15: `vidflow run` of a 300-frame 1080p clip with the detector, twice (cold, then warm)
+      python3 -c "from vidflow.bench.cli import make_bench_clip as m; print(m())" > "$out/startup.log" 2>&1
+      clip=$(tail -n 1 "$out/startup.log")
+      printf 'device: cuda\nsources:\n  - file: %s\nstages:\n  - detect: {model: %s}\n  - track: {}\nsinks:\n  - jsonl: /tmp/startup.jsonl\n' \
+        "$clip" "$PWD/.models/yolo11n_shapes.torchscript" > /tmp/startup.yaml
+      for run in cold warm; do
+        echo "== $run" >> "$out/startup.log"
+        ( time timeout 200 python3 -m vidflow.cli run /tmp/startup.yaml ) >> "$out/startup.log" 2>&1 || rc=1
+      done
+      grep -E '^==|^total|^start-up|^process|^real' "$out/startup.log" ;;
     contention)   # issue 15: does the model slow down while the decode processes run (another process)?
       # M alone, D alone, then M in a second process while D runs; nvidia-smi dmon's sm % / dec % beside
       # them (~110 s). If M under D falls toward 1/(1/D+1/M) the GPU serialises the two (no MPS)
@@ -104,7 +114,7 @@ for l in open(sys.argv[1]):
     if d["bench"] != "summary": print(sys.argv[2], d["bench"], d["fps"], "fps", d["cpu_cores"], "cores", d.get("host_cpu"), d["device"])' "$out/$f.jsonl" $f || rc=1
       done
       cat "$out/dmon.log" ;;
-    *) echo "unknown step $step (tests | demo | bench | fleet | compare | live | seg | contention)"; rc=2 ;;
+    *) echo "unknown step $step (tests | demo | bench | fleet | compare | live | seg | contention | startup)"; rc=2 ;;
   esac
 done
 exit $rc

@@ -87,9 +87,14 @@ def _failed_sinks(pipe: Any) -> list[str]:
     return out
 
 
-def _print_summary(pipe: Any) -> None:
+def _print_summary(pipe: Any, before_run_s: float | None = None) -> None:
     _log.clear_status()
     print(pipe.summary.table())
+    first = getattr(pipe.summary, "first_batch_s", None)
+    if before_run_s is not None:       # what the process did before run(): imports, YAML, models
+        tail = f", first batch {before_run_s + first:.2f} s after it" if first is not None else ""
+        print(f"process: run() {before_run_s:.2f} s after the process started (interpreter, imports, "
+              f"pipeline built){tail}")
     sinks = _sink_table(pipe)
     if sinks:
         print(sinks)
@@ -103,8 +108,11 @@ def run_to_end(pipe: Any, args: argparse.Namespace) -> int:
 
     timeout = args.stop_timeout if args.stop_timeout is not None else getattr(pipe, "stop_timeout", None)
     timeout = 10.0 if timeout is None else float(timeout)
+    from .runtime.startup import process_age_s
+
+    before: list[float | None] = [None]      # set just before run()
     stopper = GracefulStop(lambda drain: stop_pipeline(pipe, drain, timeout), timeout=timeout, grace=max(1.0, timeout),
-                           last_words=lambda: _print_summary(pipe))
+                           last_words=lambda: _print_summary(pipe, before[0]))
     log.info("run started", extra={"pipeline": args.pipeline, "sources": len(pipe.summary.sources),
                                    "sinks": len(pipe.sinks), "pid": os.getpid()})
     settings = getattr(pipe, "process_settings", None)     # torch threads, gc freeze: the process's own
@@ -112,6 +120,7 @@ def run_to_end(pipe: Any, args: argparse.Namespace) -> int:
     try:
         with stopper, (settings() if callable(settings) else contextlib.nullcontext()):
             try:
+                before[0] = process_age_s()
                 pipe.run()
             finally:
                 _log.clear_status()        # the live line ends with the run, before any last word
@@ -137,7 +146,7 @@ def run_to_end(pipe: Any, args: argparse.Namespace) -> int:
     if stopper.signum is not None:
         pipe.summary.interrupted = True
         code = code or (stopper.exit_code or 0)
-    _print_summary(pipe)
+    _print_summary(pipe, before[0])
     log.info("run finished", extra={"exit_code": code, "frames": pipe.summary.frames,
                                     "wall_s": round(pipe.summary.wall_s, 3),
                                     "signal": signal.Signals(stopper.signum).name if stopper.signum else None})

@@ -1,6 +1,7 @@
 """`vidflow run` end to end on generated clips: every frame of every source reaches the JSONL."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -45,6 +46,9 @@ def test_vidflow_run_writes_every_frame(tmp_path, clips, capsys):
     assert main(["run", str(p), "-q"]) == 0
     summary = capsys.readouterr().out
     assert "total: 66 frames" in summary
+    if sys.platform == "linux":               # the time before run() (/proc), and to the first batch
+        assert re.search(r"process: run\(\) [0-9.]+ s after the process started .*first batch [0-9.]+ s after it",
+                         summary), summary
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     for sid, c in enumerate(clips):
         mine = [r for r in recs if r["source_id"] == sid]

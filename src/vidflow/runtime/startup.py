@@ -19,7 +19,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["StartupMeter"]
+__all__ = ["StartupMeter", "process_age_s"]
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux ``/proc``: its start time in clock ticks after
+    boot against the uptime; 10 ms resolution), None elsewhere. ``vidflow run`` reports the time
+    from the process's start to ``run()`` (interpreter, imports, YAML, models loaded) with it."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        import os
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 class StartupMeter:
