@@ -8,7 +8,7 @@
 #   .before/src           (only for the compare step: mkdir .before && git archive e07be02 src | tar -x -C .before)
 #   .ul/ultralytics       (only for the ultralytics step and the heads parity test: pip download --no-deps ultralytics,
 #                          unzip into .ul; the reference only, never a dependency)
-# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet|live|seg|compare|contention|startup|ultralytics]...   (default: tests demo bench)
+# Usage there: bash scripts/gpu-check.sh [tests|demo|bench|fleet|live|seg|compare|contention|startup|ultralytics|host]...   (default: tests demo bench)
 #   compare: E/D/M of this tree against .before/src, alternated A B A B on the same host (issue 13)
 #   live: issue 14's targets through `vidflow bench --live` (LIVE_TARGETS="h264 hevc reconnect max";
 #         ~90 s, ~90 s, ~330 s, ~300 s: keep one call under 10 min, e.g. LIVE_TARGETS="h264 hevc" first)
@@ -92,6 +92,10 @@ for l in sys.stdin:
       timeout 500 python3 benchmarks/ultralytics_streams.py --ultralytics .ul --streams ${BENCH_STREAMS:-64} \
         --seconds ${BENCH_SECONDS:-20} > "$out/ultralytics.log" 2>&1 || rc=1
       grep -E '^\{' "$out/ultralytics.log" | cut -c1-500; tail -n 3 "$out/ultralytics.log" | grep -v '^{' ;;
+    host)         # issue 15: vidflow's own Python per frame on this host's CPU, no model compute (~40 s)
+      timeout 200 python3 benchmarks/host_overhead.py --seconds 8 --decode-processes 0 2 8 > "$out/host.log" 2>&1 || rc=1
+      timeout 100 python3 benchmarks/host_overhead.py --seconds 8 --fake-sources --decode-processes 0 >> "$out/host.log" 2>&1 || rc=1
+      grep -E '^\{' "$out/host.log" | cut -c1-400 ;;
     startup)      # issue 15: `vidflow run` of a 300-frame 1080p clip with the detector, twice (cold, then warm)
       python3 -c "from vidflow.bench.cli import make_bench_clip as m; print(m())" > "$out/startup.log" 2>&1
       clip=$(tail -n 1 "$out/startup.log")
@@ -121,7 +125,7 @@ for l in open(sys.argv[1]):
     if d["bench"] != "summary": print(sys.argv[2], d["bench"], d["fps"], "fps", d["cpu_cores"], "cores", d.get("host_cpu"), d["device"])' "$out/$f.jsonl" $f || rc=1
       done
       cat "$out/dmon.log" ;;
-    *) echo "unknown step $step (tests | demo | bench | fleet | compare | live | seg | contention | startup | ultralytics)"; rc=2 ;;
+    *) echo "unknown step $step (tests | demo | bench | fleet | compare | live | seg | contention | startup | ultralytics | host)"; rc=2 ;;
   esac
 done
 exit $rc
