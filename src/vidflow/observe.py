@@ -17,9 +17,10 @@ raises is logged once and dropped, never a reason to stop the pipeline).
   (``"running"``, ``"ended"``, ``"failed"``, ``"stopped"``, ``"removed"``, or a live source's own
   state such as ``"reconnecting"``; see :class:`vidflow.stats.SourceStats`).
 
-An observer whose ``sync`` attribute is true while a call is timed has the device synchronised
-before and after each timed call, so ``seconds`` is the GPU work of that part, not only its
-launch (benchmarks' per-part breakdown; it slows the pipeline down, so turn it on briefly).
+An observer whose ``sync`` attribute is true while a call is timed has the calling thread's CUDA
+stream synchronised before and after each timed call, so ``seconds`` is the GPU work of that part
+on its thread's stream (which shares the GPU with the other thread's), not only its launch
+(benchmarks' per-part breakdown; it slows the pipeline down, so turn it on briefly).
 """
 
 from __future__ import annotations

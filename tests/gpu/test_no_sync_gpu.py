@@ -73,3 +73,30 @@ def test_tail_stream_priority_from_the_environment(monkeypatch):
         finally:
             list(t.finish())
     assert hi < 0
+
+
+def test_sync_observer_times_each_part_on_its_threads_stream(cuda_device):
+    """An observer with ``sync = True`` on a CUDA pipeline with overlap (detector launch on the
+    main thread, finish + tracker on the tail): every part is reported with a positive time, the
+    tail's parts too (each thread's stream synchronised, ``runtime/steps.py``)."""
+    from vidflow import Pipeline
+    from vidflow.stages.track import Tracker
+    from vidflow.testing import MemorySink
+
+    class Watch:
+        sync = True
+
+        def __init__(self):
+            self.parts = {}
+
+        def on_stage(self, stage, batch_size, seconds):
+            self.parts.setdefault(stage, []).append(seconds)
+
+    w = Watch()
+    pipe = Pipeline([FakeSource(12, width=160, height=120) for _ in range(4)], Muxer(batch_size=4, size=(128, 96)),
+                    [Detector("demo", size=(128, 96)), Tracker()], [MemorySink(keep_images=False)],
+                    device=cuda_device, observers=[w])
+    pipe.run()
+    assert pipe.summary.frames == 48
+    assert {"detect.launch", "detect.finish", "track"} <= set(w.parts), w.parts     # overlap: both halves
+    assert all(s > 0 for v in w.parts.values() for s in v)

@@ -27,7 +27,7 @@ garbage collector's pauses, and from a
 ``--copy-seconds`` window under ``torch.profiler`` (CUPTI memcpy records of every thread):
 ``h2d_per_frame``, ``d2h_per_frame``, their bytes, and ``image_copies_per_frame`` (host<->device
 copies of >= 100 kB: an image, never boxes). E also reports ``breakdown_ms_per_batch``: time per
-batch in each part of the loop, with the device synchronised at their boundaries (the pipeline's
+batch in each part of the loop, with the calling thread's CUDA stream synchronised at their boundaries (the pipeline's
 observers: ``vidflow.observe``). Every line names the host's CPU beside the device
 (``host_cpu``, ``host_cores``, ``host_cpu_mhz``): post-processing runs there.
 E also reports its start-up: ``first_batch_s`` and ``steady_s``, seconds from the start of the

@@ -1,6 +1,6 @@
 """The pipeline workload of ``vidflow bench`` (E): N looping FileSources -> Muxer -> Detector ->
 Tracker -> JsonlSink, watched only through the pipeline's public API: an observer (latencies,
-the per-part breakdown with the device synchronised) and ``snapshot()`` (decode processes,
+the per-part breakdown with each thread's stream synchronised) and ``snapshot()`` (decode processes,
 offered and dropped frames)."""
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class PipeWork(Work):
             self._settings.__exit__(None, None, None)
 
     def breakdown(self, seconds: float) -> dict[str, Any]:
-        """Time per batch in each part of the loop, the device synchronised around each part."""
+        """Time per batch in each part of the loop, each thread's CUDA stream synchronised around each part."""
         w = self.watch
         w.parts, b0, f0, o0 = {}, w.batches, self.count(), self.counter.objects
         if self.dev.type == "cuda":
