@@ -87,7 +87,10 @@ class RunSummary:
     ``startup_s``: the phases of that start-up (files started, warm-up, sources started, first frame, first
     batch), seconds from the start of ``run()`` at the end of each.
     ``decode_pids`` / ``decode_cpu_s``: the decode processes and their CPU seconds (filled by
-    ``Pipeline.snapshot()``)."""
+    ``Pipeline.snapshot()``). ``loop_s``: seconds the loop waited, cumulative, no device sync
+    (filled by ``snapshot()``): ``collect`` (the main thread in the muxer, waiting for frames and
+    taking them), and with overlap ``tail_full`` (the main thread holding a batch for the tail's
+    full queue: the tail is the slower half) and ``tail_idle`` (the tail waiting for a batch)."""
 
     sources: dict[int | str, SourceStats] = field(default_factory=dict)
     batches: int = 0
@@ -100,6 +103,7 @@ class RunSummary:
     startup_s: dict[str, float] = field(default_factory=dict)
     decode_pids: list[int] = field(default_factory=list)
     decode_cpu_s: float = 0.0
+    loop_s: dict[str, float] = field(default_factory=dict)
     classes: dict[int | str, Counter] = field(default_factory=dict)
     tracks: dict[int | str, set] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
@@ -110,6 +114,7 @@ class RunSummary:
         return dataclasses.replace(self, sources={sid: dataclasses.replace(st) for sid, st in self.sources.items()},
                                    latencies_ms=deque(self.latencies_ms, maxlen=self.latencies_ms.maxlen),
                                    decode_pids=list(self.decode_pids), startup_s=dict(self.startup_s),
+                                   loop_s=dict(self.loop_s),
                                    classes={sid: Counter(c) for sid, c in self.classes.items()},
                                    tracks={sid: set(t) for sid, t in self.tracks.items()}, outputs=list(self.outputs))
 
@@ -241,6 +246,10 @@ class RunSummary:
                              if k != "first_batch")
             lines.append(f"start-up: first batch {self.first_batch_s:.2f} s, steady state {steady} (after run()"
                          f"{phases})")
+        if "tail_full" in self.loop_s:       # overlap: which half waited for the other
+            w = self.loop_s
+            lines.append(f"loop: waited {w['collect']:.2f} s for frames; the main thread {w['tail_full']:.2f} s "
+                         f"for the tail, the tail {w['tail_idle']:.2f} s for the main thread")
         for sid, cls in self.classes.items():
             lines.append(f"objects {sid}: " + ", ".join(f"{k} {v}" for k, v in cls.most_common())
                          + f"; {len(self.tracks.get(sid, ()))} tracks")

@@ -101,10 +101,17 @@ class PipeWork(Work):
     def window(self, wall: float | None = None) -> dict[str, Any]:
         if wall is None:
             self._r0, self._d0 = self._offered_dropped()
+            s0 = self.pipe.snapshot()
+            self._loop0, self._b0 = dict(s0.loop_s), s0.batches
             return {}
         snap = self.pipe.snapshot()     # start-up: from run() to the first batch / to steady state
         out: dict[str, Any] = {"first_batch_s": _r(snap.first_batch_s), "steady_s": _r(snap.steady_s),
                                "startup_phases_s": dict(snap.startup_s)}
+        nb = max(snap.batches - self._b0, 1)
+        # where the loop waited, unsynced, per batch of the window: tail_full >> tail_idle means
+        # the tail half (finish, later stages, sinks) is the slower one; the reverse, the main half
+        out["waits_ms_per_batch"] = {k: round((v - self._loop0.get(k, 0.0)) * 1e3 / nb, 2)
+                                     for k, v in snap.loop_s.items()}
         if not self.pace:
             return out
         released, dropped = self._offered_dropped()

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -82,6 +83,10 @@ class Tail:
         self.error: BaseException | None = None
         self.running = True
         self._abort = False
+        # seconds waited, cumulative (no device sync): the main thread with a batch for a full
+        # queue (the tail is the slower half), the tail for a batch (the main thread is)
+        self.full_s = 0.0
+        self.idle_s = 0.0
         self.stream = (torch.cuda.Stream(device, priority=tail_priority()) if device.type == "cuda" else None)
         self.thread = threading.Thread(target=self._loop, name="vidflow-tail", daemon=True)
         self.thread.start()
@@ -98,6 +103,18 @@ class Tail:
         self._put(("end", sid))
 
     def _put(self, item: tuple | None) -> None:
+        try:
+            self.q.put_nowait(item)
+            return
+        except queue.Full:
+            pass
+        t0 = time.perf_counter()
+        try:
+            self._put_waiting(item)
+        finally:
+            self.full_s += time.perf_counter() - t0
+
+    def _put_waiting(self, item: tuple | None) -> None:
         while True:
             self._raise()
             try:
@@ -157,7 +174,9 @@ class Tail:
             torch.cuda.set_device(self.device)
         with side:
             while True:
+                t0 = time.perf_counter()
                 item = self.q.get()
+                self.idle_s += time.perf_counter() - t0
                 if item is None or self._abort:
                     return
                 if self.error is not None:

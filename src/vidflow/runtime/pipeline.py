@@ -130,6 +130,8 @@ class Pipeline:
         plan_masks(self._stage_slots, self._steps.sinks, reader=False, owner=self)
         self._head, self._tail_stages, self._clear_launched = split(self._stage_slots)
         self._tail: Tail | None = None
+        self._last_tail: Tail | None = None
+        self._collect_s = 0.0                # the loop's time in the muxer's collect (snapshot().loop_s)
         self._startup: StartupMeter | None = None
         self._server: Any = None
         self._used = False
@@ -196,11 +198,20 @@ class Pipeline:
         self._sourcing.refresh()
         pids, cpu = self._sourcing.decode_processes_info()
         meter = self._startup
+        loop = self._loop_waits()
         with self._lock:
             self.summary.decode_pids, self.summary.decode_cpu_s = pids, cpu
+            self.summary.loop_s = loop
             if meter is not None and self.summary.first_batch_s is None:
                 self.summary.startup_s = dict(meter.phases)      # the phases so far (warm-up done?)
             return self.summary.copy()
+
+    def _loop_waits(self) -> dict[str, float]:
+        tail = self._tail or self._last_tail
+        loop = {"collect": round(self._collect_s, 4)}
+        if tail is not None:
+            loop.update(tail_full=round(tail.full_s, 4), tail_idle=round(tail.idle_s, 4))
+        return loop
 
     @property
     def server(self) -> Any:
@@ -299,10 +310,12 @@ class Pipeline:
                 tail_stages = self._tail_stages
                 self._tail = Tail(lambda b, w: self._finish(steps.run(b, tail_stages), w), self._end_tail,
                                   self.device, self._clear_launched)
+            self._collect_s, self._last_tail = 0.0, None            # loop_s: this run's
             queues = lambda: list(self._sourcing.queues.values())   # noqa: E731
             while True:
                 t0 = time.perf_counter()
                 col = self.muxer.collect(queues, self._cond, stop=self._stop)
+                self._collect_s += time.perf_counter() - t0
                 if col is None:
                     break
                 if col.frames:
@@ -353,11 +366,13 @@ class Pipeline:
     def _shutdown(self, *, raise_errors: bool) -> None:
         self._stop.set()
         self._sourcing.close_queues()
-        self._tail = None                       # (stopped by now) resets go straight to the stages
+        self._last_tail, self._tail = self._tail or self._last_tail, None    # (its waits stay in snapshot())
+        # (stopped by now) resets go straight to the stages
         try:
             self._sourcing.shutdown()
             errors = self._steps.close_all()
             self.summary.wall_s = time.monotonic() - self.summary.started
+            self.summary.loop_s = self._loop_waits()
             if self._server is not None:
                 try:
                     self._server.stop()
