@@ -5,6 +5,7 @@ has the columns its ``attrs`` ask for."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -222,3 +223,21 @@ def test_stack_to_host_takes_one_element_columns_of_any_stride():
     assert col.stride() == (6,) and col.is_contiguous()
     a, b = hostcopy.stack_to_host([col, box])
     assert a.tolist() == [2] and np.array_equal(b, box.numpy())
+
+
+@pytest.mark.parametrize("in_order", [False, True])
+def test_host_rle_is_each_frames_objects_in_table_order(in_order):
+    """The RLE per frame is that frame's objects' masks in the table's order, whether the table
+    came in frame order (no reordering on the device) or not."""
+    from vidflow.ops.masks import to_rle
+
+    b = _batch(seed=3)
+    if in_order:
+        o = b.objects
+        b = dataclasses.replace(b, objects=o[torch.argsort(o.frame_idx, stable=True)])
+    got = hostcopy.host_rle(b)
+    fi = b.objects.frame_idx
+    for i, f in enumerate(b.frames):
+        idx = (fi == i).nonzero().squeeze(1)
+        want = to_rle(b.objects.masks[idx], [[f.width, f.height]] * len(idx)) if len(idx) else []
+        assert list(got[i]) == want

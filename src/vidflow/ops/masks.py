@@ -325,7 +325,7 @@ def rle_strings_from_changes(obj: np.ndarray, pos: np.ndarray, sizes: np.ndarray
     ck = np.concatenate([[0], np.cumsum(k)])          # characters before each count
     ends = ck[np.append(start[1:], len(k))]            # c_obj is ascending: object i's counts end there
     per = ends - ck[start]
-    return [text[e - k:e] for e, k in zip(ends.tolist(), per.tolist())]
+    return [text[e - m:e] for e, m in zip(ends.tolist(), per.tolist())]
 
 
 def _desc(t: object) -> str:

@@ -14,6 +14,7 @@ muxer took its first frames — decoders opened, decode processes up — and ``f
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections import deque
@@ -31,7 +32,6 @@ def process_age_s() -> float | None:
             start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
         with open("/proc/uptime") as f:
             uptime = float(f.read().split()[0])
-        import os
         return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, AttributeError):
         return None

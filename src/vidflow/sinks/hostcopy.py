@@ -313,7 +313,10 @@ def _rle_points(batch: Batch, fi: np.ndarray) -> _Points:
     sizes = np.repeat([(f.width, f.height) for f in batch.frames], count, axis=0).reshape(-1, 2)
     if not len(sizes):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), sizes, count
-    masks = objs.masks[torch.argsort(objs.frame_idx, stable=True)]
+    masks = objs.masks
+    if len(fi) > 1 and (fi[1:] < fi[:-1]).any():     # (a detector's table is in frame order already:
+        order = torch.from_numpy(np.argsort(fi, kind="stable"))    # then no gather of every mask)
+        masks = masks[order.to(masks.device, non_blocking=True)]
     obj, pos = rle_change_points(masks, sizes[:, 1])
     return obj, pos, sizes, count
 
