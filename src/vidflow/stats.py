@@ -88,9 +88,7 @@ class RunSummary:
     batch), seconds from the start of ``run()`` at the end of each.
     ``decode_pids`` / ``decode_cpu_s``: the decode processes and their CPU seconds (filled by
     ``Pipeline.snapshot()``). ``loop_s``: seconds the loop waited, cumulative, no device sync
-    (filled by ``snapshot()``): ``collect`` (the main thread in the muxer, waiting for frames and
-    taking them), and with overlap ``tail_full`` (the main thread holding a batch for the tail's
-    full queue: the tail is the slower half) and ``tail_idle`` (the tail waiting for a batch)."""
+    (filled by ``snapshot()`` and at the end of the run; ``runtime.overlap.LoopWaits``)."""
 
     sources: dict[int | str, SourceStats] = field(default_factory=dict)
     batches: int = 0

@@ -22,7 +22,7 @@ from ..batch import Batch
 from ..errors import PipelineStateError
 from .steps import StageSlot
 
-__all__ = ["split", "Tail"]
+__all__ = ["split", "Tail", "LoopWaits"]
 
 
 def split(stages: Sequence[StageSlot]) -> tuple[list[StageSlot], list[StageSlot], Callable[[], None]]:
@@ -69,6 +69,25 @@ def tail_priority() -> int:
         raise ValueError(f"VIDFLOW_TAIL_PRIORITY: expected an integer (0, or -1 for high), got {text!r}") from None
 
 
+@dataclasses.dataclass
+class LoopWaits:
+    """Seconds a pipeline's loop waited, cumulative, without a device sync (``snapshot().loop_s``):
+    ``collect`` the main thread in the muxer (waiting for frames, taking them); with overlap,
+    ``tail_full`` the main thread holding a batch for the tail's full queue (the tail is the slower
+    half) and ``tail_idle`` the tail waiting for a batch (the main thread is)."""
+
+    overlap: bool = False
+    collect: float = 0.0
+    tail_full: float = 0.0
+    tail_idle: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        out = {"collect": round(self.collect, 4)}
+        if self.overlap:
+            out.update(tail_full=round(self.tail_full, 4), tail_idle=round(self.tail_idle, 4))
+        return out
+
+
 class Tail:
     """The second thread of an overlapping pipeline: ``run(batch, wait_s)`` (the tail stages and
     the sinks) and ``end(sid)`` (a source's resets and end-of-source calls) in queue order."""
@@ -76,17 +95,16 @@ class Tail:
     DEPTH = 2          # batches waiting for the tail before the main thread waits
 
     def __init__(self, run: Callable[[Batch, float], Batch], end: Callable[[Any], None],
-                 device: torch.device, clear: Callable[[], None] = lambda: None) -> None:
+                 device: torch.device, clear: Callable[[], None] = lambda: None,
+                 waits: LoopWaits | None = None) -> None:
         self._run, self._end, self._clear, self.device = run, end, clear, device
         self.q: queue.Queue = queue.Queue(maxsize=self.DEPTH)
         self.out: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.running = True
         self._abort = False
-        # seconds waited, cumulative (no device sync): the main thread with a batch for a full
-        # queue (the tail is the slower half), the tail for a batch (the main thread is)
-        self.full_s = 0.0
-        self.idle_s = 0.0
+        self.waits = waits if waits is not None else LoopWaits()
+        self.waits.overlap = True
         self.stream = (torch.cuda.Stream(device, priority=tail_priority()) if device.type == "cuda" else None)
         self.thread = threading.Thread(target=self._loop, name="vidflow-tail", daemon=True)
         self.thread.start()
@@ -112,7 +130,7 @@ class Tail:
         try:
             self._put_waiting(item)
         finally:
-            self.full_s += time.perf_counter() - t0
+            self.waits.tail_full += time.perf_counter() - t0
 
     def _put_waiting(self, item: tuple | None) -> None:
         while True:
@@ -176,7 +194,7 @@ class Tail:
             while True:
                 t0 = time.perf_counter()
                 item = self.q.get()
-                self.idle_s += time.perf_counter() - t0
+                self.waits.tail_idle += time.perf_counter() - t0
                 if item is None or self._abort:
                     return
                 if self.error is not None:

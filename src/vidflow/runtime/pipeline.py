@@ -28,7 +28,7 @@ from .._threads import resolve_threads
 from ..mux import Muxer
 from ..stats import RunSummary
 from .observing import Observers
-from .overlap import Tail, split
+from .overlap import LoopWaits, Tail, split
 from .settings import freeze_point, process_settings
 from .sourcing import Sourcing
 from .startup import StartupMeter
@@ -130,8 +130,7 @@ class Pipeline:
         plan_masks(self._stage_slots, self._steps.sinks, reader=False, owner=self)
         self._head, self._tail_stages, self._clear_launched = split(self._stage_slots)
         self._tail: Tail | None = None
-        self._last_tail: Tail | None = None
-        self._collect_s = 0.0                # the loop's time in the muxer's collect (snapshot().loop_s)
+        self._waits = LoopWaits()            # this run's waits (snapshot().loop_s)
         self._startup: StartupMeter | None = None
         self._server: Any = None
         self._used = False
@@ -198,20 +197,13 @@ class Pipeline:
         self._sourcing.refresh()
         pids, cpu = self._sourcing.decode_processes_info()
         meter = self._startup
-        loop = self._loop_waits()
+        loop = self._waits.as_dict()
         with self._lock:
             self.summary.decode_pids, self.summary.decode_cpu_s = pids, cpu
             self.summary.loop_s = loop
             if meter is not None and self.summary.first_batch_s is None:
                 self.summary.startup_s = dict(meter.phases)      # the phases so far (warm-up done?)
             return self.summary.copy()
-
-    def _loop_waits(self) -> dict[str, float]:
-        tail = self._tail or self._last_tail
-        loop = {"collect": round(self._collect_s, 4)}
-        if tail is not None:
-            loop.update(tail_full=round(tail.full_s, 4), tail_idle=round(tail.idle_s, 4))
-        return loop
 
     @property
     def server(self) -> Any:
@@ -306,16 +298,16 @@ class Pipeline:
                 meter.mark("warm_up")
             self._sourcing.start_all()
             meter.mark("sources_started")
+            self._waits = waits = LoopWaits()
             if self.overlap and (self._tail_stages or steps.sinks):
                 tail_stages = self._tail_stages
                 self._tail = Tail(lambda b, w: self._finish(steps.run(b, tail_stages), w), self._end_tail,
-                                  self.device, self._clear_launched)
-            self._collect_s, self._last_tail = 0.0, None            # loop_s: this run's
+                                  self.device, self._clear_launched, waits)
             queues = lambda: list(self._sourcing.queues.values())   # noqa: E731
             while True:
                 t0 = time.perf_counter()
                 col = self.muxer.collect(queues, self._cond, stop=self._stop)
-                self._collect_s += time.perf_counter() - t0
+                waits.collect += time.perf_counter() - t0
                 if col is None:
                     break
                 if col.frames:
@@ -366,13 +358,12 @@ class Pipeline:
     def _shutdown(self, *, raise_errors: bool) -> None:
         self._stop.set()
         self._sourcing.close_queues()
-        self._last_tail, self._tail = self._tail or self._last_tail, None    # (its waits stay in snapshot())
-        # (stopped by now) resets go straight to the stages
+        self._tail = None                       # (stopped by now) resets go straight to the stages
         try:
             self._sourcing.shutdown()
             errors = self._steps.close_all()
             self.summary.wall_s = time.monotonic() - self.summary.started
-            self.summary.loop_s = self._loop_waits()
+            self.summary.loop_s = self._waits.as_dict()
             if self._server is not None:
                 try:
                     self._server.stop()
