@@ -93,18 +93,17 @@ class PipeWork(Work):
     def child_pids(self) -> list[int]:
         return self.pipe.snapshot().decode_pids
 
-    def _offered_dropped(self) -> tuple[int, int]:
+    @staticmethod
+    def _offered_dropped(s: Any) -> tuple[int, int]:
         # every frame a paced source releases reaches the pipeline as one decoded frame
-        s = self.pipe.snapshot()
         return sum(st.decoded for st in s.sources.values()), sum(st.dropped for st in s.sources.values())
 
     def window(self, wall: float | None = None) -> dict[str, Any]:
-        if wall is None:
-            self._r0, self._d0 = self._offered_dropped()
-            s0 = self.pipe.snapshot()
-            self._loop0, self._b0 = dict(s0.loop_s), s0.batches
-            return {}
         snap = self.pipe.snapshot()     # start-up: from run() to the first batch / to steady state
+        if wall is None:
+            self._r0, self._d0 = self._offered_dropped(snap)
+            self._loop0, self._b0 = dict(snap.loop_s), snap.batches
+            return {}
         out: dict[str, Any] = {"first_batch_s": _r(snap.first_batch_s), "steady_s": _r(snap.steady_s),
                                "startup_phases_s": dict(snap.startup_s)}
         nb = max(snap.batches - self._b0, 1)
@@ -114,7 +113,7 @@ class PipeWork(Work):
                                      for k, v in snap.loop_s.items()}
         if not self.pace:
             return out
-        released, dropped = self._offered_dropped()
+        released, dropped = self._offered_dropped(snap)
         return {**out, "offered_fps": round((released - self._r0) / wall, 1),
                 "pace_fps_per_stream": round(self.pace, 2), "dropped_fps": round((dropped - self._d0) / wall, 1)}
 

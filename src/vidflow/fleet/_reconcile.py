@@ -153,19 +153,19 @@ class Reconciler:
             except Exception as e:  # noqa: BLE001 - the worker died meanwhile: _poll sees it
                 cam.lose(f"add failed: {type(e).__name__}", now)
                 continue
-            # busy: its previous run on that worker is still being released; asked again next
-            # round, and a failure only once that lasts ``release_timeout_s``
-            if not res.get("busy"):
-                cam.busy_since = 0.0
-            elif not cam.busy_since:
-                cam.busy_since = now
-            if cam.busy_since and now - cam.busy_since <= self.settings.release_timeout_s:
-                cam.state, cam.retry_at, cam.incarnation = "releasing", now + self.settings.poll_s, None
-            elif cam.busy_since:
+            if res.get("busy"):
+                # its previous run on that worker is still being released: asked again next
+                # round, and a failure only once that lasts ``release_timeout_s``
+                cam.busy_since = cam.busy_since or now
+                if now - cam.busy_since <= self.settings.release_timeout_s:
+                    cam.state, cam.retry_at, cam.incarnation = "releasing", now + self.settings.poll_s, None
+                    continue
                 cam.busy_since = 0.0
                 self._failed(cam, None, f"{res['error']} (its previous run was not released in "
                                         f"{self.settings.release_timeout_s:g} s)", now)
-            elif not res["ok"]:
+                continue
+            cam.busy_since = 0.0
+            if not res["ok"]:
                 self._failed(cam, self.workers.get(cam.worker or ""), res["error"], now)
             else:
                 cam.incarnation = res.get("incarnation", cam.incarnation)
