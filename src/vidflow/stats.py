@@ -175,8 +175,12 @@ class RunSummary:
             f, k = divmod(p, width)
             k += lo
             self.classes.setdefault(sids[f], Counter())[names[k] if 0 <= k < len(names) else str(k)] += c
-        for f in np.unique(fi[oi >= 0]).tolist():             # track ids: one set update per frame
-            self.tracks.setdefault(sids[f], set()).update(oi[(fi == f) & (oi >= 0)].tolist())
+        tracked = oi >= 0                                     # track ids: one set update per frame
+        order = np.argsort(fi[tracked], kind="stable")
+        f_t, o_t = fi[tracked][order], oi[tracked][order]
+        frames, starts = np.unique(f_t, return_index=True)
+        for f, ids in zip(frames.tolist(), np.split(o_t, starts[1:])):
+            self.tracks.setdefault(sids[f], set()).update(ids.tolist())
 
     def note_outputs(self, sinks: Iterable[Any]) -> None:
         """Remember where the sinks write: each sink's ``path`` / ``uri`` (credentials removed)."""
